@@ -1,0 +1,328 @@
+//! Configuration: one TOML file, parsed, overridden from the environment,
+//! validated and frozen.
+//!
+//! `raw.rs` holds the serde structs as written by the user, `env.rs` the
+//! environment overrides, `validate.rs` the checks that turn a raw file into
+//! the typed [`Config`] the rest of the gateway reads. Every error is one line
+//! that names the file (or variable), the key and what to change
+//! ([`ConfigError`]); `main` prints it and exits 2.
+
+mod env;
+mod raw;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use env::OVERRIDES as ENV_OVERRIDES;
+pub use raw::RawConfig;
+
+/// Why a configuration was refused. Always renders as a single line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read at all.
+    #[error("{path}: cannot read the configuration file: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    /// The TOML did not parse or did not fit the schema.
+    #[error("{path}: line {line}: key `{key}`: {message}")]
+    Parse {
+        path: String,
+        line: usize,
+        key: String,
+        message: String,
+    },
+    /// A key parsed but its value is not acceptable.
+    #[error("{path}: key `{key}`: {message}")]
+    Invalid {
+        path: String,
+        key: String,
+        message: String,
+    },
+    /// An environment override did not parse.
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+}
+
+/// A secret string whose `Debug` never shows the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    /// The secret's bytes; call only where the secret is used, never to log.
+    pub fn expose(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// The validated, typed configuration. Built once by [`load`], then shared
+/// read-only in an `Arc` and swapped whole on reload.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this came from; relative paths below are already resolved
+    /// against its folder.
+    pub source: PathBuf,
+    pub server: ServerConfig,
+    pub tls: TlsConfig,
+    pub cors: CorsConfig,
+    pub log: LogConfig,
+    pub auth: AuthConfig,
+    pub websocket: WebsocketConfig,
+    pub ollama: OllamaConfig,
+    pub limits: LimitsConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// State that must survive restarts: JWT secret, revocation log.
+    pub data_dir: PathBuf,
+    pub header_read_timeout: Duration,
+    pub tls_handshake_timeout: Duration,
+    pub shutdown_grace: Duration,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub enabled: bool,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct CorsConfig {
+    /// Exact origins (`scheme://host[:port]`), compared byte for byte.
+    pub origins: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// An `EnvFilter` directive, already checked to parse.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+/// Where the JWT signing key comes from.
+#[derive(Debug, Clone)]
+pub enum SecretSource {
+    /// `auth.secret` or `JWT_SECRET_KEY`, already checked for length.
+    Inline(Secret),
+    /// `auth.secret_file`: read at start, must hold at least 32 bytes.
+    File(PathBuf),
+    /// Neither set: `{data_dir}/jwt.secret`, created on first start.
+    Generated(PathBuf),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JwtAlgorithm {
+    HS256,
+    HS384,
+    HS512,
+}
+
+impl JwtAlgorithm {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::HS256 => "HS256",
+            Self::HS384 => "HS384",
+            Self::HS512 => "HS512",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ClientEntry {
+    pub id: String,
+    /// argon2id PHC string, checked to parse at load.
+    pub secret_hash: String,
+    pub admin: bool,
+    /// Models this client may use; `None` means every allowed model.
+    pub models: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    pub secret: SecretSource,
+    pub algorithm: JwtAlgorithm,
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+    pub leeway_secs: u64,
+    pub issuer: String,
+    pub audience: String,
+    pub open_enrollment: bool,
+    /// Failed `/auth/token` attempts one IP may make per minute.
+    pub max_failed_attempts_per_minute: u32,
+    pub clients: Vec<ClientEntry>,
+}
+
+#[derive(Debug, Clone)]
+pub struct WebsocketConfig {
+    pub heartbeat_interval: Duration,
+    pub max_connections: usize,
+    pub max_connections_per_client: Option<usize>,
+    /// Chats one session may have waiting behind the running one.
+    pub message_queue_size: usize,
+    /// A client silent this long is closed with 1001.
+    pub timeout: Duration,
+    pub max_message_bytes: usize,
+    pub max_content_bytes: usize,
+    /// A client that has not taken a frame for this long is closed.
+    pub write_timeout: Duration,
+    /// Frames buffered towards one client before the upstream read waits.
+    pub outgoing_queue_frames: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct OllamaConfig {
+    /// Base URL, `http://host:port`, without a trailing slash.
+    pub host: String,
+    pub model: String,
+    pub allowed_models: Vec<String>,
+    pub temperature: f64,
+    pub top_p: f64,
+    pub top_k: u32,
+    pub max_tokens: u32,
+    pub keep_alive: Option<String>,
+    pub pool_max_connections: usize,
+    pub retries: u32,
+    pub retry_base_delay: Duration,
+    pub connect_timeout: Duration,
+    pub first_token_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_line_bytes: usize,
+    pub history_turns: usize,
+    pub max_conversations_per_client: usize,
+    pub conversation_idle: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct LimitsConfig {
+    /// Largest request body accepted on `/auth/*`.
+    pub max_body_bytes: usize,
+}
+
+/// Read, override from the process environment, and validate `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    load_with_env(path, &|k| std::env::var(k).ok())
+}
+
+/// [`load`] with an injectable environment, for tests.
+pub fn load_with_env(
+    path: &Path,
+    get_env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let raw = load_raw(path, get_env)?;
+    validate::validate(path, raw)
+}
+
+/// Parse the file and apply environment overrides, without validation.
+pub fn load_raw(
+    path: &Path,
+    get_env: &dyn Fn(&str) -> Option<String>,
+) -> Result<RawConfig, ConfigError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: shown.clone(),
+        source,
+    })?;
+    let mut raw = parse_toml(&shown, &text)?;
+    env::apply(&mut raw, get_env)?;
+    Ok(raw)
+}
+
+/// Parse TOML text into a [`RawConfig`], naming the key of any error.
+pub fn parse_toml(shown_path: &str, text: &str) -> Result<RawConfig, ConfigError> {
+    let one_line = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    let de = toml::Deserializer::parse(text).map_err(|e| ConfigError::Parse {
+        path: shown_path.to_string(),
+        line: line_of(text, e.span()),
+        key: "-".into(),
+        message: one_line(e.message()),
+    })?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        let inner = e.into_inner();
+        ConfigError::Parse {
+            path: shown_path.to_string(),
+            line: line_of(text, inner.span()),
+            key: if key == "." { "-".into() } else { key },
+            message: one_line(inner.message()),
+        }
+    })
+}
+
+fn line_of(text: &str, span: Option<std::ops::Range<usize>>) -> usize {
+    span.map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
+        .unwrap_or(0)
+}
+
+/// The effective configuration as TOML with every secret redacted, for
+/// `tars check-config`.
+pub fn redacted_toml(raw: &RawConfig) -> String {
+    let mut raw = raw.clone();
+    if raw.auth.secret.is_some() {
+        raw.auth.secret = Some("<redacted>".into());
+    }
+    for c in &mut raw.auth.clients {
+        c.secret_hash = "<redacted>".into();
+    }
+    toml::to_string_pretty(&raw).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let err = parse_toml("c.toml", "[server]\nlisten = \"0.0.0.0:1\"\nlisten_port = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("c.toml: line 3: key `server"), "{err}");
+        assert!(err.contains("listen_port"), "{err}");
+        assert!(!err.contains('\n'));
+    }
+
+    #[test]
+    fn wrong_type_names_key() {
+        let err = parse_toml("c.toml", "[websocket]\nmax_connections = \"many\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("key `websocket.max_connections`"), "{err}");
+        assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn empty_file_is_all_defaults() {
+        let raw = parse_toml("c.toml", "").unwrap();
+        assert_eq!(raw.server.listen, "0.0.0.0:8443");
+        assert_eq!(raw.websocket.max_connections, 10);
+        assert_eq!(raw.ollama.model, "mistral:7b-instruct");
+    }
+
+    #[test]
+    fn secret_debug_is_redacted() {
+        let s = Secret::new("super-secret-value");
+        assert!(!format!("{s:?}").contains("super"));
+    }
+}

@@ -1,0 +1,234 @@
+//! The TOML file as written by the user: serde structs with defaults and
+//! `deny_unknown_fields`, nothing validated yet. `validate.rs` turns a
+//! [`RawConfig`] into the typed [`super::Config`].
+//!
+//! Defaults here are the seed report's values, so an empty file is a valid
+//! configuration and the shipped `config.toml` only has to say what differs.
+
+use serde::{Deserialize, Serialize};
+
+/// Top level of `config.toml`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    pub server: RawServer,
+    pub tls: RawTls,
+    pub cors: RawCors,
+    pub log: RawLog,
+    pub auth: RawAuth,
+    pub websocket: RawWebsocket,
+    pub ollama: RawOllama,
+    pub limits: RawLimits,
+}
+
+/// `[server]`: the listening socket and the HTTP layer's timeouts and limits.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawServer {
+    pub listen: String,
+    pub data_dir: String,
+    pub header_read_timeout_secs: u64,
+    pub tls_handshake_timeout_secs: u64,
+    pub shutdown_grace_secs: u64,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:8443".into(),
+            data_dir: "data".into(),
+            header_read_timeout_secs: 10,
+            tls_handshake_timeout_secs: 10,
+            shutdown_grace_secs: 30,
+            max_header_bytes: 16 * 1024,
+            max_headers: 100,
+        }
+    }
+}
+
+/// `[tls]`: certificate and key in PEM.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTls {
+    pub enabled: bool,
+    pub cert: String,
+    pub key: String,
+}
+
+impl Default for RawTls {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            cert: "certs/tars.crt".into(),
+            key: "certs/tars.key".into(),
+        }
+    }
+}
+
+/// `[cors]`: browser origins allowed to call the API and open WebSockets.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCors {
+    pub origins: Vec<String>,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLog {
+    pub level: String,
+    pub format: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: "text".into(),
+        }
+    }
+}
+
+/// `[auth]`: JWT signing and the registered clients.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAuth {
+    pub secret: Option<String>,
+    pub secret_file: Option<String>,
+    pub algorithm: String,
+    pub access_ttl_hours: u64,
+    pub refresh_ttl_days: u64,
+    pub leeway_secs: u64,
+    pub issuer: String,
+    pub audience: String,
+    pub open_enrollment: bool,
+    pub max_failed_attempts_per_minute: u32,
+    pub clients: Vec<RawClient>,
+}
+
+impl Default for RawAuth {
+    fn default() -> Self {
+        Self {
+            secret: None,
+            secret_file: None,
+            algorithm: "HS256".into(),
+            access_ttl_hours: 24,
+            refresh_ttl_days: 7,
+            leeway_secs: 5,
+            issuer: "tars".into(),
+            audience: "tars".into(),
+            open_enrollment: false,
+            max_failed_attempts_per_minute: 10,
+            clients: Vec::new(),
+        }
+    }
+}
+
+/// One `[[auth.clients]]` entry.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClient {
+    pub id: String,
+    pub secret_hash: String,
+    #[serde(default)]
+    pub admin: bool,
+    #[serde(default)]
+    pub models: Option<Vec<String>>,
+}
+
+/// `[websocket]`: the seed's `WS_*` settings plus size caps.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawWebsocket {
+    pub heartbeat_interval_secs: u64,
+    pub max_connections: usize,
+    pub max_connections_per_client: Option<usize>,
+    pub message_queue_size: usize,
+    pub timeout_secs: u64,
+    pub max_message_bytes: usize,
+    pub max_content_bytes: usize,
+    pub write_timeout_secs: u64,
+    pub outgoing_queue_frames: usize,
+}
+
+impl Default for RawWebsocket {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval_secs: 30,
+            max_connections: 10,
+            max_connections_per_client: None,
+            message_queue_size: 100,
+            timeout_secs: 300,
+            max_message_bytes: 64 * 1024,
+            max_content_bytes: 32 * 1024,
+            write_timeout_secs: 30,
+            outgoing_queue_frames: 256,
+        }
+    }
+}
+
+/// `[ollama]`: the upstream server and the generation defaults.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawOllama {
+    pub host: String,
+    pub model: String,
+    pub allowed_models: Option<Vec<String>>,
+    pub temperature: f64,
+    pub top_p: f64,
+    pub top_k: u32,
+    pub max_tokens: u32,
+    pub keep_alive: Option<String>,
+    pub pool_max_connections: usize,
+    pub retries: u32,
+    pub retry_base_delay_secs: f64,
+    pub connect_timeout_secs: u64,
+    pub first_token_timeout_secs: u64,
+    pub idle_timeout_secs: u64,
+    pub max_line_bytes: usize,
+    pub history_turns: usize,
+    pub max_conversations_per_client: usize,
+    pub conversation_idle_secs: u64,
+}
+
+impl Default for RawOllama {
+    fn default() -> Self {
+        Self {
+            host: "http://127.0.0.1:11434".into(),
+            model: "mistral:7b-instruct".into(),
+            allowed_models: None,
+            temperature: 0.7,
+            top_p: 0.9,
+            top_k: 40,
+            max_tokens: 2048,
+            keep_alive: None,
+            pool_max_connections: 20,
+            retries: 3,
+            retry_base_delay_secs: 2.0,
+            connect_timeout_secs: 5,
+            first_token_timeout_secs: 120,
+            idle_timeout_secs: 60,
+            max_line_bytes: 1024 * 1024,
+            history_turns: 20,
+            max_conversations_per_client: 32,
+            conversation_idle_secs: 3600,
+        }
+    }
+}
+
+/// `[limits]`: abuse limits for a gateway with nothing in front of it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLimits {
+    pub max_body_bytes: usize,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 16 * 1024,
+        }
+    }
+}

@@ -1,0 +1,443 @@
+//! Raw file → typed [`Config`]: every check that a value makes sense, each
+//! failure one [`ConfigError::Invalid`] naming the key and the fix.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::raw::RawConfig;
+use super::*;
+
+/// Secrets that ship in examples and must never be used for real.
+const PLACEHOLDER_SECRETS: &[&str] = &[
+    "your-secret-key-change-this-in-production",
+    "change-me",
+    "changeme",
+    "secret",
+];
+
+/// Minimum JWT secret length in bytes (256 bits for HS256).
+pub const MIN_SECRET_BYTES: usize = 32;
+
+struct Checker<'a> {
+    path: &'a Path,
+    dir: PathBuf,
+}
+
+impl Checker<'_> {
+    fn err(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.display().to_string(),
+            key: key.to_string(),
+            message: message.into(),
+        }
+    }
+
+    fn positive_secs(&self, key: &str, secs: u64) -> Result<Duration, ConfigError> {
+        if secs == 0 {
+            return Err(self.err(key, "must be at least 1 second"));
+        }
+        Ok(Duration::from_secs(secs))
+    }
+
+    fn at_least(&self, key: &str, value: usize, min: usize) -> Result<usize, ConfigError> {
+        if value < min {
+            return Err(self.err(key, format!("is {value}, must be at least {min}")));
+        }
+        Ok(value)
+    }
+
+    fn range_f64(&self, key: &str, v: f64, lo: f64, hi: f64) -> Result<f64, ConfigError> {
+        if !(v.is_finite() && v >= lo && v <= hi) {
+            return Err(self.err(key, format!("is {v}, must be between {lo} and {hi}")));
+        }
+        Ok(v)
+    }
+
+    /// Relative paths resolve against the config file's folder.
+    fn path(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.dir.join(p)
+        }
+    }
+}
+
+fn parse_listen(c: &Checker, s: &str) -> Result<SocketAddr, ConfigError> {
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    if let Some((_, port)) = s.rsplit_once(':') {
+        if let Ok(n) = port.parse::<u64>() {
+            if n > 65535 {
+                return Err(c.err(
+                    "server.listen",
+                    format!("port {n} is out of range: use 1-65535 (or 0 for any free port)"),
+                ));
+            }
+        }
+    }
+    Err(c.err(
+        "server.listen",
+        format!("{s:?} is not an IP:PORT address: write e.g. \"0.0.0.0:8443\" or \"[::]:8443\""),
+    ))
+}
+
+fn check_origin(c: &Checker, o: &str) -> Result<(), ConfigError> {
+    let ok = o
+        .split_once("://")
+        .map(|(scheme, rest)| {
+            (scheme == "http" || scheme == "https")
+                && !rest.is_empty()
+                && !rest.contains('/')
+                && !rest.contains(char::is_whitespace)
+        })
+        .unwrap_or(false);
+    if !ok {
+        return Err(c.err(
+            "cors.origins",
+            format!("{o:?} is not an origin: write scheme://host[:port] with no path, e.g. \"https://nas.local:8443\""),
+        ));
+    }
+    Ok(())
+}
+
+fn check_model_name(c: &Checker, key: &str, m: &str) -> Result<(), ConfigError> {
+    if m.is_empty() || m.len() > 200 || m.contains(char::is_whitespace) {
+        return Err(c.err(key, format!("{m:?} is not a model name (e.g. \"mistral:7b-instruct\")")));
+    }
+    Ok(())
+}
+
+/// True for `[A-Za-z0-9._-]{1,128}`: the client ids the gateway accepts.
+pub fn valid_client_id(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
+
+/// Check an inline or file secret: long enough and not a known placeholder.
+pub fn check_secret(bytes: &[u8]) -> Result<(), String> {
+    let trimmed = String::from_utf8_lossy(bytes);
+    let lower = trimmed.trim().to_ascii_lowercase();
+    if PLACEHOLDER_SECRETS.iter().any(|p| lower == *p) {
+        return Err("is a placeholder from an example: generate one with `openssl rand -hex 32`, or remove it to let tars create data_dir/jwt.secret".into());
+    }
+    if bytes.len() < MIN_SECRET_BYTES {
+        return Err(format!(
+            "is {} bytes, must be at least {MIN_SECRET_BYTES}: generate one with `openssl rand -hex 32`",
+            bytes.len()
+        ));
+    }
+    Ok(())
+}
+
+pub fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
+    let dir = path
+        .parent()
+        .map(|p| {
+            if p.as_os_str().is_empty() {
+                PathBuf::from(".")
+            } else {
+                p.to_path_buf()
+            }
+        })
+        .unwrap_or_else(|| PathBuf::from("."));
+    let c = Checker { path, dir };
+
+    // [server]
+    let s = &raw.server;
+    let server = ServerConfig {
+        listen: parse_listen(&c, &s.listen)?,
+        data_dir: c.path(&s.data_dir),
+        header_read_timeout: c.positive_secs("server.header_read_timeout_secs", s.header_read_timeout_secs)?,
+        tls_handshake_timeout: c.positive_secs("server.tls_handshake_timeout_secs", s.tls_handshake_timeout_secs)?,
+        shutdown_grace: Duration::from_secs(s.shutdown_grace_secs),
+        max_header_bytes: c.at_least("server.max_header_bytes", s.max_header_bytes, 1024)?,
+        max_headers: c.at_least("server.max_headers", s.max_headers, 8)?,
+    };
+    if s.data_dir.is_empty() {
+        return Err(c.err("server.data_dir", "must name a folder, e.g. \"data\""));
+    }
+
+    // [tls]
+    if raw.tls.enabled && (raw.tls.cert.is_empty() || raw.tls.key.is_empty()) {
+        return Err(c.err("tls.cert", "tls.cert and tls.key must both name PEM files when tls.enabled = true"));
+    }
+    let tls = TlsConfig {
+        enabled: raw.tls.enabled,
+        cert: c.path(&raw.tls.cert),
+        key: c.path(&raw.tls.key),
+    };
+    if tls.enabled {
+        match (tls.cert.exists(), tls.key.exists()) {
+            (true, false) => {
+                return Err(c.err("tls.key", format!("{} does not exist but tls.cert {} does: supply both files, or remove both to let tars generate a self-signed pair", tls.key.display(), tls.cert.display())))
+            }
+            (false, true) => {
+                return Err(c.err("tls.cert", format!("{} does not exist but tls.key {} does: supply both files, or remove both to let tars generate a self-signed pair", tls.cert.display(), tls.key.display())))
+            }
+            _ => {}
+        }
+    }
+
+    // [cors]
+    for o in &raw.cors.origins {
+        check_origin(&c, o)?;
+    }
+    let cors = CorsConfig {
+        origins: raw.cors.origins.clone(),
+    };
+
+    // [log]
+    if tracing_subscriber::EnvFilter::try_new(&raw.log.level).is_err() {
+        return Err(c.err("log.level", format!("{:?} is not a level: use error, warn, info, debug or trace", raw.log.level)));
+    }
+    let format = match raw.log.format.as_str() {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        other => return Err(c.err("log.format", format!("{other:?} is not a format: use \"text\" or \"json\""))),
+    };
+    let log = LogConfig {
+        level: raw.log.level.clone(),
+        format,
+    };
+
+    // [ollama]
+    let o = &raw.ollama;
+    let host = o.host.trim_end_matches('/').to_string();
+    match host.parse::<http::Uri>() {
+        Ok(uri) if uri.scheme_str() == Some("http") && uri.host().is_some() && (uri.path() == "/" || uri.path().is_empty()) => {}
+        Ok(uri) if uri.scheme_str() == Some("https") => {
+            return Err(c.err("ollama.host", format!("{:?}: https upstreams are not supported; Ollama serves plain HTTP, use http://HOST:11434", o.host)))
+        }
+        _ => return Err(c.err("ollama.host", format!("{:?} is not an http://HOST:PORT URL (e.g. \"http://127.0.0.1:11434\")", o.host))),
+    }
+    check_model_name(&c, "ollama.model", &o.model)?;
+    let allowed_models = match &o.allowed_models {
+        None => vec![o.model.clone()],
+        Some(list) => {
+            for m in list {
+                check_model_name(&c, "ollama.allowed_models", m)?;
+            }
+            if !list.contains(&o.model) {
+                return Err(c.err("ollama.allowed_models", format!("must include the default model {:?}", o.model)));
+            }
+            list.clone()
+        }
+    };
+    if !o.retry_base_delay_secs.is_finite() || o.retry_base_delay_secs < 0.0 || o.retry_base_delay_secs > 60.0 {
+        return Err(c.err("ollama.retry_base_delay_secs", "must be between 0 and 60 seconds"));
+    }
+    if o.retries > 10 {
+        return Err(c.err("ollama.retries", format!("is {}, must be at most 10", o.retries)));
+    }
+    let ollama = OllamaConfig {
+        host,
+        model: o.model.clone(),
+        allowed_models,
+        temperature: c.range_f64("ollama.temperature", o.temperature, 0.0, 2.0)?,
+        top_p: c.range_f64("ollama.top_p", o.top_p, 0.0, 1.0)?,
+        top_k: o.top_k,
+        max_tokens: c.at_least("ollama.max_tokens", o.max_tokens as usize, 1)? as u32,
+        keep_alive: o.keep_alive.clone(),
+        pool_max_connections: c.at_least("ollama.pool_max_connections", o.pool_max_connections, 1)?,
+        retries: o.retries,
+        retry_base_delay: Duration::from_secs_f64(o.retry_base_delay_secs),
+        connect_timeout: c.positive_secs("ollama.connect_timeout_secs", o.connect_timeout_secs)?,
+        first_token_timeout: c.positive_secs("ollama.first_token_timeout_secs", o.first_token_timeout_secs)?,
+        idle_timeout: c.positive_secs("ollama.idle_timeout_secs", o.idle_timeout_secs)?,
+        max_line_bytes: c.at_least("ollama.max_line_bytes", o.max_line_bytes, 1024)?,
+        history_turns: o.history_turns,
+        max_conversations_per_client: c.at_least("ollama.max_conversations_per_client", o.max_conversations_per_client, 1)?,
+        conversation_idle: c.positive_secs("ollama.conversation_idle_secs", o.conversation_idle_secs)?,
+    };
+
+    // [auth]
+    let a = &raw.auth;
+    let secret = match (&a.secret, &a.secret_file) {
+        (Some(_), Some(_)) => {
+            return Err(c.err("auth.secret", "set auth.secret or auth.secret_file, not both"))
+        }
+        (Some(s), None) => {
+            check_secret(s.as_bytes()).map_err(|m| c.err("auth.secret", m))?;
+            SecretSource::Inline(Secret::new(s.clone()))
+        }
+        (None, Some(f)) => SecretSource::File(c.path(f)),
+        (None, None) => SecretSource::Generated(server.data_dir.join("jwt.secret")),
+    };
+    let algorithm = match a.algorithm.as_str() {
+        "HS256" => JwtAlgorithm::HS256,
+        "HS384" => JwtAlgorithm::HS384,
+        "HS512" => JwtAlgorithm::HS512,
+        other => {
+            return Err(c.err("auth.algorithm", format!("{other:?} is not supported: use \"HS256\", \"HS384\" or \"HS512\"")))
+        }
+    };
+    if a.access_ttl_hours == 0 || a.access_ttl_hours > 24 * 366 {
+        return Err(c.err("auth.access_ttl_hours", "must be between 1 and 8784 hours"));
+    }
+    if a.refresh_ttl_days == 0 || a.refresh_ttl_days > 366 {
+        return Err(c.err("auth.refresh_ttl_days", "must be between 1 and 366 days"));
+    }
+    if a.leeway_secs > 300 {
+        return Err(c.err("auth.leeway_secs", "must be at most 300 seconds"));
+    }
+    if a.issuer.is_empty() || a.audience.is_empty() {
+        return Err(c.err("auth.issuer", "auth.issuer and auth.audience must not be empty"));
+    }
+    if a.max_failed_attempts_per_minute == 0 {
+        return Err(c.err("auth.max_failed_attempts_per_minute", "must be at least 1"));
+    }
+    let mut clients: Vec<ClientEntry> = Vec::with_capacity(a.clients.len());
+    for (i, rc) in a.clients.iter().enumerate() {
+        let key = |k: &str| format!("auth.clients[{i}].{k}");
+        if !valid_client_id(&rc.id) {
+            return Err(c.err(&key("id"), format!("{:?} is not a client id: 1-128 characters of A-Z a-z 0-9 . _ -", rc.id)));
+        }
+        if clients.iter().any(|x| x.id == rc.id) {
+            return Err(c.err(&key("id"), format!("{:?} is listed twice", rc.id)));
+        }
+        match argon2::PasswordHash::new(&rc.secret_hash) {
+            Ok(h) if h.algorithm.as_str() == "argon2id" => {}
+            _ => {
+                return Err(c.err(&key("secret_hash"), "is not an argon2id PHC string: create one with `tars hash-secret`"))
+            }
+        }
+        if let Some(models) = &rc.models {
+            for m in models {
+                if !ollama.allowed_models.contains(m) {
+                    return Err(c.err(&key("models"), format!("{m:?} is not in ollama.allowed_models")));
+                }
+            }
+        }
+        clients.push(ClientEntry {
+            id: rc.id.clone(),
+            secret_hash: rc.secret_hash.clone(),
+            admin: rc.admin,
+            models: rc.models.clone(),
+        });
+    }
+    let auth = AuthConfig {
+        secret,
+        algorithm,
+        access_ttl: Duration::from_secs(a.access_ttl_hours * 3600),
+        refresh_ttl: Duration::from_secs(a.refresh_ttl_days * 86400),
+        leeway_secs: a.leeway_secs,
+        issuer: a.issuer.clone(),
+        audience: a.audience.clone(),
+        open_enrollment: a.open_enrollment,
+        max_failed_attempts_per_minute: a.max_failed_attempts_per_minute,
+        clients,
+    };
+
+    // [websocket]
+    let w = &raw.websocket;
+    let websocket = WebsocketConfig {
+        heartbeat_interval: c.positive_secs("websocket.heartbeat_interval_secs", w.heartbeat_interval_secs)?,
+        max_connections: c.at_least("websocket.max_connections", w.max_connections, 1)?,
+        max_connections_per_client: match w.max_connections_per_client {
+            Some(n) => Some(c.at_least("websocket.max_connections_per_client", n, 1)?),
+            None => None,
+        },
+        message_queue_size: c.at_least("websocket.message_queue_size", w.message_queue_size, 1)?,
+        timeout: c.positive_secs("websocket.timeout_secs", w.timeout_secs)?,
+        max_message_bytes: c.at_least("websocket.max_message_bytes", w.max_message_bytes, 1024)?,
+        max_content_bytes: c.at_least("websocket.max_content_bytes", w.max_content_bytes, 1)?,
+        write_timeout: c.positive_secs("websocket.write_timeout_secs", w.write_timeout_secs)?,
+        outgoing_queue_frames: c.at_least("websocket.outgoing_queue_frames", w.outgoing_queue_frames, 4)?,
+    };
+    if websocket.max_message_bytes > 16 * 1024 * 1024 {
+        return Err(c.err("websocket.max_message_bytes", "must be at most 16 MiB (16777216)"));
+    }
+    if websocket.max_content_bytes > websocket.max_message_bytes {
+        return Err(c.err("websocket.max_content_bytes", "must not exceed websocket.max_message_bytes"));
+    }
+
+    let limits = LimitsConfig {
+        max_body_bytes: c.at_least("limits.max_body_bytes", raw.limits.max_body_bytes, 256)?,
+    };
+
+    Ok(Config {
+        source: path.to_path_buf(),
+        server,
+        tls,
+        cors,
+        log,
+        auth,
+        websocket,
+        ollama,
+        limits,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(text: &str) -> Result<Config, ConfigError> {
+        let raw = crate::config::parse_toml("t.toml", text)?;
+        validate(Path::new("/nonexistent/t.toml"), raw)
+    }
+
+    fn msg(text: &str) -> String {
+        check(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults_validate() {
+        let c = check("[tls]\nenabled = false\n").unwrap();
+        assert_eq!(c.server.listen.port(), 8443);
+        assert_eq!(c.server.data_dir, Path::new("/nonexistent/data"));
+        assert_eq!(c.ollama.allowed_models, vec!["mistral:7b-instruct"]);
+        assert!(matches!(c.auth.secret, SecretSource::Generated(_)));
+    }
+
+    #[test]
+    fn port_out_of_range() {
+        let m = msg("[server]\nlisten = \"0.0.0.0:70000\"\n");
+        assert!(m.contains("key `server.listen`") && m.contains("out of range"), "{m}");
+    }
+
+    #[test]
+    fn bad_address() {
+        let m = msg("[server]\nlisten = \"localhost\"\n");
+        assert!(m.contains("key `server.listen`") && m.contains("IP:PORT"), "{m}");
+    }
+
+    #[test]
+    fn short_and_placeholder_secrets() {
+        assert!(msg("[auth]\nsecret = \"short\"\n").contains("at least 32"));
+        assert!(msg("[auth]\nsecret = \"your-secret-key-change-this-in-production\"\n").contains("placeholder"));
+    }
+
+    #[test]
+    fn algorithm_pinned_to_hmac() {
+        assert!(msg("[auth]\nalgorithm = \"none\"\n").contains("key `auth.algorithm`"));
+        assert!(msg("[auth]\nalgorithm = \"RS256\"\n").contains("not supported"));
+    }
+
+    #[test]
+    fn client_hash_must_be_argon2id() {
+        let m = msg("[[auth.clients]]\nid = \"a\"\nsecret_hash = \"plain\"\n");
+        assert!(m.contains("auth.clients[0].secret_hash"), "{m}");
+    }
+
+    #[test]
+    fn ollama_host_must_be_http() {
+        assert!(msg("[ollama]\nhost = \"ftp://x\"\n").contains("ollama.host"));
+        assert!(msg("[ollama]\nhost = \"https://x:1\"\n").contains("https upstreams"));
+    }
+
+    #[test]
+    fn client_ids() {
+        assert!(valid_client_id("client-001"));
+        assert!(valid_client_id("a.b_c-D9"));
+        assert!(!valid_client_id(""));
+        assert!(!valid_client_id("a b"));
+        assert!(!valid_client_id(&"x".repeat(129)));
+    }
+}

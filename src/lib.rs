@@ -1,0 +1,32 @@
+//! T.A.R.S. gateway: a TLS-terminating WebSocket gateway in front of a local
+//! Ollama server. LAN clients connect over WSS, present a JWT, send a chat
+//! message and watch Ollama's answer stream back token by token.
+//!
+//! Module map (request path top to bottom):
+//! - [`cli`]: the `tars` command line (serve, check-config, gen-cert, ...).
+//! - [`config`]: `config.toml` + environment → validated, frozen [`config::Config`].
+//! - [`logging`]: tracing subscriber set-up (text, JSON, journald).
+//! - [`server`]: accept loop, TLS handshake, hyper connections, drain ([`server::run`]).
+//! - [`tls`]: PEM → rustls config, self-signed generation, swappable certificate.
+//! - [`routes`]: the route table, CORS, `/`, `/health`, `/ready`, `/metrics`.
+//! - [`http`]: response and body helpers shared by handlers.
+//! - [`auth`]: JWTs, registered clients, revocation store, `/auth/*`.
+//! - [`ws`]: `/ws/chat` upgrade, sessions, protocol, connection manager.
+//! - [`ollama`]: pooled Ollama client, NDJSON streaming.
+//! - [`ready`]: cached, single-flight Ollama readiness probe.
+//! - [`metrics`]: Prometheus registry and the seed's JSON metrics.
+//! - [`state`]: [`state::AppState`], shared by all of the above.
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod logging;
+pub mod metrics;
+pub mod ollama;
+pub mod ready;
+pub mod routes;
+pub mod server;
+pub mod state;
+pub mod tls;
+pub mod ws;

@@ -1,0 +1,5 @@
+//! The `tars` binary: everything lives in the library; see [`tars::cli`].
+
+fn main() -> std::process::ExitCode {
+    tars::cli::main()
+}

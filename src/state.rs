@@ -1,0 +1,84 @@
+//! The state every request handler and session shares: the frozen config,
+//! metrics, the Ollama client, auth, the session manager, and the one
+//! cancellation tree the whole server hangs off.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::{Auth, AuthInitError};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::ollama::OllamaClient;
+use crate::ready::ReadyProbe;
+use crate::tls::{CertStore, TlsError};
+use crate::ws::SessionManager;
+
+/// Why the gateway could not start from a valid config.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{path}: {source}")]
+    Tls { path: String, source: TlsError },
+    #[error("{path}: {source}")]
+    Auth { path: String, source: AuthInitError },
+}
+
+/// Shared by every connection.
+pub struct AppState {
+    config: ArcSwap<Config>,
+    pub metrics: Metrics,
+    pub ollama: ArcSwap<OllamaClient>,
+    pub ready: ReadyProbe,
+    pub auth: Auth,
+    pub sessions: SessionManager,
+    /// `None` when `tls.enabled = false`.
+    pub certs: Option<Arc<CertStore>>,
+    /// Root of the cancellation tree: cancelled once, at shutdown.
+    pub shutdown: CancellationToken,
+    /// Every spawned connection and session task, for the drain.
+    pub tasks: TaskTracker,
+    pub started: Instant,
+}
+
+impl AppState {
+    /// Build the state from a validated config: load (or generate) the TLS
+    /// certificate, the JWT key and the revocation store.
+    pub fn new(config: Config, shutdown: CancellationToken) -> Result<Arc<Self>, StartError> {
+        let path = config.source.display().to_string();
+        let certs = if config.tls.enabled {
+            let ck = crate::tls::load_certified_key(&config.tls.cert, &config.tls.key)
+                .map_err(|source| StartError::Tls { path: path.clone(), source })?;
+            Some(CertStore::new(ck))
+        } else {
+            None
+        };
+        let auth = Auth::new(&config).map_err(|source| StartError::Auth { path, source })?;
+        let ollama = OllamaClient::new(&config.ollama);
+        Ok(Arc::new(Self {
+            sessions: SessionManager::new(),
+            config: ArcSwap::from_pointee(config),
+            metrics: Metrics::new(),
+            ollama: ArcSwap::from_pointee(ollama),
+            ready: ReadyProbe::default(),
+            auth,
+            certs,
+            shutdown,
+            tasks: TaskTracker::new(),
+            started: Instant::now(),
+        }))
+    }
+
+    /// The configuration in force now. Hold the `Arc` for the length of one
+    /// request or generation, not longer.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
+    /// Replace the configuration (reload). Open sessions keep what they hold.
+    pub fn replace_config(&self, config: Config) {
+        self.config.store(Arc::new(config));
+    }
+}
