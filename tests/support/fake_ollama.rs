@@ -1,0 +1,2 @@
+//! A fake Ollama (placeholder; the streaming work replaces it).
+#![allow(dead_code)]
