@@ -1,5 +1,19 @@
 //! The Ollama client: one pooled HTTP/1.1 keep-alive client shared by every
 //! session, used for the readiness probe and for streaming chats.
+//!
+//! - [`chat`]: request types, [`RetryPolicy`], [`OllamaClient::chat`] (retries,
+//!   backoff, cancellation).
+//! - [`stream`]: [`ChatStream`], the answer read line by line on demand.
+//! - [`ndjson`]: [`NdjsonSplitter`], body chunks → lines.
+//! - [`line`]: [`parse_chat_line`], line → [`ChatLine`] borrowing the token's
+//!   raw JSON string (the hot path).
+//! - [`error`]: [`OllamaError`] with its metrics `kind` and `retryable`.
+
+pub mod chat;
+pub mod error;
+pub mod line;
+pub mod ndjson;
+pub mod stream;
 
 use std::time::Duration;
 
@@ -11,18 +25,11 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::config::OllamaConfig;
 
-/// What went wrong talking to Ollama.
-#[derive(Debug, thiserror::Error)]
-pub enum OllamaError {
-    #[error("cannot reach Ollama at {host}: {message}")]
-    Unreachable { host: String, message: String },
-    #[error("Ollama did not answer within {0:?}")]
-    Timeout(Duration),
-    #[error("Ollama answered {status}: {message}")]
-    Status { status: u16, message: String },
-    #[error("Ollama sent an unexpected answer: {0}")]
-    Protocol(String),
-}
+pub use chat::{ChatMessage, ChatOptions, ChatRequest, RetryPolicy, Role};
+pub use error::{error_chain, OllamaError};
+pub use line::{parse_chat_line, ChatLine, DoneStats, LineError};
+pub use ndjson::{LineTooLong, NdjsonSplitter};
+pub use stream::ChatStream;
 
 /// A cheap-to-clone handle on the pooled client.
 #[derive(Clone)]
@@ -44,7 +51,7 @@ impl OllamaClient {
             .build(connector);
         Self {
             http,
-            base: cfg.host.clone(),
+            base: cfg.host.trim_end_matches('/').to_string(),
         }
     }
 
@@ -62,43 +69,38 @@ impl OllamaClient {
         let fut = async {
             let req = http::Request::get(&uri)
                 .body(Full::new(Bytes::new()))
-                .map_err(|e| OllamaError::Protocol(e.to_string()))?;
-            let resp = self.http.request(req).await.map_err(|e| OllamaError::Unreachable {
-                host: self.base.clone(),
-                message: error_chain(&e),
-            })?;
+                .map_err(|e| OllamaError::Malformed(e.to_string()))?;
+            let resp = self
+                .http
+                .request(req)
+                .await
+                .map_err(|e| OllamaError::Unreachable {
+                    host: self.base.clone(),
+                    message: error_chain(&e),
+                })?;
             let status = resp.status();
+            if !status.is_success() {
+                let body = chat::read_error_body(resp.into_body()).await;
+                return Err(OllamaError::Status {
+                    status: status.as_u16(),
+                    message: chat::error_message(&body).unwrap_or_default(),
+                });
+            }
             let body = resp
                 .into_body()
                 .collect()
                 .await
-                .map_err(|e| OllamaError::Protocol(e.to_string()))?
+                .map_err(|e| OllamaError::Stream(error_chain(&e)))?
                 .to_bytes();
-            if !status.is_success() {
-                return Err(OllamaError::Status {
-                    status: status.as_u16(),
-                    message: String::from_utf8_lossy(&body).chars().take(200).collect(),
-                });
-            }
             serde_json::from_slice::<V>(&body)
                 .map(|v| v.version)
-                .map_err(|e| OllamaError::Protocol(format!("/api/version: {e}")))
+                .map_err(|e| OllamaError::Malformed(format!("/api/version: {e}")))
         };
         tokio::time::timeout(timeout, fut)
             .await
-            .map_err(|_| OllamaError::Timeout(timeout))?
+            .map_err(|_| OllamaError::Timeout {
+                what: "answer to /api/version",
+                after: timeout,
+            })?
     }
-}
-
-/// An error and its sources on one line ("client error (Connect): tcp connect
-/// error: Connection refused").
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }

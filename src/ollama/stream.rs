@@ -1,0 +1,127 @@
+//! [`ChatStream`]: the body of a `200` answer from Ollama, read line by line
+//! on demand.
+//!
+//! The body is read only when the caller asks for the next line, so a slow
+//! consumer leaves bytes in hyper's and the kernel's bounded buffers and TCP
+//! flow control slows Ollama down; memory per stream is bounded by the line
+//! cap. Dropping the stream drops the response body, which closes the
+//! connection, which makes Ollama cancel the generation.
+
+use std::time::Duration;
+
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use super::chat::RetryPolicy;
+use super::error::{error_chain, OllamaError};
+use super::ndjson::NdjsonSplitter;
+
+/// A streaming answer of `/api/chat` (or `/api/generate`).
+pub struct ChatStream {
+    body: Incoming,
+    splitter: NdjsonSplitter,
+    /// When the first line must have arrived: the attempt's start plus
+    /// `first_token_timeout` (the wait for the head counts too).
+    first_deadline: Instant,
+    first_token_timeout: Duration,
+    idle_timeout: Duration,
+    /// A line was handed out: later lines get `idle_timeout`.
+    started: bool,
+    /// The body ended; only the splitter's tail is left.
+    eof: bool,
+    /// The tail was handed out too: only `None` from now on.
+    finished: bool,
+    /// Attempts it took to get this answer (1 = no retry).
+    attempts: u32,
+}
+
+impl ChatStream {
+    pub(crate) fn new(
+        resp: http::Response<Incoming>,
+        policy: &RetryPolicy,
+        first_deadline: Instant,
+        attempts: u32,
+    ) -> Self {
+        Self {
+            body: resp.into_body(),
+            splitter: NdjsonSplitter::new(policy.max_line_bytes),
+            first_deadline,
+            first_token_timeout: policy.first_token_timeout,
+            idle_timeout: policy.idle_timeout,
+            started: false,
+            eof: false,
+            finished: false,
+            attempts,
+        }
+    }
+
+    /// How many requests it took to get this stream (1 when no retry).
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// The next complete line, without its `\n` (a last line without `\n`
+    /// at the end of the body counts), borrowed from the internal buffer;
+    /// `Ok(None)` at the end of the body.
+    ///
+    /// The first line must arrive within `first_token_timeout` of the
+    /// request, every later one within `idle_timeout` of this call
+    /// ([`OllamaError::Timeout`] with `what` = `"first token"` or `"idle"`).
+    /// Cancel-safe: bytes already read stay buffered when the future is
+    /// dropped, so it may be used in `select!`.
+    pub async fn next_line(&mut self) -> Result<Option<&[u8]>, OllamaError> {
+        let (what, deadline, after) = if self.started {
+            (
+                "idle",
+                Instant::now() + self.idle_timeout,
+                self.idle_timeout,
+            )
+        } else {
+            ("first token", self.first_deadline, self.first_token_timeout)
+        };
+        loop {
+            if self.finished {
+                return Ok(None);
+            }
+            if let Some(r) = self.splitter.next_range()? {
+                self.started = true;
+                return Ok(Some(self.splitter.slice(r)));
+            }
+            if self.eof {
+                self.finished = true;
+                return match self.splitter.finish_range()? {
+                    Some(r) => {
+                        self.started = true;
+                        Ok(Some(self.splitter.slice(r)))
+                    }
+                    None => Ok(None),
+                };
+            }
+            let frame = match tokio::time::timeout_at(deadline, self.body.frame()).await {
+                Ok(f) => f,
+                Err(_) => return Err(OllamaError::Timeout { what, after }),
+            };
+            match frame {
+                None => self.eof = true,
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.splitter.push(&data);
+                    }
+                }
+                Some(Err(e)) => return Err(OllamaError::Stream(error_chain(&e))),
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for ChatStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatStream")
+            .field("buffered", &self.splitter.buffered())
+            .field("started", &self.started)
+            .field("eof", &self.eof)
+            .field("attempts", &self.attempts)
+            .finish()
+    }
+}
