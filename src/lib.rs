@@ -4,6 +4,7 @@
 //!
 //! Module map (request path top to bottom):
 //! - [`cli`]: the `tars` command line (serve, check-config, gen-cert, ...).
+//! - [`client`]: `tars chat`, the example WSS client.
 //! - [`config`]: `config.toml` + environment → validated, frozen [`config::Config`].
 //! - [`logging`]: tracing subscriber set-up (text, JSON, journald).
 //! - [`server`]: accept loop, TLS handshake, hyper connections, drain ([`server::run`]).
@@ -19,6 +20,7 @@
 
 pub mod auth;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod http;
 pub mod logging;

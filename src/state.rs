@@ -15,6 +15,7 @@ use crate::metrics::Metrics;
 use crate::ollama::OllamaClient;
 use crate::ready::ReadyProbe;
 use crate::tls::{CertStore, TlsError};
+use crate::ws::conversations::ConversationStore;
 use crate::ws::SessionManager;
 
 /// Why the gateway could not start from a valid config.
@@ -29,11 +30,13 @@ pub enum StartError {
 /// Shared by every connection.
 pub struct AppState {
     config: ArcSwap<Config>,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     pub ollama: ArcSwap<OllamaClient>,
     pub ready: ReadyProbe,
     pub auth: Auth,
-    pub sessions: SessionManager,
+    pub sessions: Arc<SessionManager>,
+    /// Multi-turn memory, shared by all sessions of a client.
+    pub conversations: ConversationStore,
     /// `None` when `tls.enabled = false`.
     pub certs: Option<Arc<CertStore>>,
     /// Root of the cancellation tree: cancelled once, at shutdown.
@@ -58,9 +61,10 @@ impl AppState {
         let auth = Auth::new(&config).map_err(|source| StartError::Auth { path, source })?;
         let ollama = OllamaClient::new(&config.ollama);
         Ok(Arc::new(Self {
-            sessions: SessionManager::new(),
+            sessions: Arc::new(SessionManager::new()),
+            conversations: ConversationStore::default(),
             config: ArcSwap::from_pointee(config),
-            metrics: Metrics::new(),
+            metrics: Arc::new(Metrics::new()),
             ollama: ArcSwap::from_pointee(ollama),
             ready: ReadyProbe::default(),
             auth,

@@ -1,19 +1,25 @@
-//! WebSocket gateway (placeholder until the streaming issue lands).
+//! The WebSocket gateway at `/ws/chat`.
+//!
+//! - [`upgrade`]: checks before the upgrade (origin, token, limits), then spawns the session.
+//! - [`session`]: one session: reader loop, heartbeat, generation runner.
+//! - [`writer`]: the task that owns the socket's write half; bounded queue = backpressure.
+//! - [`queue`]: the per-session chat queue and cancel.
+//! - [`generation`]: one chat → Ollama → `token` frames → `complete`/`error`.
+//! - [`token_frame`]: the allocation-light `token` frame encoder (the hot path).
+//! - [`protocol`]: client message parsing and the other server frames.
+//! - [`manager`]: all sessions, limits, broadcast, revocation.
+//! - [`conversations`]: bounded multi-turn memory.
+//! - [`handlers`]: `/ws/health`, `/ws/sessions`.
 
+pub mod conversations;
+pub mod generation;
 pub mod handlers;
+pub mod manager;
+pub mod protocol;
+pub mod queue;
+pub mod session;
+pub mod token_frame;
 pub mod upgrade;
+pub mod writer;
 
-#[derive(Default)]
-pub struct SessionManager;
-
-impl SessionManager {
-    pub fn new() -> Self {
-        Self
-    }
-    pub fn force_close_all(&self) {}
-    /// Close every session that authenticated with token `jti` (1008).
-    /// Returns how many were closed.
-    pub fn revoke_jti(&self, _jti: &str) -> usize {
-        0
-    }
-}
+pub use manager::{SessionInfo, SessionManager};

@@ -1,0 +1,344 @@
+//! One generation: a `chat` turned into an Ollama `/api/chat` request, its
+//! NDJSON lines piped into `token` frames as they arrive, ended by exactly
+//! one `complete` or one `error` frame.
+//!
+//! Cancellation (a `cancel` message, the client leaving, revocation) drops
+//! the upstream request — which is how Ollama is told to stop — and ends the
+//! generation with `complete` and `done_reason: "cancelled"`.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::conversations::{Limits, Turn};
+use super::protocol::{self, code, Chat, Complete};
+use super::token_frame::TokenEncoder;
+use super::writer::Out;
+use super::SessionInfo;
+use crate::config::Config;
+use crate::ollama::{
+    parse_chat_line, ChatLine, ChatMessage, ChatOptions, ChatRequest, OllamaError, RetryPolicy, Role,
+};
+use crate::state::AppState;
+
+/// A chat accepted by the reader, waiting for its turn.
+#[derive(Debug)]
+pub struct Job {
+    pub chat: Chat,
+    /// The model, already checked against the client's allow-list.
+    pub model: String,
+    pub received_at: Instant,
+}
+
+/// How a generation ended (for metrics and logs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Complete,
+    Cancelled,
+    Error(&'static str),
+    /// The session's queue is gone: nothing more can be sent.
+    SessionGone,
+}
+
+impl Outcome {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Complete => "complete",
+            Self::Cancelled => "cancelled",
+            Self::Error(code) => code,
+            Self::SessionGone => "session_gone",
+        }
+    }
+}
+
+/// Error code for a failed upstream request.
+pub fn error_code(e: &OllamaError) -> &'static str {
+    match e {
+        OllamaError::Unreachable { .. } => code::UPSTREAM_UNAVAILABLE,
+        OllamaError::Status { status, .. } if *status >= 500 || *status == 429 => code::UPSTREAM_UNAVAILABLE,
+        _ => code::UPSTREAM_ERROR,
+    }
+}
+
+fn limits(cfg: &Config) -> Limits {
+    Limits {
+        turns: cfg.ollama.history_turns,
+        per_client: cfg.ollama.max_conversations_per_client,
+        idle: cfg.ollama.conversation_idle,
+    }
+}
+
+/// Build the upstream request: system prompt, earlier turns, this message.
+pub fn build_request(state: &AppState, cfg: &Config, client_id: &str, job: &Job) -> ChatRequest {
+    let mut messages = Vec::new();
+    if let Some(system) = job.chat.system.as_ref().filter(|s| !s.is_empty()) {
+        messages.push(ChatMessage {
+            role: Role::System,
+            content: system.clone(),
+        });
+    }
+    if let Some(conv) = &job.chat.conversation_id {
+        messages.extend(state.conversations.history(client_id, conv, limits(cfg)));
+    }
+    messages.push(ChatMessage {
+        role: Role::User,
+        content: job.chat.content.clone(),
+    });
+    let o = job.chat.options.clone().unwrap_or_default();
+    let d = &cfg.ollama;
+    ChatRequest {
+        model: job.model.clone(),
+        messages,
+        stream: true,
+        options: ChatOptions {
+            temperature: Some(o.temperature.unwrap_or(d.temperature)),
+            top_p: Some(o.top_p.unwrap_or(d.top_p)),
+            top_k: Some(o.top_k.unwrap_or(d.top_k)),
+            num_predict: Some(o.max_tokens.unwrap_or(d.max_tokens)),
+        },
+        keep_alive: d.keep_alive.clone(),
+    }
+}
+
+/// Queue `out` unless cancelled first. `Err(outcome)` ends the generation.
+async fn send(tx: &mpsc::Sender<Out>, out: Out, cancel: &CancellationToken) -> Result<(), Outcome> {
+    tokio::select! {
+        biased;
+        _ = cancel.cancelled() => Err(Outcome::Cancelled),
+        r = tx.send(out) => r.map_err(|_| Outcome::SessionGone),
+    }
+}
+
+/// Running figures of one generation.
+struct Progress {
+    received_at: Instant,
+    tokens: u64,
+    first_token_at: Option<Instant>,
+    eval_count: Option<u64>,
+    eval_duration: Option<u64>,
+    done_reason: Option<String>,
+    /// The answer's text, kept only when the turn is remembered.
+    answer: Option<String>,
+}
+
+/// Run `job` to its end. Sends every frame through `tx`; returns how it ended.
+pub async fn run(
+    state: &Arc<AppState>,
+    session: &SessionInfo,
+    tx: &mpsc::Sender<Out>,
+    job: Job,
+    cancel: &CancellationToken,
+) -> Outcome {
+    let cfg = state.config();
+    let req = build_request(state, &cfg, &session.client_id, &job);
+    let conv = job.chat.conversation_id.as_deref();
+    let mut p = Progress {
+        received_at: job.received_at,
+        tokens: 0,
+        first_token_at: None,
+        eval_count: None,
+        eval_duration: None,
+        done_reason: None,
+        answer: conv.map(|_| String::new()),
+    };
+    let result = stream(state, &cfg, &req, conv, tx, cancel, &mut p).await;
+    let outcome = match result {
+        Ok(()) => Outcome::Complete,
+        Err(Outcome::Cancelled) => Outcome::Cancelled,
+        Err(other) => other,
+    };
+    let metrics = &state.metrics;
+    metrics.generation(outcome.label());
+    metrics
+        .generation_duration
+        .observe(job.received_at.elapsed().as_secs_f64());
+    session.tokens.fetch_add(p.tokens, Ordering::Relaxed);
+    match outcome {
+        Outcome::Complete | Outcome::Cancelled => {
+            let done_reason = if outcome == Outcome::Cancelled {
+                "cancelled".to_string()
+            } else {
+                p.done_reason.clone().unwrap_or_else(|| "stop".into())
+            };
+            let frame = complete_frame(&job, conv, &p, &done_reason);
+            // The complete frame goes out even after a cancel, unless the
+            // session itself is closing.
+            if !session.cancel.is_cancelled() {
+                let _ = tx.send(Out::Text(frame.into())).await;
+            }
+            if let (Some(c), Some(answer)) = (conv, p.answer.take()) {
+                if outcome == Outcome::Complete || !answer.is_empty() {
+                    state.conversations.record(
+                        &session.client_id,
+                        c,
+                        Turn {
+                            user: job.chat.content.clone(),
+                            assistant: answer,
+                        },
+                        limits(&cfg),
+                    );
+                }
+            }
+        }
+        Outcome::Error(_) | Outcome::SessionGone => {}
+    }
+    outcome
+}
+
+fn complete_frame(job: &Job, conv: Option<&str>, p: &Progress, done_reason: &str) -> Vec<u8> {
+    let ms = |d: std::time::Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
+    let tps = match (p.eval_count, p.eval_duration) {
+        (Some(n), Some(d)) if d > 0 => n as f64 / d as f64 * 1e9,
+        _ => match p.first_token_at {
+            Some(t) if p.tokens > 1 && t.elapsed().as_secs_f64() > 0.0 => {
+                (p.tokens - 1) as f64 / t.elapsed().as_secs_f64()
+            }
+            _ => 0.0,
+        },
+    };
+    protocol::complete(&Complete {
+        kind: "complete",
+        conversation_id: conv,
+        total_tokens: p.tokens,
+        latency_ms: ms(job.received_at.elapsed()),
+        timestamp: crate::http::now_rfc3339(),
+        first_token_ms: p.first_token_at.map(|t| ms(t - job.received_at)),
+        tokens_per_second: (tps * 100.0).round() / 100.0,
+        model: &job.model,
+        done_reason,
+    })
+}
+
+/// The `complete` owed to a queued chat that was cancelled before it ran.
+pub fn cancelled_before_start(job: &Job) -> Vec<u8> {
+    let p = Progress {
+        received_at: job.received_at,
+        tokens: 0,
+        first_token_at: None,
+        eval_count: None,
+        eval_duration: None,
+        done_reason: None,
+        answer: None,
+    };
+    complete_frame(job, job.chat.conversation_id.as_deref(), &p, "cancelled")
+}
+
+/// Send an `error` frame for this generation.
+async fn fail(tx: &mpsc::Sender<Out>, code: &'static str, message: &str, conv: Option<&str>) -> Outcome {
+    let _ = tx.send(Out::Text(protocol::error(code, message, conv).into())).await;
+    Outcome::Error(code)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn stream(
+    state: &Arc<AppState>,
+    cfg: &Config,
+    req: &ChatRequest,
+    conv: Option<&str>,
+    tx: &mpsc::Sender<Out>,
+    cancel: &CancellationToken,
+    p: &mut Progress,
+) -> Result<(), Outcome> {
+    let policy = RetryPolicy::from_config(&cfg.ollama);
+    let client = state.ollama.load_full();
+    let mut upstream = match client.chat(req, &policy, cancel, &state.metrics).await {
+        Ok(s) => s,
+        Err(OllamaError::Cancelled) => return Err(Outcome::Cancelled),
+        Err(e) => {
+            let code = error_code(&e);
+            warn!(model = %req.model, error = %e, code, "upstream request failed");
+            if code == protocol::code::UPSTREAM_UNAVAILABLE {
+                state.ready.invalidate().await;
+            }
+            let msg = match code {
+                protocol::code::UPSTREAM_UNAVAILABLE => format!(
+                    "Ollama is unavailable (after {} retries): {e}",
+                    policy.retries
+                ),
+                _ => e.to_string(),
+            };
+            return Err(fail(tx, code, &msg, conv).await);
+        }
+    };
+    let mut enc = TokenEncoder::new(conv);
+    let mut thinking_seq = 0u64;
+    loop {
+        let line = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return Err(Outcome::Cancelled),
+            r = upstream.next_line() => r,
+        };
+        let read_at = Instant::now();
+        let line = match line {
+            Ok(Some(l)) => l,
+            Ok(None) => {
+                return Err(fail(
+                    tx,
+                    code::UPSTREAM_ERROR,
+                    "Ollama ended the stream before its final line",
+                    conv,
+                )
+                .await)
+            }
+            Err(OllamaError::Cancelled) => return Err(Outcome::Cancelled),
+            Err(e) => {
+                debug!(error = %e, "upstream stream failed");
+                return Err(fail(tx, code::UPSTREAM_ERROR, &e.to_string(), conv).await);
+            }
+        };
+        let parsed = match parse_chat_line(line) {
+            Ok(l) => l,
+            Err(e) => {
+                return Err(fail(
+                    tx,
+                    code::UPSTREAM_ERROR,
+                    &format!("Ollama sent a malformed line: {e}"),
+                    conv,
+                )
+                .await)
+            }
+        };
+        let (content, thinking, done) = match parsed {
+            ChatLine::Content { content, thinking } => (Some(content), thinking, None),
+            ChatLine::Done { content, stats } => (content, None, Some(stats)),
+            ChatLine::Error(msg) => {
+                return Err(fail(tx, code::UPSTREAM_ERROR, &format!("Ollama: {msg}"), conv).await)
+            }
+        };
+        if let Some(t) = thinking.filter(|t| t.get() != "\"\"") {
+            thinking_seq += 1;
+            let frame = enc.encode("thinking", t.get(), thinking_seq, time::OffsetDateTime::now_utc());
+            send(tx, Out::Text(frame), cancel).await?;
+        }
+        if let Some(c) = content.filter(|c| c.get() != "\"\"") {
+            p.tokens += 1;
+            if p.first_token_at.is_none() {
+                p.first_token_at = Some(read_at);
+            }
+            if let Some(answer) = p.answer.as_mut() {
+                if let Ok(text) = serde_json::from_str::<std::borrow::Cow<'_, str>>(c.get()) {
+                    answer.push_str(&text);
+                }
+            }
+            let frame = enc.encode("token", c.get(), p.tokens, time::OffsetDateTime::now_utc());
+            send(tx, Out::Token(frame, read_at), cancel).await?;
+            state.metrics.tokens_streamed.inc();
+            if p.tokens == 1 {
+                state
+                    .metrics
+                    .time_to_first_token
+                    .observe(read_at.duration_since(p.received_at).as_secs_f64());
+            }
+        }
+        if let Some(stats) = done {
+            p.eval_count = stats.eval_count;
+            p.eval_duration = stats.eval_duration;
+            p.done_reason = stats.done_reason;
+            return Ok(());
+        }
+    }
+}

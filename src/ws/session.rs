@@ -1,0 +1,349 @@
+//! One WebSocket session after the upgrade: the reader loop (this task), a
+//! writer task, a generation runner and a heartbeat, all children of the
+//! session's cancel token, which is itself a child of the manager's.
+//!
+//! The session ends when the client closes or goes silent for
+//! `timeout_secs`, on a protocol violation (closed with the RFC 6455 code),
+//! when told to (revocation 1008, shutdown 1001), or when the writer fails.
+//! Whatever ends it, the running generation's upstream request is dropped.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use fastwebsockets::{Frame, OpCode, WebSocket, WebSocketError};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use tokio::sync::mpsc;
+use tracing::{debug, info};
+
+use super::generation::{self, Job, Outcome};
+use super::manager::{SessionInfo, Slot};
+use super::protocol::{self, code, parse_client_message, ClientMessage};
+use super::queue::{JobQueue, PushError};
+use super::writer::{self, Out, WriterEnd};
+use crate::metrics::Direction;
+use crate::routes::ConnInfo;
+use crate::state::AppState;
+
+/// What the upgrade handler learned about the client.
+pub struct Client {
+    pub client_id: String,
+    pub jti: String,
+    pub models: Vec<String>,
+    pub conn: ConnInfo,
+}
+
+/// How long the close frame gets to go out when a session ends.
+const CLOSE_FLUSH: Duration = Duration::from_secs(2);
+
+/// Run a session to its end.
+pub async fn run(state: Arc<AppState>, ws: WebSocket<TokioIo<Upgraded>>, mut slot: Slot, client: Client) {
+    let cfg = state.config();
+    let wscfg = cfg.websocket.clone();
+    drop(cfg);
+    let (mut read, write) = ws.split(tokio::io::split);
+    // fastwebsockets refuses frames of at least this size; our own
+    // reassembly below caps whole messages.
+    read.set_max_message_size(wscfg.max_message_bytes + 1);
+    let (tx, rx) = mpsc::channel::<Out>(wscfg.outgoing_queue_frames);
+    let session_id = uuid::Uuid::new_v4().to_string();
+    let info = state.sessions.register(
+        &mut slot,
+        state.metrics.clone(),
+        session_id.clone(),
+        client.jti.clone(),
+        client.conn.peer,
+        tx.clone(),
+    );
+    info!(session_id = %info.id, client_id = %info.client_id, peer = %client.conn.peer, "session opened");
+
+    let writer = {
+        let metrics = state.metrics.clone();
+        let info = info.clone();
+        state.tasks.spawn(async move {
+            let end = writer::run(write, rx, wscfg.write_timeout, &metrics).await;
+            if end == WriterEnd::TimedOut {
+                info!(session_id = %info.id, "client stopped reading: closing the session");
+                info.close((1008, "write timeout"));
+            } else if end != WriterEnd::Closed {
+                info.cancel.cancel();
+            }
+            end
+        })
+    };
+    let _ = tx
+        .send(Out::Text(protocol::connection_ack(&info.client_id, &info.id).into()))
+        .await;
+    state.metrics.ws_message(Direction::Out, "connection_ack");
+
+    let queue = Arc::new(JobQueue::default());
+    let runner = state.tasks.spawn(run_jobs(state.clone(), info.clone(), tx.clone(), queue.clone()));
+    let heartbeat = state.tasks.spawn(heartbeat(
+        state.clone(),
+        info.clone(),
+        tx.clone(),
+        wscfg.heartbeat_interval,
+    ));
+
+    let mut reader = Reader {
+        state: &state,
+        info: &info,
+        tx: &tx,
+        queue: &queue,
+        models: &client.models,
+        max_message: wscfg.max_message_bytes,
+        max_content: wscfg.max_content_bytes,
+        queue_size: wscfg.message_queue_size,
+        fragments: None,
+    };
+    let mut draining = false;
+    let close: Option<(u16, String)> = loop {
+        let mut obligated = |frame: Frame<'_>| {
+            let out = match frame.opcode {
+                OpCode::Pong => Out::Pong(Bytes::copy_from_slice(&frame.payload)),
+                _ => Out::CloseRaw(Bytes::copy_from_slice(&frame.payload)),
+            };
+            let tx = tx.clone();
+            async move { tx.send(out).await.map_err(|_| "session closed") }
+        };
+        let read_res = tokio::select! {
+            biased;
+            _ = info.cancel.cancelled() => {
+                let (code, reason) = info.close_reason().unwrap_or((1001, "session closed"));
+                break Some((code, reason.to_string()));
+            }
+            _ = state.shutdown.cancelled(), if !draining => {
+                draining = true;
+                let _ = tx.try_send(Out::Text(protocol::system("server shutting down: finishing running answers, then closing").into()));
+                let (removed, running) = queue.close();
+                for job in removed {
+                    let _ = tx.try_send(Out::Text(protocol::error(code::SHUTTING_DOWN, "server shutting down: chat not started", job.chat.conversation_id.as_deref()).into()));
+                }
+                if !running {
+                    break Some((1001, "server shutting down".into()));
+                }
+                continue;
+            }
+            r = tokio::time::timeout(wscfg.timeout, read.read_frame(&mut obligated)) => r,
+        };
+        let frame = match read_res {
+            Err(_) => break Some((1001, "idle timeout".into())),
+            Ok(Err(e)) => break protocol_close(&e),
+            Ok(Ok(f)) => f,
+        };
+        info.touch();
+        match frame.opcode {
+            OpCode::Close => break None, // echoed by fastwebsockets' auto-close
+            OpCode::Ping | OpCode::Pong => continue,
+            _ => {}
+        }
+        if let Err(close) = reader.on_frame(frame).await {
+            break Some(close);
+        }
+    };
+
+    // Wind down: stop the generation (drops the upstream request), send the
+    // close frame, let the writer flush it.
+    let close_code = close.as_ref().map(|c| c.0).unwrap_or(1000);
+    if let Some((code, reason)) = close {
+        let _ = tx.try_send(Out::Close(code, reason));
+    }
+    info.cancel.cancel();
+    heartbeat.abort();
+    drop(reader);
+    drop(tx);
+    let _ = runner.await;
+    let _ = tokio::time::timeout(CLOSE_FLUSH, writer).await;
+    info!(
+        session_id = %info.id,
+        client_id = %info.client_id,
+        peer = %info.peer,
+        duration_ms = info.opened.elapsed().as_millis() as u64,
+        messages = info.messages.load(Ordering::Relaxed),
+        tokens = info.tokens.load(Ordering::Relaxed),
+        errors = info.errors.load(Ordering::Relaxed),
+        close_code,
+        "session closed"
+    );
+    drop(slot);
+}
+
+/// RFC 6455 close code for a read error, or `None` when the peer is gone.
+fn protocol_close(e: &WebSocketError) -> Option<(u16, String)> {
+    use WebSocketError as E;
+    let code = match e {
+        E::InvalidUTF8 => 1007,
+        E::FrameTooLarge => 1009,
+        E::ReservedBitsNotZero
+        | E::InvalidFragment
+        | E::InvalidContinuationFrame
+        | E::ControlFrameFragmented
+        | E::PingFrameTooLarge
+        | E::InvalidCloseFrame
+        | E::InvalidCloseCode
+        | E::InvalidValue => 1002,
+        _ => {
+            debug!(error = %e, "websocket read ended");
+            return None;
+        }
+    };
+    Some((code, e.to_string()))
+}
+
+/// The reader's state between frames.
+struct Reader<'a> {
+    state: &'a Arc<AppState>,
+    info: &'a Arc<SessionInfo>,
+    tx: &'a mpsc::Sender<Out>,
+    queue: &'a Arc<JobQueue>,
+    models: &'a [String],
+    max_message: usize,
+    max_content: usize,
+    queue_size: usize,
+    /// A fragmented message being reassembled: (is text, bytes so far).
+    fragments: Option<(bool, Vec<u8>)>,
+}
+
+impl Reader<'_> {
+    /// Handle one data frame. `Err` carries the close code and reason.
+    async fn on_frame(&mut self, frame: Frame<'_>) -> Result<(), (u16, String)> {
+        let message: Vec<u8>;
+        let (is_text, data): (bool, &[u8]) = match (frame.opcode, frame.fin) {
+            (OpCode::Text | OpCode::Binary, true) if self.fragments.is_none() => {
+                (frame.opcode == OpCode::Text, &frame.payload)
+            }
+            (OpCode::Text | OpCode::Binary, false) if self.fragments.is_none() => {
+                self.fragments = Some((frame.opcode == OpCode::Text, frame.payload.to_vec()));
+                return Ok(());
+            }
+            (OpCode::Continuation, fin) if self.fragments.is_some() => {
+                let (_, buf) = self.fragments.as_mut().expect("checked");
+                if buf.len() + frame.payload.len() > self.max_message {
+                    return Err((1009, format!("message exceeds {} bytes", self.max_message)));
+                }
+                buf.extend_from_slice(&frame.payload);
+                if !fin {
+                    return Ok(());
+                }
+                let (text, buf) = self.fragments.take().expect("checked");
+                if text && std::str::from_utf8(&buf).is_err() {
+                    return Err((1007, "invalid UTF-8 in text message".into()));
+                }
+                message = buf;
+                (text, &message)
+            }
+            _ => return Err((1002, "unexpected frame in a fragmented message".into())),
+        };
+        if !is_text {
+            self.reply_error(code::INVALID_MESSAGE, "binary messages are not supported: send JSON text", None)
+                .await;
+            return Ok(());
+        }
+        self.info.messages.fetch_add(1, Ordering::Relaxed);
+        match parse_client_message(data, self.max_content) {
+            Ok(msg) => {
+                self.state.metrics.ws_message(Direction::In, msg.kind());
+                self.on_message(msg).await;
+            }
+            Err(e) => {
+                self.state.metrics.ws_message(Direction::In, "invalid");
+                self.reply_error(code::INVALID_MESSAGE, &e.to_string(), None).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_message(&mut self, msg: ClientMessage) {
+        match msg {
+            ClientMessage::Ping => {
+                self.send(protocol::heartbeat("pong"), "pong").await;
+            }
+            ClientMessage::Pong => {}
+            ClientMessage::Cancel { conversation_id } => {
+                let (removed, _running) = self.queue.cancel(conversation_id.as_deref());
+                for job in removed {
+                    self.state.metrics.generation("cancelled");
+                    let frame = generation::cancelled_before_start(&job);
+                    self.send(frame, "complete").await;
+                }
+            }
+            ClientMessage::Chat(chat) => {
+                let cfg = self.state.config();
+                let model = chat.model.clone().unwrap_or_else(|| cfg.ollama.model.clone());
+                let conv = chat.conversation_id.clone();
+                if !self.models.contains(&model) || !cfg.ollama.allowed_models.contains(&model) {
+                    let msg = format!("model {model:?} is not allowed for this client; allowed: {}", self.models.join(", "));
+                    self.reply_error(code::MODEL_NOT_ALLOWED, &msg, conv.as_deref()).await;
+                    return;
+                }
+                let job = Job {
+                    chat,
+                    model,
+                    received_at: Instant::now(),
+                };
+                match self.queue.push(job, self.queue_size) {
+                    Ok(()) => {}
+                    Err(PushError::Full) => {
+                        let msg = format!("{} chats are already waiting; wait for an answer or send cancel", self.queue_size);
+                        self.reply_error(code::BUSY, &msg, conv.as_deref()).await;
+                    }
+                    Err(PushError::Closed) => {
+                        self.reply_error(code::SHUTTING_DOWN, "server shutting down: no new chats", conv.as_deref())
+                            .await;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn send(&self, frame: Vec<u8>, kind: &'static str) {
+        self.state.metrics.ws_message(Direction::Out, kind);
+        let _ = self.tx.send(Out::Text(frame.into())).await;
+    }
+
+    async fn reply_error(&self, code: &'static str, message: &str, conversation_id: Option<&str>) {
+        self.info.errors.fetch_add(1, Ordering::Relaxed);
+        self.state.metrics.errors_total.inc();
+        self.send(protocol::error(code, message, conversation_id), "error").await;
+    }
+}
+
+/// Take chats off the queue one at a time and run them.
+async fn run_jobs(state: Arc<AppState>, info: Arc<SessionInfo>, tx: mpsc::Sender<Out>, queue: Arc<JobQueue>) {
+    while let Some((job, cancel)) = queue.next(&info.cancel).await {
+        let outcome = generation::run(&state, &info, &tx, job, &cancel).await;
+        match outcome {
+            Outcome::Complete | Outcome::Cancelled => state.metrics.ws_message(Direction::Out, "complete"),
+            Outcome::Error(_) => {
+                info.errors.fetch_add(1, Ordering::Relaxed);
+                state.metrics.errors_total.inc();
+                state.metrics.ws_message(Direction::Out, "error");
+            }
+            Outcome::SessionGone => {}
+        }
+        if queue.finished() {
+            // Drain: the last running answer is done.
+            info.close((1001, "server shutting down"));
+            return;
+        }
+    }
+}
+
+/// Send a `ping` every `interval`. A full queue skips a beat rather than
+/// blocking.
+async fn heartbeat(state: Arc<AppState>, info: Arc<SessionInfo>, tx: mpsc::Sender<Out>, interval: Duration) {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = info.cancel.cancelled() => return,
+            _ = tick.tick() => {
+                if tx.try_send(Out::Text(protocol::heartbeat("ping").into())).is_ok() {
+                    state.metrics.ws_message(Direction::Out, "ping");
+                }
+            }
+        }
+    }
+}
