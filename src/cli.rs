@@ -20,7 +20,13 @@ use crate::state::AppState;
 #[command(name = "tars", version, about)]
 pub struct Cli {
     /// The configuration file.
-    #[arg(long, short, global = true, default_value = "config.toml", value_name = "PATH")]
+    #[arg(
+        long,
+        short,
+        global = true,
+        default_value = "config.toml",
+        value_name = "PATH"
+    )]
     pub config: PathBuf,
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -66,8 +72,17 @@ fn check_config(path: &Path) -> ExitCode {
         Ok(raw) => raw,
         Err(e) => return refuse(e),
     };
-    if let Err(e) = load_config(path) {
-        return e;
+    let cfg = match load_config(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    // The certificate and key must load as `tars` would load them; missing
+    // files are fine (serving generates them).
+    if cfg.tls.enabled && cfg.tls.cert.exists() && cfg.tls.key.exists() {
+        if let Err(source) = crate::tls::load_certified_key(&cfg.tls.cert, &cfg.tls.key) {
+            let path = cfg.source.display().to_string();
+            return refuse(crate::state::StartError::Tls { path, source });
+        }
     }
     print!("{}", config::redacted_toml(&raw));
     eprintln!("tars: {} is valid", path.display());
@@ -114,7 +129,10 @@ fn serve_blocking(path: &Path) -> ExitCode {
         Err(code) => return code,
     };
     crate::logging::init(&cfg.log);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("tars: error: cannot start the async runtime: {e}");
@@ -173,7 +191,10 @@ fn log_start(state: &AppState, addr: std::net::SocketAddr) {
 fn spawn_signal_handler(state: Arc<AppState>) {
     use tokio::signal::unix::{signal, SignalKind};
     tokio::spawn(async move {
-        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
             error!("cannot install signal handlers");
             return;
         };

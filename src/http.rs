@@ -37,7 +37,13 @@ pub struct ErrorBody<'a> {
 
 /// An error response: `{"error": code, "message": message}`.
 pub fn error(status: StatusCode, code: &str, message: &str) -> Resp {
-    json(status, &ErrorBody { error: code, message })
+    json(
+        status,
+        &ErrorBody {
+            error: code,
+            message,
+        },
+    )
 }
 
 /// A response with a plain body and content type.
@@ -61,7 +67,11 @@ pub fn accepts(req: &Request<Incoming>, mime: &str) -> bool {
 
 /// The bearer token of the `Authorization` header, if any.
 pub fn bearer<B>(req: &Request<B>) -> Option<&str> {
-    let v = req.headers().get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let v = req
+        .headers()
+        .get(http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
     let (scheme, token) = v.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
@@ -82,7 +92,11 @@ pub async fn read_json<T: DeserializeOwned>(req: Request<Incoming>, max: usize) 
 
 /// Read a body of at most `max` bytes. With `require_json`, a non-empty body
 /// must declare `content-type: application/json`.
-pub async fn read_body(req: Request<Incoming>, max: usize, require_json: bool) -> Result<Bytes, Resp> {
+pub async fn read_body(
+    req: Request<Incoming>,
+    max: usize,
+    require_json: bool,
+) -> Result<Bytes, Resp> {
     if require_json {
         let ct = req
             .headers()
@@ -153,7 +167,10 @@ mod tests {
         let t = time::macros::datetime!(2025-11-07 12:00:01.045 UTC);
         let mut v = Vec::new();
         write_rfc3339(&mut v, t);
-        assert_eq!(std::str::from_utf8(&v).unwrap(), "2025-11-07T12:00:01.045000Z");
+        assert_eq!(
+            std::str::from_utf8(&v).unwrap(),
+            "2025-11-07T12:00:01.045000Z"
+        );
         assert!(now_rfc3339().ends_with('Z'));
     }
 

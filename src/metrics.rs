@@ -98,31 +98,105 @@ impl Metrics {
             connections_rejected: Family::default(),
             registry: Registry::default(),
         };
-        r.register("http_requests", "HTTP requests by route", m.http_requests.clone());
-        r.register("sessions_active", "WebSocket sessions open now", m.sessions_active.clone());
-        r.register("sessions", "WebSocket sessions opened since start", m.sessions_total.clone());
-        r.register("unique_clients", "Distinct client ids with an open session", m.unique_clients.clone());
-        r.register("ws_messages", "WebSocket messages by direction and type", m.ws_messages.clone());
-        r.register("tokens_streamed", "Token frames sent to clients", m.tokens_streamed.clone());
-        r.register("generations", "Generations by outcome (complete, cancelled or an error code)", m.generations.clone());
-        r.register("errors", "Error frames and failed requests", m.errors_total.clone());
-        r.register("time_to_first_token_seconds", "From chat received to first token frame written", m.time_to_first_token.clone());
-        r.register("token_added_delay_seconds", "From reading a line from Ollama to writing its frame", m.token_added_delay.clone());
-        r.register("generation_duration_seconds", "From chat received to complete or error", m.generation_duration.clone());
-        r.register("upstream_requests", "Requests sent to Ollama", m.upstream_requests.clone());
-        r.register("upstream_retries", "Retries of Ollama requests", m.upstream_retries.clone());
-        r.register("upstream_failures", "Failed Ollama requests by kind", m.upstream_failures.clone());
-        r.register("auth_requests", "Auth requests by endpoint and outcome", m.auth_requests.clone());
+        r.register(
+            "http_requests",
+            "HTTP requests by route",
+            m.http_requests.clone(),
+        );
+        r.register(
+            "sessions_active",
+            "WebSocket sessions open now",
+            m.sessions_active.clone(),
+        );
+        r.register(
+            "sessions",
+            "WebSocket sessions opened since start",
+            m.sessions_total.clone(),
+        );
+        r.register(
+            "unique_clients",
+            "Distinct client ids with an open session",
+            m.unique_clients.clone(),
+        );
+        r.register(
+            "ws_messages",
+            "WebSocket messages by direction and type",
+            m.ws_messages.clone(),
+        );
+        r.register(
+            "tokens_streamed",
+            "Token frames sent to clients",
+            m.tokens_streamed.clone(),
+        );
+        r.register(
+            "generations",
+            "Generations by outcome (complete, cancelled or an error code)",
+            m.generations.clone(),
+        );
+        r.register(
+            "errors",
+            "Error frames and failed requests",
+            m.errors_total.clone(),
+        );
+        r.register(
+            "time_to_first_token_seconds",
+            "From chat received to first token frame written",
+            m.time_to_first_token.clone(),
+        );
+        r.register(
+            "token_added_delay_seconds",
+            "From reading a line from Ollama to writing its frame",
+            m.token_added_delay.clone(),
+        );
+        r.register(
+            "generation_duration_seconds",
+            "From chat received to complete or error",
+            m.generation_duration.clone(),
+        );
+        r.register(
+            "upstream_requests",
+            "Requests sent to Ollama",
+            m.upstream_requests.clone(),
+        );
+        r.register(
+            "upstream_retries",
+            "Retries of Ollama requests",
+            m.upstream_retries.clone(),
+        );
+        r.register(
+            "upstream_failures",
+            "Failed Ollama requests by kind",
+            m.upstream_failures.clone(),
+        );
+        r.register(
+            "auth_requests",
+            "Auth requests by endpoint and outcome",
+            m.auth_requests.clone(),
+        );
         r.register("revocations", "Tokens revoked", m.revocations.clone());
-        r.register("tls_handshake_failures", "TLS handshakes that failed or timed out", m.tls_handshake_failures.clone());
-        r.register("config_reloads", "Configuration reloads by result", m.config_reloads.clone());
-        r.register("connections_rejected", "Connections refused by a limit", m.connections_rejected.clone());
+        r.register(
+            "tls_handshake_failures",
+            "TLS handshakes that failed or timed out",
+            m.tls_handshake_failures.clone(),
+        );
+        r.register(
+            "config_reloads",
+            "Configuration reloads by result",
+            m.config_reloads.clone(),
+        );
+        r.register(
+            "connections_rejected",
+            "Connections refused by a limit",
+            m.connections_rejected.clone(),
+        );
         Self { registry: r, ..m }
     }
 
     /// Count one request to `route` (a fixed label, never the raw path).
     pub fn http(&self, route: &'static str) {
-        self.http_requests.get_or_create(&KindLabel { kind: route }).inc();
+        self.http_requests
+            .get_or_create(&KindLabel { kind: route })
+            .inc();
     }
 
     /// Count one auth request.
@@ -141,7 +215,9 @@ impl Metrics {
 
     /// Count one finished generation by outcome.
     pub fn generation(&self, outcome: &'static str) {
-        self.generations.get_or_create(&KindLabel { kind: outcome }).inc();
+        self.generations
+            .get_or_create(&KindLabel { kind: outcome })
+            .inc();
     }
 
     /// Prometheus text exposition, with process figures appended.
@@ -150,7 +226,10 @@ impl Metrics {
         let _ = prometheus_client::encoding::text::encode_registry(&mut out, &self.registry);
         let p = process_stats();
         out.push_str("# HELP tars_process_resident_memory_bytes Resident memory size in bytes.\n# TYPE tars_process_resident_memory_bytes gauge\n");
-        out.push_str(&format!("tars_process_resident_memory_bytes {}\n", p.rss_bytes));
+        out.push_str(&format!(
+            "tars_process_resident_memory_bytes {}\n",
+            p.rss_bytes
+        ));
         out.push_str("# HELP tars_process_open_fds Open file descriptors.\n# TYPE tars_process_open_fds gauge\n");
         out.push_str(&format!("tars_process_open_fds {}\n", p.open_fds));
         let _ = prometheus_client::encoding::text::encode_eof(&mut out);
@@ -159,16 +238,17 @@ impl Metrics {
 
     /// The seed report's JSON metrics.
     pub fn seed_json(&self) -> SeedMetrics {
-        let total_messages: u64 = [
-            "chat", "pong", "ping", "cancel",
-        ]
-        .iter()
-        .map(|k| {
-            self.ws_messages
-                .get_or_create(&MessageLabels { direction: Direction::In, kind: k })
-                .get()
-        })
-        .sum();
+        let total_messages: u64 = ["chat", "pong", "ping", "cancel"]
+            .iter()
+            .map(|k| {
+                self.ws_messages
+                    .get_or_create(&MessageLabels {
+                        direction: Direction::In,
+                        kind: k,
+                    })
+                    .get()
+            })
+            .sum();
         let p = process_stats();
         SeedMetrics {
             active_connections: self.sessions_active.get().max(0) as u64,
@@ -207,7 +287,11 @@ pub struct ProcessStats {
 pub fn process_stats() -> ProcessStats {
     let rss_pages = std::fs::read_to_string("/proc/self/statm")
         .ok()
-        .and_then(|s| s.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok())
+        })
         .unwrap_or(0);
     let open_fds = std::fs::read_dir("/proc/self/fd")
         .map(|d| d.count() as u64)
@@ -229,7 +313,10 @@ mod tests {
         m.auth("token", "ok");
         let text = m.render_text();
         assert!(text.contains("tars_tokens_streamed_total 7"), "{text}");
-        assert!(text.contains("tars_auth_requests_total{endpoint=\"token\",outcome=\"ok\"} 1"), "{text}");
+        assert!(
+            text.contains("tars_auth_requests_total{endpoint=\"token\",outcome=\"ok\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("tars_process_resident_memory_bytes "));
         assert!(text.trim_end().ends_with("# EOF"));
     }

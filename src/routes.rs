@@ -92,10 +92,18 @@ pub async fn handle(
 /// True when `origin` is listed in `[cors] origins`.
 pub fn origin_allowed(state: &AppState, origin: &HeaderValue) -> bool {
     let cfg = state.config();
-    cfg.cors.origins.iter().any(|o| o.as_bytes() == origin.as_bytes())
+    cfg.cors
+        .origins
+        .iter()
+        .any(|o| o.as_bytes() == origin.as_bytes())
 }
 
-async fn dispatch(state: Arc<AppState>, conn: ConnInfo, req: Request<Incoming>, origin_ok: bool) -> Resp {
+async fn dispatch(
+    state: Arc<AppState>,
+    conn: ConnInfo,
+    req: Request<Incoming>,
+    origin_ok: bool,
+) -> Resp {
     let path = req.uri().path();
     let Some(&(_, route, methods, label)) = ROUTES.iter().find(|(p, ..)| *p == path) else {
         state.metrics.http("not_found");

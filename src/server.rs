@@ -58,9 +58,19 @@ pub async fn run(listener: TcpListener, state: Arc<AppState>) {
 async fn drain(state: &AppState) {
     let grace = state.config().server.shutdown_grace;
     state.tasks.close();
-    info!(open_tasks = state.tasks.len(), grace_secs = grace.as_secs(), "draining");
-    if tokio::time::timeout(grace, state.tasks.wait()).await.is_err() {
-        warn!(open_tasks = state.tasks.len(), "grace period over; closing what is left");
+    info!(
+        open_tasks = state.tasks.len(),
+        grace_secs = grace.as_secs(),
+        "draining"
+    );
+    if tokio::time::timeout(grace, state.tasks.wait())
+        .await
+        .is_err()
+    {
+        warn!(
+            open_tasks = state.tasks.len(),
+            "grace period over; closing what is left"
+        );
         state.sessions.force_close_all();
         // Give the force-closed sessions a moment to send their close frames.
         let _ = tokio::time::timeout(Duration::from_secs(2), state.tasks.wait()).await;
@@ -76,7 +86,17 @@ async fn serve_socket(
 ) {
     let _ = tcp.set_nodelay(true);
     match acceptor {
-        None => serve_http(tcp, ConnInfo { peer, secure: false }, state).await,
+        None => {
+            serve_http(
+                tcp,
+                ConnInfo {
+                    peer,
+                    secure: false,
+                },
+                state,
+            )
+            .await
+        }
         Some(acceptor) => {
             let timeout = state.config().server.tls_handshake_timeout;
             let handshake = tokio::select! {
@@ -115,7 +135,9 @@ where
     drop(cfg);
     let svc_state = state.clone();
     let service = service_fn(move |req| routes::handle(svc_state.clone(), conn, req));
-    let http = builder.serve_connection(TokioIo::new(io), service).with_upgrades();
+    let http = builder
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
     tokio::pin!(http);
     tokio::select! {
         res = http.as_mut() => {

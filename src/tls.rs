@@ -151,15 +151,20 @@ pub fn generate_self_signed(cert: &Path, key: &Path, names: &[String]) -> Result
         path: cert.to_path_buf(),
         message,
     };
-    let rcgen::CertifiedKey { cert: c, signing_key } =
-        rcgen::generate_simple_self_signed(names.to_vec()).map_err(|e| gen_err(e.to_string()))?;
+    let rcgen::CertifiedKey {
+        cert: c,
+        signing_key,
+    } = rcgen::generate_simple_self_signed(names.to_vec()).map_err(|e| gen_err(e.to_string()))?;
     for p in [cert, key] {
         if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .map_err(|e| gen_err(format!("cannot create {}: {e}", dir.display())))?;
         }
         if p.exists() {
-            return Err(gen_err(format!("{} already exists; it is never overwritten", p.display())));
+            return Err(gen_err(format!(
+                "{} already exists; it is never overwritten",
+                p.display()
+            )));
         }
     }
     write_new(key, signing_key.serialize_pem().as_bytes(), 0o600)

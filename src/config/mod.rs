@@ -17,6 +17,7 @@ use std::time::Duration;
 
 pub use env::OVERRIDES as ENV_OVERRIDES;
 pub use raw::RawConfig;
+pub use validate::{check_secret, valid_client_id};
 
 /// Why a configuration was refused. Always renders as a single line.
 #[derive(Debug, thiserror::Error)]
@@ -42,9 +43,13 @@ pub enum ConfigError {
         key: String,
         message: String,
     },
-    /// An environment override did not parse.
-    #[error("environment variable {var}: {message}")]
-    Env { var: String, message: String },
+    /// An environment override did not parse, or its value was refused.
+    #[error("environment variable {var} (overrides key `{key}`): {message}")]
+    Env {
+        var: String,
+        key: String,
+        message: String,
+    },
 }
 
 /// A secret string whose `Debug` never shows the value.
@@ -232,7 +237,7 @@ pub fn load_with_env(
     get_env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigError> {
     let raw = load_raw(path, get_env)?;
-    validate::validate(path, raw)
+    validate::validate(path, raw).map_err(|e| env::blame(e, get_env))
 }
 
 /// Parse the file and apply environment overrides, without validation.
@@ -295,9 +300,12 @@ mod tests {
 
     #[test]
     fn unknown_key_names_key_and_line() {
-        let err = parse_toml("c.toml", "[server]\nlisten = \"0.0.0.0:1\"\nlisten_port = 3\n")
-            .unwrap_err()
-            .to_string();
+        let err = parse_toml(
+            "c.toml",
+            "[server]\nlisten = \"0.0.0.0:1\"\nlisten_port = 3\n",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.starts_with("c.toml: line 3: key `server"), "{err}");
         assert!(err.contains("listen_port"), "{err}");
         assert!(!err.contains('\n'));

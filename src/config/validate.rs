@@ -106,9 +106,26 @@ fn check_origin(c: &Checker, o: &str) -> Result<(), ConfigError> {
 
 fn check_model_name(c: &Checker, key: &str, m: &str) -> Result<(), ConfigError> {
     if m.is_empty() || m.len() > 200 || m.contains(char::is_whitespace) {
-        return Err(c.err(key, format!("{m:?} is not a model name (e.g. \"mistral:7b-instruct\")")));
+        return Err(c.err(
+            key,
+            format!("{m:?} is not a model name (e.g. \"mistral:7b-instruct\")"),
+        ));
     }
     Ok(())
+}
+
+/// True when `s` is a level or a tracing filter whose every directive names a
+/// level. `EnvFilter` alone would take a misspelt level such as `"inof"` as a
+/// target name and silently log nothing.
+fn valid_log_level(s: &str) -> bool {
+    const LEVELS: &[&str] = &["off", "error", "warn", "info", "debug", "trace"];
+    let is_level = |l: &str| LEVELS.iter().any(|x| x.eq_ignore_ascii_case(l.trim()));
+    !s.trim().is_empty()
+        && tracing_subscriber::EnvFilter::try_new(s).is_ok()
+        && s.split(',').all(|d| match d.rsplit_once('=') {
+            Some((_, level)) => is_level(level),
+            None => is_level(d) || d.contains('['),
+        })
 }
 
 /// True for `[A-Za-z0-9._-]{1,128}`: the client ids the gateway accepts.
@@ -153,8 +170,14 @@ pub fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
     let server = ServerConfig {
         listen: parse_listen(&c, &s.listen)?,
         data_dir: c.path(&s.data_dir),
-        header_read_timeout: c.positive_secs("server.header_read_timeout_secs", s.header_read_timeout_secs)?,
-        tls_handshake_timeout: c.positive_secs("server.tls_handshake_timeout_secs", s.tls_handshake_timeout_secs)?,
+        header_read_timeout: c.positive_secs(
+            "server.header_read_timeout_secs",
+            s.header_read_timeout_secs,
+        )?,
+        tls_handshake_timeout: c.positive_secs(
+            "server.tls_handshake_timeout_secs",
+            s.tls_handshake_timeout_secs,
+        )?,
         shutdown_grace: Duration::from_secs(s.shutdown_grace_secs),
         max_header_bytes: c.at_least("server.max_header_bytes", s.max_header_bytes, 1024)?,
         max_headers: c.at_least("server.max_headers", s.max_headers, 8)?,
@@ -165,7 +188,10 @@ pub fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
 
     // [tls]
     if raw.tls.enabled && (raw.tls.cert.is_empty() || raw.tls.key.is_empty()) {
-        return Err(c.err("tls.cert", "tls.cert and tls.key must both name PEM files when tls.enabled = true"));
+        return Err(c.err(
+            "tls.cert",
+            "tls.cert and tls.key must both name PEM files when tls.enabled = true",
+        ));
     }
     let tls = TlsConfig {
         enabled: raw.tls.enabled,
@@ -193,13 +219,18 @@ pub fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
     };
 
     // [log]
-    if tracing_subscriber::EnvFilter::try_new(&raw.log.level).is_err() {
-        return Err(c.err("log.level", format!("{:?} is not a level: use error, warn, info, debug or trace", raw.log.level)));
+    if !valid_log_level(&raw.log.level) {
+        return Err(c.err("log.level", format!("{:?} is not a level: use error, warn, info, debug or trace (or a filter such as \"tars=debug,info\")", raw.log.level)));
     }
     let format = match raw.log.format.as_str() {
         "text" => LogFormat::Text,
         "json" => LogFormat::Json,
-        other => return Err(c.err("log.format", format!("{other:?} is not a format: use \"text\" or \"json\""))),
+        other => {
+            return Err(c.err(
+                "log.format",
+                format!("{other:?} is not a format: use \"text\" or \"json\""),
+            ))
+        }
     };
     let log = LogConfig {
         level: raw.log.level.clone(),
@@ -224,16 +255,28 @@ pub fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
                 check_model_name(&c, "ollama.allowed_models", m)?;
             }
             if !list.contains(&o.model) {
-                return Err(c.err("ollama.allowed_models", format!("must include the default model {:?}", o.model)));
+                return Err(c.err(
+                    "ollama.allowed_models",
+                    format!("must include the default model {:?}", o.model),
+                ));
             }
             list.clone()
         }
     };
-    if !o.retry_base_delay_secs.is_finite() || o.retry_base_delay_secs < 0.0 || o.retry_base_delay_secs > 60.0 {
-        return Err(c.err("ollama.retry_base_delay_secs", "must be between 0 and 60 seconds"));
+    if !o.retry_base_delay_secs.is_finite()
+        || o.retry_base_delay_secs < 0.0
+        || o.retry_base_delay_secs > 60.0
+    {
+        return Err(c.err(
+            "ollama.retry_base_delay_secs",
+            "must be between 0 and 60 seconds",
+        ));
     }
     if o.retries > 10 {
-        return Err(c.err("ollama.retries", format!("is {}, must be at most 10", o.retries)));
+        return Err(c.err(
+            "ollama.retries",
+            format!("is {}, must be at most 10", o.retries),
+        ));
     }
     let ollama = OllamaConfig {
         host,
@@ -244,23 +287,38 @@ pub fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         top_k: o.top_k,
         max_tokens: c.at_least("ollama.max_tokens", o.max_tokens as usize, 1)? as u32,
         keep_alive: o.keep_alive.clone(),
-        pool_max_connections: c.at_least("ollama.pool_max_connections", o.pool_max_connections, 1)?,
+        pool_max_connections: c.at_least(
+            "ollama.pool_max_connections",
+            o.pool_max_connections,
+            1,
+        )?,
         retries: o.retries,
         retry_base_delay: Duration::from_secs_f64(o.retry_base_delay_secs),
         connect_timeout: c.positive_secs("ollama.connect_timeout_secs", o.connect_timeout_secs)?,
-        first_token_timeout: c.positive_secs("ollama.first_token_timeout_secs", o.first_token_timeout_secs)?,
+        first_token_timeout: c.positive_secs(
+            "ollama.first_token_timeout_secs",
+            o.first_token_timeout_secs,
+        )?,
         idle_timeout: c.positive_secs("ollama.idle_timeout_secs", o.idle_timeout_secs)?,
         max_line_bytes: c.at_least("ollama.max_line_bytes", o.max_line_bytes, 1024)?,
         history_turns: o.history_turns,
-        max_conversations_per_client: c.at_least("ollama.max_conversations_per_client", o.max_conversations_per_client, 1)?,
-        conversation_idle: c.positive_secs("ollama.conversation_idle_secs", o.conversation_idle_secs)?,
+        max_conversations_per_client: c.at_least(
+            "ollama.max_conversations_per_client",
+            o.max_conversations_per_client,
+            1,
+        )?,
+        conversation_idle: c
+            .positive_secs("ollama.conversation_idle_secs", o.conversation_idle_secs)?,
     };
 
     // [auth]
     let a = &raw.auth;
     let secret = match (&a.secret, &a.secret_file) {
         (Some(_), Some(_)) => {
-            return Err(c.err("auth.secret", "set auth.secret or auth.secret_file, not both"))
+            return Err(c.err(
+                "auth.secret",
+                "set auth.secret or auth.secret_file, not both",
+            ))
         }
         (Some(s), None) => {
             check_secret(s.as_bytes()).map_err(|m| c.err("auth.secret", m))?;
@@ -274,7 +332,10 @@ pub fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         "HS384" => JwtAlgorithm::HS384,
         "HS512" => JwtAlgorithm::HS512,
         other => {
-            return Err(c.err("auth.algorithm", format!("{other:?} is not supported: use \"HS256\", \"HS384\" or \"HS512\"")))
+            return Err(c.err(
+                "auth.algorithm",
+                format!("{other:?} is not supported: use \"HS256\", \"HS384\" or \"HS512\""),
+            ))
         }
     };
     if a.access_ttl_hours == 0 || a.access_ttl_hours > 24 * 366 {
@@ -287,7 +348,10 @@ pub fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         return Err(c.err("auth.leeway_secs", "must be at most 300 seconds"));
     }
     if a.issuer.is_empty() || a.audience.is_empty() {
-        return Err(c.err("auth.issuer", "auth.issuer and auth.audience must not be empty"));
+        return Err(c.err(
+            "auth.issuer",
+            "auth.issuer and auth.audience must not be empty",
+        ));
     }
     if a.max_failed_attempts_per_minute == 0 {
         return Err(c.err("auth.max_failed_attempts_per_minute", "must be at least 1"));
@@ -296,7 +360,13 @@ pub fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
     for (i, rc) in a.clients.iter().enumerate() {
         let key = |k: &str| format!("auth.clients[{i}].{k}");
         if !valid_client_id(&rc.id) {
-            return Err(c.err(&key("id"), format!("{:?} is not a client id: 1-128 characters of A-Z a-z 0-9 . _ -", rc.id)));
+            return Err(c.err(
+                &key("id"),
+                format!(
+                    "{:?} is not a client id: 1-128 characters of A-Z a-z 0-9 . _ -",
+                    rc.id
+                ),
+            ));
         }
         if clients.iter().any(|x| x.id == rc.id) {
             return Err(c.err(&key("id"), format!("{:?} is listed twice", rc.id)));
@@ -304,13 +374,19 @@ pub fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         match argon2::PasswordHash::new(&rc.secret_hash) {
             Ok(h) if h.algorithm.as_str() == "argon2id" => {}
             _ => {
-                return Err(c.err(&key("secret_hash"), "is not an argon2id PHC string: create one with `tars hash-secret`"))
+                return Err(c.err(
+                    &key("secret_hash"),
+                    "is not an argon2id PHC string: create one with `tars hash-secret`",
+                ))
             }
         }
         if let Some(models) = &rc.models {
             for m in models {
                 if !ollama.allowed_models.contains(m) {
-                    return Err(c.err(&key("models"), format!("{m:?} is not in ollama.allowed_models")));
+                    return Err(c.err(
+                        &key("models"),
+                        format!("{m:?} is not in ollama.allowed_models"),
+                    ));
                 }
             }
         }
@@ -337,7 +413,10 @@ pub fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
     // [websocket]
     let w = &raw.websocket;
     let websocket = WebsocketConfig {
-        heartbeat_interval: c.positive_secs("websocket.heartbeat_interval_secs", w.heartbeat_interval_secs)?,
+        heartbeat_interval: c.positive_secs(
+            "websocket.heartbeat_interval_secs",
+            w.heartbeat_interval_secs,
+        )?,
         max_connections: c.at_least("websocket.max_connections", w.max_connections, 1)?,
         max_connections_per_client: match w.max_connections_per_client {
             Some(n) => Some(c.at_least("websocket.max_connections_per_client", n, 1)?),
@@ -348,13 +427,23 @@ pub fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         max_message_bytes: c.at_least("websocket.max_message_bytes", w.max_message_bytes, 1024)?,
         max_content_bytes: c.at_least("websocket.max_content_bytes", w.max_content_bytes, 1)?,
         write_timeout: c.positive_secs("websocket.write_timeout_secs", w.write_timeout_secs)?,
-        outgoing_queue_frames: c.at_least("websocket.outgoing_queue_frames", w.outgoing_queue_frames, 4)?,
+        outgoing_queue_frames: c.at_least(
+            "websocket.outgoing_queue_frames",
+            w.outgoing_queue_frames,
+            4,
+        )?,
     };
     if websocket.max_message_bytes > 16 * 1024 * 1024 {
-        return Err(c.err("websocket.max_message_bytes", "must be at most 16 MiB (16777216)"));
+        return Err(c.err(
+            "websocket.max_message_bytes",
+            "must be at most 16 MiB (16777216)",
+        ));
     }
     if websocket.max_content_bytes > websocket.max_message_bytes {
-        return Err(c.err("websocket.max_content_bytes", "must not exceed websocket.max_message_bytes"));
+        return Err(c.err(
+            "websocket.max_content_bytes",
+            "must not exceed websocket.max_message_bytes",
+        ));
     }
 
     let limits = LimitsConfig {
@@ -399,19 +488,28 @@ mod tests {
     #[test]
     fn port_out_of_range() {
         let m = msg("[server]\nlisten = \"0.0.0.0:70000\"\n");
-        assert!(m.contains("key `server.listen`") && m.contains("out of range"), "{m}");
+        assert!(
+            m.contains("key `server.listen`") && m.contains("out of range"),
+            "{m}"
+        );
     }
 
     #[test]
     fn bad_address() {
         let m = msg("[server]\nlisten = \"localhost\"\n");
-        assert!(m.contains("key `server.listen`") && m.contains("IP:PORT"), "{m}");
+        assert!(
+            m.contains("key `server.listen`") && m.contains("IP:PORT"),
+            "{m}"
+        );
     }
 
     #[test]
     fn short_and_placeholder_secrets() {
         assert!(msg("[auth]\nsecret = \"short\"\n").contains("at least 32"));
-        assert!(msg("[auth]\nsecret = \"your-secret-key-change-this-in-production\"\n").contains("placeholder"));
+        assert!(
+            msg("[auth]\nsecret = \"your-secret-key-change-this-in-production\"\n")
+                .contains("placeholder")
+        );
     }
 
     #[test]
@@ -430,6 +528,23 @@ mod tests {
     fn ollama_host_must_be_http() {
         assert!(msg("[ollama]\nhost = \"ftp://x\"\n").contains("ollama.host"));
         assert!(msg("[ollama]\nhost = \"https://x:1\"\n").contains("https upstreams"));
+    }
+
+    #[test]
+    fn log_levels() {
+        for ok in [
+            "info",
+            "DEBUG",
+            "warn",
+            "tars=debug,info",
+            "tars=trace,hyper=warn",
+        ] {
+            assert!(valid_log_level(ok), "{ok}");
+        }
+        for bad in ["", "loud", "inof", "tars=loud", "info,,debug"] {
+            assert!(!valid_log_level(bad), "{bad}");
+        }
+        assert!(msg("[log]\nlevel = \"loud\"\n").contains("key `log.level`"));
     }
 
     #[test]

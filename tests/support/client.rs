@@ -132,7 +132,14 @@ pub async fn post_json(
     if let Some(a) = &auth {
         headers.push(("authorization", a.as_str()));
     }
-    request(gw, "POST", path, &headers, Some(serde_json::to_vec(body).unwrap())).await
+    request(
+        gw,
+        "POST",
+        path,
+        &headers,
+        Some(serde_json::to_vec(body).unwrap()),
+    )
+    .await
 }
 
 pub type Ws = WebSocketStream<BoxIo>;

@@ -57,6 +57,13 @@ impl GatewayBuilder {
         self
     }
 
+    /// Do not run `tars gen-cert` before starting: with TLS on and no
+    /// certificate files, `tars` itself generates them at start.
+    pub fn without_cert(mut self) -> Self {
+        self.generate_cert = false;
+        self
+    }
+
     /// Plain HTTP instead of TLS.
     pub fn plain(self) -> Self {
         self.set("tls.enabled", false)
@@ -278,7 +285,11 @@ impl Gateway {
 
     /// `https://127.0.0.1:PORT` or `http://...`.
     pub fn base_url(&self) -> String {
-        format!("{}://{}", if self.tls { "https" } else { "http" }, self.addr)
+        format!(
+            "{}://{}",
+            if self.tls { "https" } else { "http" },
+            self.addr
+        )
     }
 
     /// Send a signal (`libc`-free: via the `kill` command).
@@ -326,6 +337,55 @@ pub fn run_tars(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// [`run_tars`] that kills `tars` and panics if it has not exited within
+/// `timeout` (for commands that must fail fast, such as serving a bad config).
+pub fn run_tars_timeout(
+    args: &[&str],
+    env: &[(&str, &str)],
+    timeout: Duration,
+) -> (i32, String, String) {
+    use std::io::Read;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tars"));
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (var, _) in ENV_VARS {
+        cmd.env_remove(var);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = pipe.read_to_string(&mut s);
+            s
+        })
+    };
+    let (o, e) = (
+        drain(Box::new(child.stdout.take().unwrap())),
+        drain(Box::new(child.stderr.take().unwrap())),
+    );
+    let out = std::thread::spawn(move || (o.join().unwrap(), e.join().unwrap()));
+    let end = Instant::now() + timeout;
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
+            let (o, e) = out.join().unwrap();
+            panic!("tars {args:?} still running after {timeout:?}\nstdout:\n{o}\nstderr:\n{e}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let (o, e) = out.join().unwrap();
+    (status.code().unwrap_or(-1), o, e)
 }
 
 /// argon2id PHC string for `secret`, as `tars hash-secret` makes it.
