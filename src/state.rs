@@ -52,8 +52,12 @@ impl AppState {
     pub fn new(config: Config, shutdown: CancellationToken) -> Result<Arc<Self>, StartError> {
         let path = config.source.display().to_string();
         let certs = if config.tls.enabled {
-            let ck = crate::tls::load_certified_key(&config.tls.cert, &config.tls.key)
-                .map_err(|source| StartError::Tls { path: path.clone(), source })?;
+            let ck = crate::tls::load_certified_key(&config.tls.cert, &config.tls.key).map_err(
+                |source| StartError::Tls {
+                    path: path.clone(),
+                    source,
+                },
+            )?;
             Some(CertStore::new(ck))
         } else {
             None

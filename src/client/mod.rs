@@ -65,16 +65,33 @@ fn parse_url(url: &str) -> Result<Target, String> {
     let tls = match uri.scheme_str() {
         Some("wss") | Some("https") => true,
         Some("ws") | Some("http") => false,
-        _ => return Err(format!("--url {url:?}: use wss://HOST:PORT or ws://HOST:PORT")),
+        _ => {
+            return Err(format!(
+                "--url {url:?}: use wss://HOST:PORT or ws://HOST:PORT"
+            ))
+        }
     };
-    let host = uri.host().ok_or_else(|| format!("--url {url:?}: no host"))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    let host = uri
+        .host()
+        .ok_or_else(|| format!("--url {url:?}: no host"))?;
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
     let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
     Ok(Target { tls, host, port })
 }
 
 async fn connect(t: &Target, trust: &Trust) -> Result<Box<dyn Io>, String> {
-    let addr = format!("{}:{}", if t.host.contains(':') { format!("[{}]", t.host) } else { t.host.clone() }, t.port);
+    let addr = format!(
+        "{}:{}",
+        if t.host.contains(':') {
+            format!("[{}]", t.host)
+        } else {
+            t.host.clone()
+        },
+        t.port
+    );
     let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&addr))
         .await
         .map_err(|_| format!("connecting to {addr}: timed out"))?
@@ -84,7 +101,8 @@ async fn connect(t: &Target, trust: &Trust) -> Result<Box<dyn Io>, String> {
         return Ok(Box::new(tcp));
     }
     let cfg = tls::client_config(trust)?;
-    let name = rustls::pki_types::ServerName::try_from(t.host.clone()).map_err(|e| e.to_string())?;
+    let name =
+        rustls::pki_types::ServerName::try_from(t.host.clone()).map_err(|e| e.to_string())?;
     let tls = tokio::time::timeout(CONNECT_TIMEOUT, tokio_rustls::TlsConnector::from(cfg).connect(name, tcp))
         .await
         .map_err(|_| "TLS handshake timed out".to_string())?
@@ -93,13 +111,19 @@ async fn connect(t: &Target, trust: &Trust) -> Result<Box<dyn Io>, String> {
 }
 
 /// POST /auth/token and return the access token.
-async fn fetch_token(t: &Target, trust: &Trust, client_id: &str, secret: Option<&str>) -> Result<String, String> {
+async fn fetch_token(
+    t: &Target,
+    trust: &Trust,
+    client_id: &str,
+    secret: Option<&str>,
+) -> Result<String, String> {
     let io = connect(t, trust).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
         .await
         .map_err(|e| e.to_string())?;
     tokio::spawn(conn);
-    let mut body = json!({"client_id": client_id, "device_name": "tars chat", "device_type": "cli"});
+    let mut body =
+        json!({"client_id": client_id, "device_name": "tars chat", "device_type": "cli"});
     if let Some(s) = secret {
         body["client_secret"] = json!(s);
     }
@@ -113,7 +137,12 @@ async fn fetch_token(t: &Target, trust: &Trust, client_id: &str, secret: Option<
         .map_err(|_| "POST /auth/token timed out".to_string())?
         .map_err(|e| e.to_string())?;
     let status = resp.status();
-    let bytes = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
     let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     if !status.is_success() {
         return Err(format!(
@@ -138,21 +167,31 @@ where
     }
 }
 
-async fn open_ws(t: &Target, trust: &Trust, token: &str) -> Result<WebSocket<TokioIo<Upgraded>>, String> {
+async fn open_ws(
+    t: &Target,
+    trust: &Trust,
+    token: &str,
+) -> Result<WebSocket<TokioIo<Upgraded>>, String> {
     let io = connect(t, trust).await?;
     let req = http::Request::get(format!("/ws/chat?token={token}"))
         .header("host", format!("{}:{}", t.host, t.port))
         .header("upgrade", "websocket")
         .header("connection", "upgrade")
-        .header("sec-websocket-key", fastwebsockets::handshake::generate_key())
+        .header(
+            "sec-websocket-key",
+            fastwebsockets::handshake::generate_key(),
+        )
         .header("sec-websocket-version", "13")
         .body(Empty::<Bytes>::new())
         .map_err(|e| e.to_string())?;
     let _ = TokioExecutor::new();
-    let (ws, _) = tokio::time::timeout(CONNECT_TIMEOUT, fastwebsockets::handshake::client(&Exec, req, io))
-        .await
-        .map_err(|_| "WebSocket handshake timed out".to_string())?
-        .map_err(|e| format!("WebSocket handshake refused: {e}"))?;
+    let (ws, _) = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        fastwebsockets::handshake::client(&Exec, req, io),
+    )
+    .await
+    .map_err(|_| "WebSocket handshake timed out".to_string())?
+    .map_err(|e| format!("WebSocket handshake refused: {e}"))?;
     Ok(ws)
 }
 
@@ -173,17 +212,25 @@ async fn chat(args: ChatArgs) -> Result<(), String> {
         (Some(ca), _) => Trust::CaFile(ca.clone()),
         (None, true) => Trust::Insecure,
         (None, false) if target.tls => {
-            return Err("a self-signed gateway needs --ca FILE (its certificate) or --insecure".into())
+            return Err(
+                "a self-signed gateway needs --ca FILE (its certificate) or --insecure".into(),
+            )
         }
         (None, false) => Trust::Insecure,
     };
     let token = match (&args.token, &args.client_id) {
         (Some(t), _) => t.clone(),
         (None, Some(id)) => fetch_token(&target, &trust, id, args.secret.as_deref()).await?,
-        (None, None) => return Err("give --token, or --client-id (with --secret for a registered client)".into()),
+        (None, None) => {
+            return Err(
+                "give --token, or --client-id (with --secret for a registered client)".into(),
+            )
+        }
     };
     let mut ws = open_ws(&target, &trust, &token).await?;
-    let ack = next_json(&mut ws).await?.ok_or("the gateway closed the connection")?;
+    let ack = next_json(&mut ws)
+        .await?
+        .ok_or("the gateway closed the connection")?;
     if ack["type"] != "connection_ack" {
         return Err(format!("expected connection_ack, got {ack}"));
     }
@@ -216,12 +263,20 @@ async fn chat(args: ChatArgs) -> Result<(), String> {
                     println!();
                     eprintln!(
                         "[complete: {} tokens, first token {} ms, {} ms total, {} tokens/s, {}]",
-                        v["total_tokens"], v["first_token_ms"], v["latency_ms"], v["tokens_per_second"], v["done_reason"]
+                        v["total_tokens"],
+                        v["first_token_ms"],
+                        v["latency_ms"],
+                        v["tokens_per_second"],
+                        v["done_reason"]
                     );
                     break;
                 }
                 "error" => {
-                    eprintln!("[error {}: {}]", v["code"].as_str().unwrap_or("?"), v["message"].as_str().unwrap_or(""));
+                    eprintln!(
+                        "[error {}: {}]",
+                        v["code"].as_str().unwrap_or("?"),
+                        v["message"].as_str().unwrap_or("")
+                    );
                     if v["conversation_id"].is_string() || v["code"] != "invalid_message" {
                         break;
                     }
@@ -236,14 +291,19 @@ async fn chat(args: ChatArgs) -> Result<(), String> {
     Ok(())
 }
 
-async fn send_json<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocket<S>, v: &Value) -> Result<(), String> {
+async fn send_json<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut WebSocket<S>,
+    v: &Value,
+) -> Result<(), String> {
     ws.write_frame(Frame::text(Payload::Owned(v.to_string().into_bytes())))
         .await
         .map_err(|e| format!("sending: {e}"))
 }
 
 /// The next JSON text frame, or `None` when the server closed.
-async fn next_json<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocket<S>) -> Result<Option<Value>, String> {
+async fn next_json<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut WebSocket<S>,
+) -> Result<Option<Value>, String> {
     loop {
         let frame = ws.read_frame().await.map_err(|e| format!("reading: {e}"))?;
         match frame.opcode {
@@ -255,7 +315,10 @@ async fn next_json<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocket<S>) -> 
             OpCode::Close => {
                 if frame.payload.len() >= 2 {
                     let code = u16::from_be_bytes([frame.payload[0], frame.payload[1]]);
-                    eprintln!("[closed {code}: {}]", String::from_utf8_lossy(&frame.payload[2..]));
+                    eprintln!(
+                        "[closed {code}: {}]",
+                        String::from_utf8_lossy(&frame.payload[2..])
+                    );
                 }
                 return Ok(None);
             }

@@ -6,7 +6,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{ring, verify_tls12_signature, verify_tls13_signature, WebPkiSupportedAlgorithms};
+use rustls::crypto::{
+    ring, verify_tls12_signature, verify_tls13_signature, WebPkiSupportedAlgorithms,
+};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
@@ -67,7 +69,9 @@ pub fn client_config(trust: &Trust) -> Result<Arc<ClientConfig>, String> {
         Trust::CaFile(path) => {
             let mut roots = RootCertStore::empty();
             for c in read_certs(path)? {
-                roots.add(c).map_err(|e| format!("{}: {e}", path.display()))?;
+                roots
+                    .add(c)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
             }
             builder.with_root_certificates(roots).with_no_client_auth()
         }

@@ -21,7 +21,8 @@ use super::writer::Out;
 use super::SessionInfo;
 use crate::config::Config;
 use crate::ollama::{
-    parse_chat_line, ChatLine, ChatMessage, ChatOptions, ChatRequest, OllamaError, RetryPolicy, Role,
+    parse_chat_line, ChatLine, ChatMessage, ChatOptions, ChatRequest, OllamaError, RetryPolicy,
+    Role,
 };
 use crate::state::AppState;
 
@@ -59,7 +60,9 @@ impl Outcome {
 pub fn error_code(e: &OllamaError) -> &'static str {
     match e {
         OllamaError::Unreachable { .. } => code::UPSTREAM_UNAVAILABLE,
-        OllamaError::Status { status, .. } if *status >= 500 || *status == 429 => code::UPSTREAM_UNAVAILABLE,
+        OllamaError::Status { status, .. } if *status >= 500 || *status == 429 => {
+            code::UPSTREAM_UNAVAILABLE
+        }
         _ => code::UPSTREAM_ERROR,
     }
 }
@@ -228,8 +231,15 @@ pub fn cancelled_before_start(job: &Job) -> Vec<u8> {
 }
 
 /// Send an `error` frame for this generation.
-async fn fail(tx: &mpsc::Sender<Out>, code: &'static str, message: &str, conv: Option<&str>) -> Outcome {
-    let _ = tx.send(Out::Text(protocol::error(code, message, conv).into())).await;
+async fn fail(
+    tx: &mpsc::Sender<Out>,
+    code: &'static str,
+    message: &str,
+    conv: Option<&str>,
+) -> Outcome {
+    let _ = tx
+        .send(Out::Text(protocol::error(code, message, conv).into()))
+        .await;
     Outcome::Error(code)
 }
 
@@ -311,7 +321,12 @@ async fn stream(
         };
         if let Some(t) = thinking.filter(|t| t.get() != "\"\"") {
             thinking_seq += 1;
-            let frame = enc.encode("thinking", t.get(), thinking_seq, time::OffsetDateTime::now_utc());
+            let frame = enc.encode(
+                "thinking",
+                t.get(),
+                thinking_seq,
+                time::OffsetDateTime::now_utc(),
+            );
             send(tx, Out::Text(frame), cancel).await?;
         }
         if let Some(c) = content.filter(|c| c.get() != "\"\"") {

@@ -24,14 +24,28 @@ pub fn health(state: &AppState) -> Resp {
 
 pub fn sessions(state: &AppState, req: &Request<Incoming>) -> Resp {
     let Some(token) = h::bearer(req) else {
-        return h::error(StatusCode::UNAUTHORIZED, "missing_token", "send an admin client's access token as Authorization: Bearer <jwt>");
+        return h::error(
+            StatusCode::UNAUTHORIZED,
+            "missing_token",
+            "send an admin client's access token as Authorization: Bearer <jwt>",
+        );
     };
     let claims = match state.auth.verify_access(token) {
         Ok(c) => c,
-        Err(e) => return h::error(StatusCode::UNAUTHORIZED, "invalid_token", &format!("access token refused: {}", e.reason())),
+        Err(e) => {
+            return h::error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                &format!("access token refused: {}", e.reason()),
+            )
+        }
     };
     if !state.auth.is_admin(&claims.sub) {
-        return h::error(StatusCode::FORBIDDEN, "not_admin", "only clients with admin = true may list sessions");
+        return h::error(
+            StatusCode::FORBIDDEN,
+            "not_admin",
+            "only clients with admin = true may list sessions",
+        );
     }
     let mut rows: Vec<SessionRow> = state
         .sessions

@@ -134,7 +134,9 @@ impl SessionManager {
             }
         }
         g.reserved += 1;
-        *g.reserved_by_client.entry(client_id.to_string()).or_default() += 1;
+        *g.reserved_by_client
+            .entry(client_id.to_string())
+            .or_default() += 1;
         Ok(Slot {
             manager: self.clone(),
             client_id: client_id.to_string(),
@@ -321,11 +323,21 @@ mod tests {
         let m = Arc::new(SessionManager::new());
         let metrics = Arc::new(Metrics::new());
         let a = m.reserve("c1", 2, Some(1)).unwrap();
-        assert_eq!(m.reserve("c1", 2, Some(1)).err(), Some(LimitError::PerClient(1)));
+        assert_eq!(
+            m.reserve("c1", 2, Some(1)).err(),
+            Some(LimitError::PerClient(1))
+        );
         let mut b = m.reserve("c2", 2, Some(1)).unwrap();
         assert_eq!(m.reserve("c3", 2, None).err(), Some(LimitError::Total(2)));
         let (tx, _rx) = mpsc::channel(4);
-        let info = m.register(&mut b, metrics.clone(), "s2".into(), "j2".into(), peer(), tx);
+        let info = m.register(
+            &mut b,
+            metrics.clone(),
+            "s2".into(),
+            "j2".into(),
+            peer(),
+            tx,
+        );
         assert_eq!(m.active(), 1);
         assert_eq!(metrics.sessions_active.get(), 1);
         drop(a);

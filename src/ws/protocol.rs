@@ -113,7 +113,10 @@ fn valid_conversation_id(id: &str) -> bool {
 
 /// Parse and validate one client text message. Never panics: any input
 /// yields a message or a [`MessageError`].
-pub fn parse_client_message(text: &[u8], max_content_bytes: usize) -> Result<ClientMessage, MessageError> {
+pub fn parse_client_message(
+    text: &[u8],
+    max_content_bytes: usize,
+) -> Result<ClientMessage, MessageError> {
     let value: &RawValue =
         serde_json::from_slice(text).map_err(|e| MessageError::NotJson(e.to_string()))?;
     if !value.get().trim_start().starts_with('{') {
@@ -152,7 +155,10 @@ fn validate_chat(chat: &Chat, max_content_bytes: usize) -> Result<(), MessageErr
         return Err(MessageError::EmptyContent);
     }
     if chat.content.len() > max_content_bytes {
-        return Err(MessageError::ContentTooLong(chat.content.len(), max_content_bytes));
+        return Err(MessageError::ContentTooLong(
+            chat.content.len(),
+            max_content_bytes,
+        ));
     }
     if let Some(id) = &chat.conversation_id {
         if !valid_conversation_id(id) {
@@ -317,33 +323,64 @@ mod tests {
         assert!(matches!(parse("nope"), Err(MessageError::NotJson(_))));
         assert_eq!(parse("[1,2]"), Err(MessageError::NotObject));
         assert_eq!(parse("{}"), Err(MessageError::NotObject));
-        assert_eq!(parse(r#"{"type":"dance"}"#), Err(MessageError::UnknownType("dance".into())));
-        assert_eq!(parse(r#"{"type":"chat"}"#), Err(MessageError::EmptyContent));
-        assert_eq!(parse(r#"{"type":"chat","content":"  "}"#), Err(MessageError::EmptyContent));
         assert_eq!(
-            parse(&format!(r#"{{"type":"chat","content":"{}"}}"#, "x".repeat(1001))),
+            parse(r#"{"type":"dance"}"#),
+            Err(MessageError::UnknownType("dance".into()))
+        );
+        assert_eq!(parse(r#"{"type":"chat"}"#), Err(MessageError::EmptyContent));
+        assert_eq!(
+            parse(r#"{"type":"chat","content":"  "}"#),
+            Err(MessageError::EmptyContent)
+        );
+        assert_eq!(
+            parse(&format!(
+                r#"{{"type":"chat","content":"{}"}}"#,
+                "x".repeat(1001)
+            )),
             Err(MessageError::ContentTooLong(1001, 1000))
         );
-        assert_eq!(parse(r#"{"type":"chat","content":"x","conversation_id":"a b"}"#), Err(MessageError::BadConversationId));
-        assert!(matches!(parse(r#"{"type":"chat","content":"x","options":{"temperature":9}}"#), Err(MessageError::BadOption(_))));
-        assert!(matches!(parse(r#"{"type":"chat","content":"x","options":{"bogus":1}}"#), Err(MessageError::BadChat(_))));
-        assert!(matches!(parse(r#"{"type":"chat","content":5}"#), Err(MessageError::BadChat(_))));
+        assert_eq!(
+            parse(r#"{"type":"chat","content":"x","conversation_id":"a b"}"#),
+            Err(MessageError::BadConversationId)
+        );
+        assert!(matches!(
+            parse(r#"{"type":"chat","content":"x","options":{"temperature":9}}"#),
+            Err(MessageError::BadOption(_))
+        ));
+        assert!(matches!(
+            parse(r#"{"type":"chat","content":"x","options":{"bogus":1}}"#),
+            Err(MessageError::BadChat(_))
+        ));
+        assert!(matches!(
+            parse(r#"{"type":"chat","content":5}"#),
+            Err(MessageError::BadChat(_))
+        ));
     }
 
     #[test]
     fn control_messages() {
         assert_eq!(parse(r#"{"type":"ping"}"#), Ok(ClientMessage::Ping));
-        assert_eq!(parse(r#"{"type":"pong","timestamp":"x"}"#), Ok(ClientMessage::Pong));
-        assert_eq!(parse(r#"{"type":"cancel","conversation_id":"c"}"#), Ok(ClientMessage::Cancel { conversation_id: Some("c".into()) }));
+        assert_eq!(
+            parse(r#"{"type":"pong","timestamp":"x"}"#),
+            Ok(ClientMessage::Pong)
+        );
+        assert_eq!(
+            parse(r#"{"type":"cancel","conversation_id":"c"}"#),
+            Ok(ClientMessage::Cancel {
+                conversation_id: Some("c".into())
+            })
+        );
     }
 
     #[test]
     fn frames_have_seed_fields() {
-        let v: serde_json::Value = serde_json::from_slice(&connection_ack("client-001", "s-1")).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_slice(&connection_ack("client-001", "s-1")).unwrap();
         assert_eq!(v["type"], "connection_ack");
         assert_eq!(v["client_id"], "client-001");
         assert!(v["timestamp"].as_str().unwrap().ends_with('Z'));
-        let v: serde_json::Value = serde_json::from_slice(&error("busy", "queue full", Some("c"))).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_slice(&error("busy", "queue full", Some("c"))).unwrap();
         assert_eq!(v["code"], "busy");
         assert_eq!(v["conversation_id"], "c");
     }

@@ -58,7 +58,10 @@ impl JobQueue {
 
     /// Take the next chat and mark it running with `cancel`; waits until one
     /// is queued. `None` once the queue is closed and empty.
-    pub async fn next(&self, cancel_parent: &CancellationToken) -> Option<(Job, CancellationToken)> {
+    pub async fn next(
+        &self,
+        cancel_parent: &CancellationToken,
+    ) -> Option<(Job, CancellationToken)> {
         loop {
             {
                 let mut g = self.lock();
@@ -95,7 +98,8 @@ impl JobQueue {
     /// cancelled.
     pub fn cancel(&self, conversation_id: Option<&str>) -> (Vec<Job>, bool) {
         let mut g = self.lock();
-        let matches = |c: &Option<String>| conversation_id.is_none() || c.as_deref() == conversation_id;
+        let matches =
+            |c: &Option<String>| conversation_id.is_none() || c.as_deref() == conversation_id;
         let mut removed = Vec::new();
         let mut kept = VecDeque::with_capacity(g.jobs.len());
         for j in g.jobs.drain(..) {

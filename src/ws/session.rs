@@ -39,7 +39,12 @@ pub struct Client {
 const CLOSE_FLUSH: Duration = Duration::from_secs(2);
 
 /// Run a session to its end.
-pub async fn run(state: Arc<AppState>, ws: WebSocket<TokioIo<Upgraded>>, mut slot: Slot, client: Client) {
+pub async fn run(
+    state: Arc<AppState>,
+    ws: WebSocket<TokioIo<Upgraded>>,
+    mut slot: Slot,
+    client: Client,
+) {
     let cfg = state.config();
     let wscfg = cfg.websocket.clone();
     drop(cfg);
@@ -74,12 +79,19 @@ pub async fn run(state: Arc<AppState>, ws: WebSocket<TokioIo<Upgraded>>, mut slo
         })
     };
     let _ = tx
-        .send(Out::Text(protocol::connection_ack(&info.client_id, &info.id).into()))
+        .send(Out::Text(
+            protocol::connection_ack(&info.client_id, &info.id).into(),
+        ))
         .await;
     state.metrics.ws_message(Direction::Out, "connection_ack");
 
     let queue = Arc::new(JobQueue::default());
-    let runner = state.tasks.spawn(run_jobs(state.clone(), info.clone(), tx.clone(), queue.clone()));
+    let runner = state.tasks.spawn(run_jobs(
+        state.clone(),
+        info.clone(),
+        tx.clone(),
+        queue.clone(),
+    ));
     let heartbeat = state.tasks.spawn(heartbeat(
         state.clone(),
         info.clone(),
@@ -237,8 +249,12 @@ impl Reader<'_> {
             _ => return Err((1002, "unexpected frame in a fragmented message".into())),
         };
         if !is_text {
-            self.reply_error(code::INVALID_MESSAGE, "binary messages are not supported: send JSON text", None)
-                .await;
+            self.reply_error(
+                code::INVALID_MESSAGE,
+                "binary messages are not supported: send JSON text",
+                None,
+            )
+            .await;
             return Ok(());
         }
         self.info.messages.fetch_add(1, Ordering::Relaxed);
@@ -249,7 +265,8 @@ impl Reader<'_> {
             }
             Err(e) => {
                 self.state.metrics.ws_message(Direction::In, "invalid");
-                self.reply_error(code::INVALID_MESSAGE, &e.to_string(), None).await;
+                self.reply_error(code::INVALID_MESSAGE, &e.to_string(), None)
+                    .await;
             }
         }
         Ok(())
@@ -271,11 +288,18 @@ impl Reader<'_> {
             }
             ClientMessage::Chat(chat) => {
                 let cfg = self.state.config();
-                let model = chat.model.clone().unwrap_or_else(|| cfg.ollama.model.clone());
+                let model = chat
+                    .model
+                    .clone()
+                    .unwrap_or_else(|| cfg.ollama.model.clone());
                 let conv = chat.conversation_id.clone();
                 if !self.models.contains(&model) || !cfg.ollama.allowed_models.contains(&model) {
-                    let msg = format!("model {model:?} is not allowed for this client; allowed: {}", self.models.join(", "));
-                    self.reply_error(code::MODEL_NOT_ALLOWED, &msg, conv.as_deref()).await;
+                    let msg = format!(
+                        "model {model:?} is not allowed for this client; allowed: {}",
+                        self.models.join(", ")
+                    );
+                    self.reply_error(code::MODEL_NOT_ALLOWED, &msg, conv.as_deref())
+                        .await;
                     return;
                 }
                 let job = Job {
@@ -286,12 +310,19 @@ impl Reader<'_> {
                 match self.queue.push(job, self.queue_size) {
                     Ok(()) => {}
                     Err(PushError::Full) => {
-                        let msg = format!("{} chats are already waiting; wait for an answer or send cancel", self.queue_size);
+                        let msg = format!(
+                            "{} chats are already waiting; wait for an answer or send cancel",
+                            self.queue_size
+                        );
                         self.reply_error(code::BUSY, &msg, conv.as_deref()).await;
                     }
                     Err(PushError::Closed) => {
-                        self.reply_error(code::SHUTTING_DOWN, "server shutting down: no new chats", conv.as_deref())
-                            .await;
+                        self.reply_error(
+                            code::SHUTTING_DOWN,
+                            "server shutting down: no new chats",
+                            conv.as_deref(),
+                        )
+                        .await;
                     }
                 }
             }
@@ -306,16 +337,24 @@ impl Reader<'_> {
     async fn reply_error(&self, code: &'static str, message: &str, conversation_id: Option<&str>) {
         self.info.errors.fetch_add(1, Ordering::Relaxed);
         self.state.metrics.errors_total.inc();
-        self.send(protocol::error(code, message, conversation_id), "error").await;
+        self.send(protocol::error(code, message, conversation_id), "error")
+            .await;
     }
 }
 
 /// Take chats off the queue one at a time and run them.
-async fn run_jobs(state: Arc<AppState>, info: Arc<SessionInfo>, tx: mpsc::Sender<Out>, queue: Arc<JobQueue>) {
+async fn run_jobs(
+    state: Arc<AppState>,
+    info: Arc<SessionInfo>,
+    tx: mpsc::Sender<Out>,
+    queue: Arc<JobQueue>,
+) {
     while let Some((job, cancel)) = queue.next(&info.cancel).await {
         let outcome = generation::run(&state, &info, &tx, job, &cancel).await;
         match outcome {
-            Outcome::Complete | Outcome::Cancelled => state.metrics.ws_message(Direction::Out, "complete"),
+            Outcome::Complete | Outcome::Cancelled => {
+                state.metrics.ws_message(Direction::Out, "complete")
+            }
             Outcome::Error(_) => {
                 info.errors.fetch_add(1, Ordering::Relaxed);
                 state.metrics.errors_total.inc();
@@ -333,7 +372,12 @@ async fn run_jobs(state: Arc<AppState>, info: Arc<SessionInfo>, tx: mpsc::Sender
 
 /// Send a `ping` every `interval`. A full queue skips a beat rather than
 /// blocking.
-async fn heartbeat(state: Arc<AppState>, info: Arc<SessionInfo>, tx: mpsc::Sender<Out>, interval: Duration) {
+async fn heartbeat(
+    state: Arc<AppState>,
+    info: Arc<SessionInfo>,
+    tx: mpsc::Sender<Out>,
+    interval: Duration,
+) {
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -90,7 +90,12 @@ mod tests {
     fn go_style_escapes_decode_to_the_same_text() {
         // Ollama is written in Go, whose encoder escapes <, > and & as \u003c...
         let mut enc = TokenEncoder::new(None);
-        let f = enc.encode("token", r#""\u003cb\u003e \u0026""#, 1, time::OffsetDateTime::now_utc());
+        let f = enc.encode(
+            "token",
+            r#""\u003cb\u003e \u0026""#,
+            1,
+            time::OffsetDateTime::now_utc(),
+        );
         let v = decode(&f);
         assert_eq!(v["token"], "<b> &");
         assert!(v["conversation_id"].is_null());
@@ -100,7 +105,9 @@ mod tests {
     fn many_frames_share_arena_blocks() {
         let mut enc = TokenEncoder::new(Some("c"));
         let now = time::OffsetDateTime::now_utc();
-        let frames: Vec<Bytes> = (0..1000u64).map(|i| enc.encode("token", "\"tok\"", i, now)).collect();
+        let frames: Vec<Bytes> = (0..1000u64)
+            .map(|i| enc.encode("token", "\"tok\"", i, now))
+            .collect();
         for (i, f) in frames.iter().enumerate() {
             assert_eq!(decode(f)["seq"], i as u64);
         }

@@ -41,28 +41,52 @@ fn same_origin(req: &Request<Incoming>, origin: &HeaderValue) -> bool {
 }
 
 fn reject(state: &AppState, status: StatusCode, kind: &'static str, message: &str) -> Resp {
-    state.metrics.connections_rejected.get_or_create(&KindLabel { kind }).inc();
+    state
+        .metrics
+        .connections_rejected
+        .get_or_create(&KindLabel { kind })
+        .inc();
     h::error(status, kind, message)
 }
 
 pub async fn handle(state: Arc<AppState>, conn: ConnInfo, mut req: Request<Incoming>) -> Resp {
     if !fastwebsockets::upgrade::is_upgrade_request(&req) {
-        return reject(&state, StatusCode::BAD_REQUEST, "not_websocket", "this endpoint only speaks WebSocket: send an Upgrade: websocket request");
+        return reject(
+            &state,
+            StatusCode::BAD_REQUEST,
+            "not_websocket",
+            "this endpoint only speaks WebSocket: send an Upgrade: websocket request",
+        );
     }
     if let Some(origin) = req.headers().get(ORIGIN) {
         if !origin_allowed(&state, origin) && !same_origin(&req, origin) {
-            return reject(&state, StatusCode::FORBIDDEN, "origin_not_allowed", "this page's origin is not listed in [cors] origins");
+            return reject(
+                &state,
+                StatusCode::FORBIDDEN,
+                "origin_not_allowed",
+                "this page's origin is not listed in [cors] origins",
+            );
         }
     }
     let token = query_token(&req).or_else(|| h::bearer(&req));
     let Some(token) = token else {
-        return reject(&state, StatusCode::UNAUTHORIZED, "missing_token", "send an access token as ?token=<jwt> or Authorization: Bearer <jwt>");
+        return reject(
+            &state,
+            StatusCode::UNAUTHORIZED,
+            "missing_token",
+            "send an access token as ?token=<jwt> or Authorization: Bearer <jwt>",
+        );
     };
     let claims = match state.auth.verify_access(token) {
         Ok(c) => c,
         Err(e) => {
             debug!(peer = %conn.peer, reason = e.reason(), "websocket token refused");
-            return reject(&state, StatusCode::UNAUTHORIZED, "invalid_token", &format!("access token refused: {}", e.reason()));
+            return reject(
+                &state,
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                &format!("access token refused: {}", e.reason()),
+            );
         }
     };
     let cfg = state.config();
@@ -78,16 +102,31 @@ pub async fn handle(state: Arc<AppState>, conn: ConnInfo, mut req: Request<Incom
                 LimitError::Total(_) => "too_many_connections",
                 LimitError::PerClient(_) => "too_many_client_connections",
             };
-            let mut r = reject(&state, StatusCode::SERVICE_UNAVAILABLE, kind, &format!("{e}; try again later"));
-            r.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("5"));
+            let mut r = reject(
+                &state,
+                StatusCode::SERVICE_UNAVAILABLE,
+                kind,
+                &format!("{e}; try again later"),
+            );
+            r.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from_static("5"));
             return r;
         }
     };
-    let models = state.auth.allowed_models(&claims.sub, &cfg.ollama.allowed_models);
+    let models = state
+        .auth
+        .allowed_models(&claims.sub, &cfg.ollama.allowed_models);
     drop(cfg);
     let (response, fut) = match fastwebsockets::upgrade::upgrade(&mut req) {
         Ok(x) => x,
-        Err(e) => return reject(&state, StatusCode::BAD_REQUEST, "bad_handshake", &format!("WebSocket handshake refused: {e}")),
+        Err(e) => {
+            return reject(
+                &state,
+                StatusCode::BAD_REQUEST,
+                "bad_handshake",
+                &format!("WebSocket handshake refused: {e}"),
+            )
+        }
     };
     let client = Client {
         client_id: claims.sub,

@@ -87,7 +87,9 @@ pub async fn run<S: AsyncWrite + Unpin>(
         match res {
             Ok(Ok(())) => {
                 for at in delays.drain(..) {
-                    metrics.token_added_delay.observe(at.elapsed().as_secs_f64());
+                    metrics
+                        .token_added_delay
+                        .observe(at.elapsed().as_secs_f64());
                 }
                 if closed {
                     return WriterEnd::Closed;
