@@ -1,17 +1,410 @@
-//! `/auth/*` HTTP handlers (placeholder until the auth issue lands).
+//! The `/auth/*` endpoints.
+//!
+//! - `POST /auth/token` `{client_id, client_secret?, device_name?, device_type?}`
+//!   → a token pair. Unknown client and wrong secret get the same 401 and the
+//!   same argon2 cost; failed attempts are limited per IP (429 + `Retry-After`).
+//! - `POST /auth/refresh` `{refresh_token}` → a new pair; the used refresh
+//!   token is revoked (persisted) first, so a second use is refused and
+//!   logged as possible theft.
+//! - `POST /auth/validate` with `Authorization: Bearer` → the access token's
+//!   claims, or 401 `{valid: false, reason}`.
+//! - `POST /auth/revoke` → revokes the token in the JSON body `{token}` or,
+//!   when there is no body, the bearer token (the body wins when both are
+//!   sent: the header may authenticate the caller while the body names the
+//!   token to revoke). Either token type may be revoked. The 200 is sent only
+//!   after the revocation is on disk.
+//! - `GET /auth/health`.
+//!
+//! Nothing here logs a token or a secret: only client ids, `jti`s and peers.
 
+use std::time::Instant;
+
+use http::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use http::{Request, StatusCode};
 use hyper::body::Incoming;
+use serde::Deserialize;
+use serde_json::json;
+use tracing::{error, info, warn};
 
+use super::clients::{self, Credential};
+use super::revocation::Revoke;
+use super::tokens::{now_secs, Claims, Subject, TokenType};
+use super::AuthError;
+use crate::config::valid_client_id;
 use crate::http::{self as h, Resp};
 use crate::routes::ConnInfo;
 use crate::state::AppState;
 
-fn todo_resp() -> Resp {
-    h::error(StatusCode::NOT_IMPLEMENTED, "not_implemented", "not yet")
+/// Longest `device_name` / `device_type` accepted, in characters.
+const MAX_DEVICE_CHARS: usize = 128;
+
+/// `POST /auth/token` body. No `Debug`: it holds the client secret.
+#[derive(Deserialize)]
+struct TokenRequest {
+    client_id: String,
+    #[serde(default)]
+    client_secret: Option<String>,
+    #[serde(default)]
+    device_name: Option<String>,
+    #[serde(default)]
+    device_type: Option<String>,
 }
-pub async fn token(_s: &AppState, _c: ConnInfo, _r: Request<Incoming>) -> Resp { todo_resp() }
-pub async fn refresh(_s: &AppState, _c: ConnInfo, _r: Request<Incoming>) -> Resp { todo_resp() }
-pub async fn validate(_s: &AppState, _c: ConnInfo, _r: Request<Incoming>) -> Resp { todo_resp() }
-pub async fn revoke(_s: &AppState, _c: ConnInfo, _r: Request<Incoming>) -> Resp { todo_resp() }
-pub fn health(_s: &AppState) -> Resp { todo_resp() }
+
+#[derive(Deserialize)]
+struct RefreshRequest {
+    refresh_token: String,
+}
+
+#[derive(Deserialize)]
+struct RevokeRequest {
+    #[serde(default)]
+    token: Option<String>,
+}
+
+fn invalid_client() -> Resp {
+    h::error(
+        StatusCode::UNAUTHORIZED,
+        "invalid_client",
+        "unknown client or wrong secret",
+    )
+}
+
+fn invalid_token(e: &AuthError) -> Resp {
+    h::json(
+        StatusCode::UNAUTHORIZED,
+        &json!({"error": "invalid_token", "reason": e.reason(), "message": e.to_string()}),
+    )
+}
+
+fn internal(code: &str, message: &str) -> Resp {
+    h::error(StatusCode::INTERNAL_SERVER_ERROR, code, message)
+}
+
+/// A 400 when `device_name` or `device_type` is too long or has control
+/// characters (they end up in logs and the session list).
+fn bad_device(body: &TokenRequest) -> Option<Resp> {
+    let bad = |v: &Option<String>| {
+        v.as_ref().is_some_and(|s| {
+            s.chars().count() > MAX_DEVICE_CHARS || s.chars().any(char::is_control)
+        })
+    };
+    let field = if bad(&body.device_name) {
+        "device_name"
+    } else if bad(&body.device_type) {
+        "device_type"
+    } else {
+        return None;
+    };
+    Some(h::error(
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+        &format!(
+            "{field} must be at most {MAX_DEVICE_CHARS} characters without control characters"
+        ),
+    ))
+}
+
+/// `POST /auth/token`.
+pub async fn token(state: &AppState, conn: ConnInfo, req: Request<Incoming>) -> Resp {
+    let auth = &state.auth;
+    let ip = conn.peer.ip();
+    let limit = auth.policy().max_failed_attempts_per_minute;
+    if let Err(secs) = auth.limiter().acquire(ip, limit, Instant::now()) {
+        state.metrics.auth("token", "rate_limited");
+        warn!(peer = %ip, retry_after_secs = secs, "too many failed token requests from this address");
+        let mut r = h::error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_attempts",
+            &format!("too many failed attempts from this address; retry in {secs} s"),
+        );
+        r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
+        return r;
+    }
+    let refund = || auth.limiter().refund(ip, limit, Instant::now());
+    let max = state.config().limits.max_body_bytes;
+    let body: TokenRequest = match h::read_json(req, max).await {
+        Ok(b) => b,
+        Err(r) => {
+            refund();
+            state.metrics.auth("token", "bad_request");
+            return r;
+        }
+    };
+    if !valid_client_id(&body.client_id) {
+        refund();
+        state.metrics.auth("token", "bad_request");
+        return h::error(
+            StatusCode::BAD_REQUEST,
+            "invalid_client_id",
+            "client_id must be 1-128 characters of A-Z a-z 0-9 . _ -",
+        );
+    }
+    if let Some(r) = bad_device(&body) {
+        refund();
+        state.metrics.auth("token", "bad_request");
+        return r;
+    }
+    let credential = auth.policy().credential(&body.client_id);
+    let ok = match &credential {
+        Credential::Open => true,
+        Credential::Registered(phc) => {
+            check_secret(state, Some(phc.clone()), body.client_secret).await
+        }
+        Credential::Unknown => check_secret(state, None, body.client_secret).await,
+    };
+    if !ok {
+        state.metrics.auth("token", "invalid_client");
+        info!(client_id = %body.client_id, peer = %ip, "token refused: unknown client or wrong secret");
+        return invalid_client();
+    }
+    refund();
+    let who = Subject {
+        client_id: body.client_id,
+        device_name: body.device_name,
+        device_type: body.device_type,
+    };
+    match auth.issue_pair(&who) {
+        Ok(pair) => {
+            state.metrics.auth("token", "ok");
+            info!(
+                client_id = %who.client_id,
+                peer = %ip,
+                open_enrollment = matches!(credential, Credential::Open),
+                device_type = who.device_type.as_deref().unwrap_or(""),
+                "tokens issued"
+            );
+            h::json(StatusCode::OK, &pair)
+        }
+        Err(e) => {
+            state.metrics.auth("token", "error");
+            error!(client_id = %who.client_id, error = %e, "cannot sign tokens");
+            internal("signing_failed", "the tokens could not be signed")
+        }
+    }
+}
+
+/// Verify `secret` against `phc` (or a dummy hash when `None`, or when no
+/// secret was sent) off the async workers, with bounded concurrency.
+async fn check_secret(state: &AppState, phc: Option<String>, secret: Option<String>) -> bool {
+    let Ok(_permit) = state.auth.argon2_slots().acquire().await else {
+        return false;
+    };
+    let job = move || match (phc, secret) {
+        (Some(phc), Some(secret)) => clients::verify_secret(&phc, secret.as_bytes()),
+        (_, secret) => clients::dummy_verify(secret.as_deref().unwrap_or("").as_bytes()),
+    };
+    tokio::task::spawn_blocking(job).await.unwrap_or(false)
+}
+
+/// Persist the revocation of `claims.jti` off the async workers.
+async fn store_revocation(state: &AppState, claims: &Claims) -> std::io::Result<Revoke> {
+    let store = state.auth.store().clone();
+    let (jti, exp) = (claims.jti.clone(), claims.exp);
+    tokio::task::spawn_blocking(move || store.revoke(&jti, exp, now_secs()))
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+}
+
+/// `POST /auth/refresh`.
+pub async fn refresh(state: &AppState, conn: ConnInfo, req: Request<Incoming>) -> Resp {
+    let max = state.config().limits.max_body_bytes;
+    let body: RefreshRequest = match h::read_json(req, max).await {
+        Ok(b) => b,
+        Err(r) => {
+            state.metrics.auth("refresh", "bad_request");
+            return r;
+        }
+    };
+    let claims = match state
+        .auth
+        .decode(&body.refresh_token, Some(TokenType::Refresh))
+    {
+        Ok(c) => c,
+        Err(e) => {
+            state.metrics.auth("refresh", e.reason());
+            info!(peer = %conn.peer.ip(), reason = e.reason(), "refresh refused");
+            return invalid_token(&e);
+        }
+    };
+    match store_revocation(state, &claims).await {
+        Ok(Revoke::Stored) => {}
+        Ok(Revoke::AlreadyRevoked) => {
+            state.metrics.auth("refresh", "reused");
+            warn!(
+                client_id = %claims.sub,
+                jti = %claims.jti,
+                peer = %conn.peer.ip(),
+                "refresh token reuse: it was already used or revoked; it may have been stolen"
+            );
+            return invalid_token(&AuthError::Revoked);
+        }
+        Err(e) => {
+            state.metrics.auth("refresh", "store_failed");
+            error!(client_id = %claims.sub, jti = %claims.jti, error = %e, "cannot store the used refresh token");
+            return internal(
+                "revocation_not_stored",
+                "the used refresh token could not be recorded; no new tokens were issued",
+            );
+        }
+    }
+    state.metrics.revocations.inc();
+    let who = Subject {
+        client_id: claims.sub.clone(),
+        device_name: claims.device_name.clone(),
+        device_type: claims.device_type.clone(),
+    };
+    match state.auth.issue_pair(&who) {
+        Ok(pair) => {
+            state.metrics.auth("refresh", "ok");
+            info!(client_id = %claims.sub, used_jti = %claims.jti, "tokens refreshed");
+            h::json(StatusCode::OK, &pair)
+        }
+        Err(e) => {
+            state.metrics.auth("refresh", "error");
+            error!(client_id = %claims.sub, error = %e, "cannot sign tokens");
+            internal("signing_failed", "the tokens could not be signed")
+        }
+    }
+}
+
+fn rfc3339(secs: u64) -> String {
+    let t = i64::try_from(secs)
+        .ok()
+        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let mut out = Vec::with_capacity(32);
+    h::write_rfc3339(&mut out, t);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+fn not_valid(e: &AuthError) -> Resp {
+    h::json(
+        StatusCode::UNAUTHORIZED,
+        &json!({"valid": false, "reason": e.reason(), "message": e.to_string()}),
+    )
+}
+
+/// `POST /auth/validate`.
+pub async fn validate(state: &AppState, _conn: ConnInfo, req: Request<Incoming>) -> Resp {
+    let token = h::bearer(&req).unwrap_or("");
+    match state.auth.verify_access(token) {
+        Ok(c) => {
+            state.metrics.auth("validate", "ok");
+            let mut body = json!({
+                "valid": true,
+                "client_id": c.sub,
+                "token_type": c.typ.as_str(),
+                "expires_at": rfc3339(c.exp),
+                "issued_at": rfc3339(c.iat),
+                "jti": c.jti,
+            });
+            if let Some(d) = &c.device_name {
+                body["device_name"] = json!(d);
+            }
+            if let Some(d) = &c.device_type {
+                body["device_type"] = json!(d);
+            }
+            h::json(StatusCode::OK, &body)
+        }
+        Err(e) => {
+            state.metrics.auth("validate", e.reason());
+            not_valid(&e)
+        }
+    }
+}
+
+/// The token `/auth/revoke` should revoke: `{token}` from a non-empty JSON
+/// body, else the bearer token.
+async fn revoke_target(state: &AppState, req: Request<Incoming>) -> Result<String, Resp> {
+    let bearer = h::bearer(&req).map(str::to_string);
+    let is_json = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+    let max = state.config().limits.max_body_bytes;
+    let bytes = h::read_body(req, max, false).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(bearer.unwrap_or_default());
+    }
+    if !is_json {
+        return Err(h::error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as JSON with content-type: application/json",
+        ));
+    }
+    let body: RevokeRequest = serde_json::from_slice(&bytes).map_err(|e| {
+        h::error(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            &format!("request body is not valid JSON for this endpoint: {e}"),
+        )
+    })?;
+    Ok(body.token.or(bearer).unwrap_or_default())
+}
+
+/// `POST /auth/revoke`.
+pub async fn revoke(state: &AppState, conn: ConnInfo, req: Request<Incoming>) -> Resp {
+    let token = match revoke_target(state, req).await {
+        Ok(t) => t,
+        Err(r) => {
+            state.metrics.auth("revoke", "bad_request");
+            return r;
+        }
+    };
+    let claims = match state.auth.verify(&token, None) {
+        Ok(c) => c,
+        Err(e) => {
+            state.metrics.auth("revoke", e.reason());
+            return invalid_token(&e);
+        }
+    };
+    match store_revocation(state, &claims).await {
+        Ok(outcome) => {
+            if outcome == Revoke::Stored {
+                state.metrics.revocations.inc();
+            }
+            let closed = state.sessions.revoke_jti(&claims.jti);
+            state.metrics.auth("revoke", "ok");
+            info!(
+                client_id = %claims.sub,
+                jti = %claims.jti,
+                token_type = claims.typ.as_str(),
+                sessions_closed = closed,
+                peer = %conn.peer.ip(),
+                "token revoked"
+            );
+            h::json(
+                StatusCode::OK,
+                &json!({"revoked": true, "jti": claims.jti, "sessions_closed": closed}),
+            )
+        }
+        Err(e) => {
+            state.metrics.auth("revoke", "store_failed");
+            error!(client_id = %claims.sub, jti = %claims.jti, error = %e, "cannot store a revocation");
+            internal(
+                "revocation_not_stored",
+                "the revocation could not be written to disk; the token is NOT revoked",
+            )
+        }
+    }
+}
+
+/// `GET /auth/health`.
+pub fn health(state: &AppState) -> Resp {
+    let policy = state.auth.policy();
+    h::json(
+        StatusCode::OK,
+        &json!({
+            "status": "healthy",
+            "algorithm": state.auth.algorithm().as_str(),
+            "revoked_count": state.auth.revoked_count(),
+            "open_enrollment": policy.open_enrollment,
+            "registered_clients": policy.registered_clients(),
+            "access_ttl_secs": policy.access_ttl.as_secs(),
+            "refresh_ttl_secs": policy.refresh_ttl.as_secs(),
+        }),
+    )
+}

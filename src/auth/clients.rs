@@ -1,0 +1,183 @@
+//! Who may get tokens: the registered clients with their argon2id secret
+//! hashes, admin flag and model list, plus the open-enrollment switch and
+//! token lifetimes. [`Policy`] is the reloadable part of auth (swapped whole
+//! through an `ArcSwap` in [`super::Auth`]); the secret helpers here are
+//! blocking and run under `spawn_blocking`.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+
+use crate::config::{AuthConfig, ClientEntry};
+
+/// The reloadable auth settings.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    clients: HashMap<String, ClientEntry>,
+    pub open_enrollment: bool,
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+    pub max_failed_attempts_per_minute: u32,
+}
+
+/// How `/auth/token` must treat a client id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// Registered: the secret must match this PHC string.
+    Registered(String),
+    /// Not registered, and open enrollment is on: no secret needed.
+    Open,
+    /// Not registered, open enrollment off.
+    Unknown,
+}
+
+impl Policy {
+    pub fn from_config(cfg: &AuthConfig) -> Self {
+        Self {
+            clients: cfg
+                .clients
+                .iter()
+                .map(|c| (c.id.clone(), c.clone()))
+                .collect(),
+            open_enrollment: cfg.open_enrollment,
+            access_ttl: cfg.access_ttl,
+            refresh_ttl: cfg.refresh_ttl,
+            max_failed_attempts_per_minute: cfg.max_failed_attempts_per_minute,
+        }
+    }
+
+    /// What `client_id` must present.
+    pub fn credential(&self, client_id: &str) -> Credential {
+        match self.clients.get(client_id) {
+            Some(c) => Credential::Registered(c.secret_hash.clone()),
+            None if self.open_enrollment => Credential::Open,
+            None => Credential::Unknown,
+        }
+    }
+
+    /// True when tokens of `client_id` are honoured: it is registered, or
+    /// open enrollment is on.
+    pub fn permits(&self, client_id: &str) -> bool {
+        self.open_enrollment || self.clients.contains_key(client_id)
+    }
+
+    pub fn is_admin(&self, client_id: &str) -> bool {
+        self.clients.get(client_id).is_some_and(|c| c.admin)
+    }
+
+    /// The models `client_id` may use: its own list, or every allowed model.
+    pub fn allowed_models(&self, client_id: &str, all: &[String]) -> Vec<String> {
+        match self.clients.get(client_id).and_then(|c| c.models.as_ref()) {
+            Some(own) => all.iter().filter(|m| own.contains(m)).cloned().collect(),
+            None => all.to_vec(),
+        }
+    }
+
+    pub fn registered_clients(&self) -> usize {
+        self.clients.len()
+    }
+}
+
+/// argon2id PHC string for `secret` with the crate's default parameters
+/// (m = 19 MiB, t = 2, p = 1). Blocking: tens of milliseconds.
+pub fn hash_secret(secret: &[u8]) -> Result<String, argon2::password_hash::Error> {
+    let salt = SaltString::generate(&mut OsRng);
+    Ok(Argon2::default().hash_password(secret, &salt)?.to_string())
+}
+
+/// True when `secret` matches `phc`. Blocking: tens of milliseconds.
+pub fn verify_secret(phc: &str, secret: &[u8]) -> bool {
+    match PasswordHash::new(phc) {
+        Ok(h) => Argon2::default().verify_password(secret, &h).is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// Spend the same time as [`verify_secret`] and fail: used for unknown
+/// clients so timing does not tell which part of a request was wrong.
+pub fn dummy_verify(secret: &[u8]) -> bool {
+    static DUMMY: OnceLock<String> = OnceLock::new();
+    let phc = DUMMY.get_or_init(|| {
+        let mut random = [0u8; 32];
+        argon2::password_hash::rand_core::RngCore::fill_bytes(&mut OsRng, &mut random);
+        hash_secret(&random).unwrap_or_default()
+    });
+    let _ = verify_secret(phc, secret);
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SecretSource;
+
+    fn cfg(open: bool) -> AuthConfig {
+        AuthConfig {
+            secret: SecretSource::Generated("/x".into()),
+            algorithm: crate::config::JwtAlgorithm::HS256,
+            access_ttl: Duration::from_secs(3600),
+            refresh_ttl: Duration::from_secs(86400),
+            leeway_secs: 5,
+            issuer: "tars".into(),
+            audience: "tars".into(),
+            open_enrollment: open,
+            max_failed_attempts_per_minute: 10,
+            clients: vec![
+                ClientEntry {
+                    id: "boss".into(),
+                    secret_hash: "$argon2id$x".into(),
+                    admin: true,
+                    models: None,
+                },
+                ClientEntry {
+                    id: "kid".into(),
+                    secret_hash: "$argon2id$y".into(),
+                    admin: false,
+                    models: Some(vec!["small".into()]),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn credentials_by_enrollment() {
+        let closed = Policy::from_config(&cfg(false));
+        assert_eq!(
+            closed.credential("boss"),
+            Credential::Registered("$argon2id$x".into())
+        );
+        assert_eq!(closed.credential("nobody"), Credential::Unknown);
+        assert!(!closed.permits("nobody") && closed.permits("kid"));
+        let open = Policy::from_config(&cfg(true));
+        assert_eq!(open.credential("nobody"), Credential::Open);
+        assert_eq!(
+            open.credential("kid"),
+            Credential::Registered("$argon2id$y".into())
+        );
+        assert!(open.permits("nobody"));
+    }
+
+    #[test]
+    fn admin_and_models() {
+        let p = Policy::from_config(&cfg(false));
+        let all = vec!["big".to_string(), "small".to_string()];
+        assert!(p.is_admin("boss") && !p.is_admin("kid") && !p.is_admin("nobody"));
+        assert_eq!(p.allowed_models("kid", &all), vec!["small"]);
+        assert_eq!(p.allowed_models("boss", &all), all);
+        assert_eq!(p.allowed_models("nobody", &all), all);
+    }
+
+    #[test]
+    fn hash_and_verify() {
+        let phc = hash_secret(b"s3cret").unwrap();
+        assert!(phc.starts_with("$argon2id$"));
+        assert!(verify_secret(&phc, b"s3cret"));
+        assert!(!verify_secret(&phc, b"s3creT"));
+        assert!(!verify_secret("garbage", b"s3cret"));
+        assert!(!dummy_verify(b"s3cret"));
+    }
+}

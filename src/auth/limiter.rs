@@ -1,0 +1,150 @@
+//! Per-IP limit on failed `/auth/token` attempts, so a LAN host cannot
+//! guess client secrets at argon2 speed.
+//!
+//! A token bucket per address: `max_failed_attempts_per_minute` tokens,
+//! refilled evenly over a minute. Every attempt takes a token up front (so
+//! parallel guesses cannot overshoot the limit, and a limited address costs
+//! no argon2 work); an attempt that did not fail on credentials gives it back
+//! ([`FailureLimiter::refund`]). An empty bucket answers 429 with the seconds
+//! until the next token. IPv6 addresses are grouped by /64, the block one host
+//! usually controls. Full buckets are forgotten when the map grows, so memory
+//! stays bounded by the number of recently failing addresses.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// Forget full buckets once the map holds this many addresses.
+const PRUNE_AT: usize = 4096;
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    updated: Instant,
+}
+
+/// Failed-attempt buckets by client address.
+#[derive(Debug, Default)]
+pub struct FailureLimiter {
+    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+}
+
+/// The key an address is counted under.
+fn key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
+fn refill(b: &mut Bucket, per_minute: u32, now: Instant) {
+    let cap = f64::from(per_minute);
+    let elapsed = now.saturating_duration_since(b.updated).as_secs_f64();
+    b.tokens = (b.tokens + elapsed * cap / 60.0).min(cap);
+    b.updated = now;
+}
+
+impl FailureLimiter {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Take one attempt for `ip`. `Err(secs)` when the address is limited:
+    /// retry after that many seconds (at least 1).
+    pub fn acquire(&self, ip: IpAddr, per_minute: u32, now: Instant) -> Result<(), u64> {
+        let per_minute = per_minute.max(1);
+        let mut map = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= PRUNE_AT {
+            let cap = f64::from(per_minute);
+            map.retain(|_, b| {
+                refill(b, per_minute, now);
+                b.tokens < cap
+            });
+        }
+        let b = map.entry(key(ip)).or_insert(Bucket {
+            tokens: f64::from(per_minute),
+            updated: now,
+        });
+        refill(b, per_minute, now);
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            Ok(())
+        } else {
+            let secs = (1.0 - b.tokens) * 60.0 / f64::from(per_minute);
+            Err((secs.ceil() as u64).max(1))
+        }
+    }
+
+    /// Give back the attempt taken by [`Self::acquire`]: it did not fail on
+    /// credentials.
+    pub fn refund(&self, ip: IpAddr, per_minute: u32, now: Instant) {
+        let per_minute = per_minute.max(1);
+        let mut map = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(b) = map.get_mut(&key(ip)) {
+            refill(b, per_minute, now);
+            b.tokens = (b.tokens + 1.0).min(f64::from(per_minute));
+        }
+    }
+
+    /// Addresses tracked now.
+    pub fn tracked(&self) -> usize {
+        self.buckets.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn limit_then_refill() {
+        let l = FailureLimiter::new();
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            l.acquire(ip("10.0.0.1"), 3, t0).unwrap();
+        }
+        let retry = l.acquire(ip("10.0.0.1"), 3, t0).unwrap_err();
+        assert_eq!(retry, 20);
+        // Another address is unaffected.
+        l.acquire(ip("10.0.0.2"), 3, t0).unwrap();
+        // One token back after 20 s.
+        l.acquire(ip("10.0.0.1"), 3, t0 + Duration::from_secs(20))
+            .unwrap();
+        assert!(l
+            .acquire(ip("10.0.0.1"), 3, t0 + Duration::from_secs(20))
+            .is_err());
+    }
+
+    #[test]
+    fn refund_returns_the_attempt() {
+        let l = FailureLimiter::new();
+        let t0 = Instant::now();
+        for _ in 0..10 {
+            l.acquire(ip("10.0.0.1"), 2, t0).unwrap();
+            l.refund(ip("10.0.0.1"), 2, t0);
+        }
+    }
+
+    #[test]
+    fn ipv6_grouped_by_64_and_mapped_v4_unwrapped() {
+        let l = FailureLimiter::new();
+        let t0 = Instant::now();
+        l.acquire(ip("2001:db8::1"), 1, t0).unwrap();
+        assert!(l.acquire(ip("2001:db8::ffff:2"), 1, t0).is_err());
+        l.acquire(ip("::ffff:10.0.0.9"), 1, t0).unwrap();
+        assert!(l.acquire(ip("10.0.0.9"), 1, t0).is_err());
+        assert_eq!(l.tracked(), 2);
+    }
+}
