@@ -44,6 +44,19 @@ pub enum Command {
         #[arg(long = "host", value_name = "NAME")]
         hosts: Vec<String>,
     },
+    /// Read a client secret on stdin (one line) and print its argon2id hash
+    /// for `secret_hash` in `[[auth.clients]]`.
+    HashSecret,
+    /// Mint an access/refresh token pair offline with the configured key and
+    /// print it as JSON.
+    Token {
+        /// The client the tokens are for (registered, or any with open_enrollment).
+        #[arg(long, value_name = "ID")]
+        client_id: String,
+        /// Access token lifetime in hours (default: auth.access_ttl_hours).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=8784))]
+        ttl_hours: Option<u64>,
+    },
 }
 
 /// Run the command line; returns the process exit code.
@@ -53,6 +66,11 @@ pub fn main() -> ExitCode {
         Command::Serve => serve_blocking(&cli.config),
         Command::CheckConfig => check_config(&cli.config),
         Command::GenCert { hosts } => gen_cert(&cli.config, &hosts),
+        Command::HashSecret => hash_secret(),
+        Command::Token {
+            client_id,
+            ttl_hours,
+        } => token(&cli.config, &client_id, ttl_hours),
     }
 }
 
@@ -104,6 +122,74 @@ fn gen_cert(path: &Path, hosts: &[String]) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => refuse(e),
+    }
+}
+
+/// `tars hash-secret`: one line of stdin → argon2id PHC string on stdout.
+fn hash_secret() -> ExitCode {
+    let mut line = String::new();
+    if let Err(e) = std::io::stdin().read_line(&mut line) {
+        return refuse(format!("cannot read the secret from stdin: {e}"));
+    }
+    let secret = line.strip_suffix('\n').unwrap_or(&line);
+    let secret = secret.strip_suffix('\r').unwrap_or(secret);
+    if secret.is_empty() {
+        return refuse("no secret on stdin: pipe one in, e.g. `openssl rand -hex 16 | tee client.secret | tars hash-secret`");
+    }
+    match crate::auth::clients::hash_secret(secret.as_bytes()) {
+        Ok(phc) => {
+            println!("{phc}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tars: error: cannot hash the secret: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `tars token`: mint a pair offline with the server's key (loading or
+/// creating it exactly as the server does; the revocation log is not touched).
+fn token(path: &Path, client_id: &str, ttl_hours: Option<u64>) -> ExitCode {
+    let cfg = match load_config(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if !config::valid_client_id(client_id) {
+        return refuse(format!(
+            "--client-id {client_id:?}: use 1-128 characters of A-Z a-z 0-9 . _ -"
+        ));
+    }
+    let policy = crate::auth::clients::Policy::from_config(&cfg.auth);
+    if !policy.permits(client_id) {
+        return refuse(format!(
+            "{}: client {client_id:?} is not in [[auth.clients]] and auth.open_enrollment is false: the gateway would refuse its tokens",
+            path.display()
+        ));
+    }
+    let keys = match crate::auth::token_keys(&cfg) {
+        Ok(k) => k,
+        Err(e) => return refuse(format!("{}: {e}", path.display())),
+    };
+    let access_ttl = ttl_hours.map_or(cfg.auth.access_ttl, |h| {
+        std::time::Duration::from_secs(h * 3600)
+    });
+    let who = crate::auth::Subject {
+        client_id: client_id.to_string(),
+        ..Default::default()
+    };
+    match keys.issue_pair(&who, access_ttl, cfg.auth.refresh_ttl) {
+        Ok(pair) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&pair).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tars: error: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 

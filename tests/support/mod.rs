@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod fake_ollama;
+pub mod jwt;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
