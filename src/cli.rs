@@ -57,6 +57,8 @@ pub enum Command {
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=8784))]
         ttl_hours: Option<u64>,
     },
+    /// Chat with a gateway from the terminal: prompts from stdin, streamed answers on stdout.
+    Chat(crate::client::ChatArgs),
 }
 
 /// Run the command line; returns the process exit code.
@@ -71,6 +73,17 @@ pub fn main() -> ExitCode {
             client_id,
             ttl_hours,
         } => token(&cli.config, &client_id, ttl_hours),
+        Command::Chat(args) => match tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt.block_on(crate::client::run(args)),
+            Err(e) => {
+                eprintln!("tars: error: cannot start the async runtime: {e}");
+                ExitCode::from(1)
+            }
+        },
     }
 }
 
@@ -240,7 +253,18 @@ pub async fn serve(cfg: Config) -> ExitCode {
         Ok(s) => s,
         Err(e) => return refuse(e),
     };
-    let listener = match tokio::net::TcpListener::bind(listen).await {
+    let inherited = match crate::systemd::inherited_listener() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("tars: error: cannot use the socket passed by systemd (LISTEN_FDS): {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let bound = match inherited {
+        Some(std_listener) => tokio::net::TcpListener::from_std(std_listener),
+        None => tokio::net::TcpListener::bind(listen).await,
+    };
+    let listener = match bound {
         Ok(l) => l,
         Err(e) => {
             eprintln!("tars: error: {shown}: key `server.listen`: cannot listen on {listen}: {e}");
@@ -250,6 +274,12 @@ pub async fn serve(cfg: Config) -> ExitCode {
     let addr = listener.local_addr().unwrap_or(listen);
     log_start(&state, addr);
     spawn_signal_handler(state.clone());
+    crate::reload::spawn_sighup(state.clone());
+    if let Some(every) = state.config().tls.watch_interval {
+        crate::reload::spawn_cert_watch(state.clone(), every);
+    }
+    crate::systemd::spawn_tasks(state.clone());
+    crate::systemd::ready(&crate::systemd::status_line(&state));
     crate::server::run(listener, state).await;
     info!("stopped");
     ExitCode::SUCCESS
@@ -286,6 +316,7 @@ fn spawn_signal_handler(state: Arc<AppState>) {
         };
         tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
         info!("shutdown requested: no new connections, draining");
+        crate::systemd::stopping();
         state.shutdown.cancel();
         tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
         warn!("second signal: exiting now");

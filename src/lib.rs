@@ -15,6 +15,8 @@
 //! - [`ws`]: `/ws/chat` upgrade, sessions, protocol, connection manager.
 //! - [`ollama`]: pooled Ollama client, NDJSON streaming.
 //! - [`ready`]: cached, single-flight Ollama readiness probe.
+//! - [`reload`]: SIGHUP reload and certificate-file polling.
+//! - [`systemd`]: sd_notify (ready, status, reload, stop, watchdog) and socket activation.
 //! - [`metrics`]: Prometheus registry and the seed's JSON metrics.
 //! - [`state`]: [`state::AppState`], shared by all of the above.
 
@@ -27,8 +29,10 @@ pub mod logging;
 pub mod metrics;
 pub mod ollama;
 pub mod ready;
+pub mod reload;
 pub mod routes;
 pub mod server;
 pub mod state;
+pub mod systemd;
 pub mod tls;
 pub mod ws;

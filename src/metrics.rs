@@ -50,6 +50,7 @@ pub struct Metrics {
     pub ws_messages: Family<MessageLabels, Counter>,
     pub tokens_streamed: Counter,
     pub generations: Family<KindLabel, Counter>,
+    pub generations_active: Gauge,
     pub errors_total: Counter,
     pub time_to_first_token: Histogram,
     pub token_added_delay: Histogram,
@@ -81,6 +82,7 @@ impl Metrics {
             ws_messages: Family::default(),
             tokens_streamed: Counter::default(),
             generations: Family::default(),
+            generations_active: Gauge::default(),
             errors_total: Counter::default(),
             // 100 µs .. ~100 s
             time_to_first_token: Histogram::new(exponential_buckets(0.0001, 2.0, 21)),
@@ -174,6 +176,11 @@ impl Metrics {
             m.auth_requests.clone(),
         );
         r.register("revocations", "Tokens revoked", m.revocations.clone());
+        r.register(
+            "generations_active",
+            "Generations streaming now",
+            m.generations_active.clone(),
+        );
         r.register(
             "tls_handshake_failures",
             "TLS handshakes that failed or timed out",

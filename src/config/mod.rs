@@ -106,6 +106,9 @@ pub struct TlsConfig {
     pub enabled: bool,
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// How often the cert/key files are checked for replacement; `None`
+    /// (0 in the file) turns the polling off.
+    pub watch_interval: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Default)]

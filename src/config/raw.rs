@@ -55,6 +55,7 @@ pub struct RawTls {
     pub enabled: bool,
     pub cert: String,
     pub key: String,
+    pub watch_interval_secs: u64,
 }
 
 impl Default for RawTls {
@@ -63,6 +64,7 @@ impl Default for RawTls {
             enabled: true,
             cert: "certs/tars.crt".into(),
             key: "certs/tars.key".into(),
+            watch_interval_secs: 5,
         }
     }
 }

@@ -197,6 +197,8 @@ pub fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         enabled: raw.tls.enabled,
         cert: c.path(&raw.tls.cert),
         key: c.path(&raw.tls.key),
+        watch_interval: (raw.tls.watch_interval_secs > 0)
+            .then(|| Duration::from_secs(raw.tls.watch_interval_secs)),
     };
     if tls.enabled {
         match (tls.cert.exists(), tls.key.exists()) {

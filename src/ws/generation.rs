@@ -148,7 +148,9 @@ pub async fn run(
         done_reason: None,
         answer: conv.map(|_| String::new()),
     };
+    state.metrics.generations_active.inc();
     let result = stream(state, &cfg, &req, conv, tx, cancel, &mut p).await;
+    state.metrics.generations_active.dec();
     let outcome = match result {
         Ok(()) => Outcome::Complete,
         Err(Outcome::Cancelled) => Outcome::Cancelled,

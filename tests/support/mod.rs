@@ -5,6 +5,7 @@
 //! Each integration test file does `mod support;` and uses what it needs.
 #![allow(dead_code)]
 
+pub mod chat;
 pub mod client;
 pub mod fake_ollama;
 pub mod jwt;

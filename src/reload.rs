@@ -1,0 +1,175 @@
+//! Reload without dropping anything: SIGHUP re-reads `config.toml` and the
+//! certificate files, validates them, and swaps the whole configuration at
+//! once; certificate files replaced on disk are picked up by polling their
+//! modification time. Open connections and running streams keep what they
+//! have; new handshakes, requests and chats see the new settings.
+//!
+//! A bad new configuration is refused with a logged error, the old one stays
+//! in force, and `tars_config_reloads_total{kind="error"}` counts it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tracing::{error, info, warn};
+
+use crate::config::{self, Config, ConfigError};
+use crate::metrics::KindLabel;
+use crate::ollama::OllamaClient;
+use crate::state::AppState;
+use crate::tls::{self, TlsError};
+
+/// Why a reload was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("{path}: {source}")]
+    Tls { path: String, source: TlsError },
+}
+
+fn count(state: &AppState, kind: &'static str) {
+    state
+        .metrics
+        .config_reloads
+        .get_or_create(&KindLabel { kind })
+        .inc();
+}
+
+/// Settings that cannot change while running; named in the log.
+fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut v = Vec::new();
+    if old.server.listen != new.server.listen {
+        v.push("server.listen");
+    }
+    if old.server.data_dir != new.server.data_dir {
+        v.push("server.data_dir");
+    }
+    if old.tls.enabled != new.tls.enabled {
+        v.push("tls.enabled");
+    }
+    if old.log.level != new.log.level || old.log.format != new.log.format {
+        v.push("log");
+    }
+    if format!("{:?}", old.auth.secret) != format!("{:?}", new.auth.secret)
+        || old.auth.algorithm != new.auth.algorithm
+    {
+        v.push("auth.secret/auth.algorithm");
+    }
+    v
+}
+
+/// Re-read and apply the configuration. On error nothing changes.
+pub fn reload(state: &AppState) -> Result<(), ReloadError> {
+    let old = state.config();
+    let new = config::load(&old.source)?;
+    if let Some(store) = &state.certs {
+        if new.tls.enabled {
+            let ck = tls::load_certified_key(&new.tls.cert, &new.tls.key).map_err(|source| {
+                ReloadError::Tls {
+                    path: new.source.display().to_string(),
+                    source,
+                }
+            })?;
+            store.replace(ck);
+        }
+    }
+    let later = restart_only(&old, &new);
+    if !later.is_empty() {
+        warn!(keys = %later.join(", "), "these settings changed but take effect only after a restart");
+    }
+    let ollama_changed = old.ollama.host != new.ollama.host
+        || old.ollama.pool_max_connections != new.ollama.pool_max_connections
+        || old.ollama.connect_timeout != new.ollama.connect_timeout;
+    if ollama_changed {
+        state.ollama.store(Arc::new(OllamaClient::new(&new.ollama)));
+    }
+    state.auth.reload(&new);
+    state.replace_config(new);
+    Ok(())
+}
+
+/// Reload on every SIGHUP, with the systemd notifications around it.
+pub fn spawn_sighup(state: Arc<AppState>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        error!("cannot install the SIGHUP handler: reload disabled");
+        return;
+    };
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = hup.recv() => {}
+                _ = state.shutdown.cancelled() => return,
+            }
+            crate::systemd::reloading();
+            match reload(&state) {
+                Ok(()) => {
+                    count(&state, "ok");
+                    state.ready.invalidate().await;
+                    let fp = state
+                        .certs
+                        .as_ref()
+                        .map(|c| c.fingerprint())
+                        .unwrap_or_default();
+                    info!(sha256 = %fp, "configuration reloaded");
+                }
+                Err(e) => {
+                    count(&state, "error");
+                    error!(error = %e, "reload refused; the previous configuration stays in force");
+                }
+            }
+            crate::systemd::ready(&crate::systemd::status_line(&state));
+        }
+    });
+}
+
+fn stamp(p: &Path) -> Option<(SystemTime, u64)> {
+    let m = std::fs::metadata(p).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+/// Poll the certificate and key files; when either changes and the pair
+/// loads, serve it to new handshakes.
+pub fn spawn_cert_watch(state: Arc<AppState>, every: Duration) {
+    let Some(store) = state.certs.clone() else {
+        return;
+    };
+    tokio::spawn(async move {
+        let paths = |s: &AppState| -> (PathBuf, PathBuf) {
+            let c = s.config();
+            (c.tls.cert.clone(), c.tls.key.clone())
+        };
+        let (c, k) = paths(&state);
+        let mut last = (stamp(&c), stamp(&k));
+        let mut warned = last;
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = state.shutdown.cancelled() => return,
+            }
+            let (c, k) = paths(&state);
+            let now = (stamp(&c), stamp(&k));
+            if now == last {
+                continue;
+            }
+            match tls::load_certified_key(&c, &k) {
+                Ok(ck) => {
+                    last = now;
+                    store.replace(ck);
+                    count(&state, "certificate");
+                    info!(cert = %c.display(), sha256 = %store.fingerprint(), "certificate files changed: new handshakes use the new certificate");
+                }
+                Err(e) if now != warned => {
+                    // Often a renewal caught half-written: the next poll
+                    // retries; warn once per state of the files.
+                    warned = now;
+                    count(&state, "certificate_error");
+                    warn!(error = %e, "certificate files changed but do not load; still serving the previous certificate");
+                }
+                Err(_) => {}
+            }
+        }
+    });
+}
