@@ -227,7 +227,10 @@ fn serve_blocking(path: &Path) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    crate::logging::init(&cfg.log);
+    let _log_guard = match crate::logging::init(&cfg.log) {
+        Ok(g) => g,
+        Err(e) => return refuse(format_args!("{}: {e}", cfg.source.display())),
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -305,3 +305,78 @@ async fn grace_period_over_closes_streams_and_second_signal_exits_at_once() {
         .expect("exited at once");
     assert_ne!(st.code(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_file_is_written_and_never_holds_a_token_or_secret() {
+    let fake = FakeOllama::start().await;
+    fake.set(Behavior::stream(["a", "b"]));
+    let gw = gateway()
+        .ollama(&fake.url())
+        .client("laptop", "laptop-secret-value-123", false)
+        .set("log.level", "trace")
+        .set("log.file", "logs/tars.log")
+        .start();
+    let r = post_json(
+        &gw,
+        "/auth/token",
+        &json!({"client_id": "laptop", "client_secret": "laptop-secret-value-123"}),
+        None,
+    )
+    .await;
+    let pair = r.json();
+    let access = pair["access_token"].as_str().unwrap().to_string();
+    let refresh = pair["refresh_token"].as_str().unwrap().to_string();
+    let (mut ws, _) = open_chat(&gw, &access).await;
+    let g = chat(&mut ws, "hello", Some("c")).await;
+    assert_eq!(g.end["type"], "complete");
+    drop(ws);
+    gw.wait_for_log("session closed", Duration::from_secs(5));
+    let files: Vec<_> = std::fs::read_dir(gw.dir.path().join("logs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let name = files[0].file_name().unwrap().to_str().unwrap().to_string();
+    assert!(
+        name.starts_with("tars.") && name.ends_with(".log"),
+        "{name}"
+    );
+    // The file writer is asynchronous: wait for the session line to land.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut text = String::new();
+    while Instant::now() < deadline && !text.contains("session closed") {
+        text = std::fs::read_to_string(&files[0]).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        text.contains("session closed") && text.contains("client_id=laptop"),
+        "{text}"
+    );
+    for secret in [
+        access.as_str(),
+        refresh.as_str(),
+        "laptop-secret-value-123",
+        TEST_SECRET,
+    ] {
+        assert!(!text.contains(secret), "log file holds a secret");
+        assert!(!gw.logs().contains(secret), "stderr log holds a secret");
+    }
+    // A session line carries what an operator needs.
+    let line = gw
+        .logs()
+        .lines()
+        .find(|l| l.contains("session closed"))
+        .unwrap()
+        .to_string();
+    for field in [
+        "session_id=",
+        "client_id=laptop",
+        "peer=",
+        "duration_ms=",
+        "messages=1",
+        "tokens=2",
+        "close_code=",
+    ] {
+        assert!(line.contains(field), "{field} missing: {line}");
+    }
+}

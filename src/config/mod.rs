@@ -128,6 +128,11 @@ pub struct LogConfig {
     /// An `EnvFilter` directive, already checked to parse.
     pub level: String,
     pub format: LogFormat,
+    /// Also write logs to this file, rotated daily (`tars.2026-11-26.log`
+    /// beside it for `file = ".../tars.log"`).
+    pub file: Option<PathBuf>,
+    /// Rotated files kept.
+    pub retention_days: usize,
 }
 
 /// Where the JWT signing key comes from.

@@ -82,6 +82,8 @@ pub struct RawCors {
 pub struct RawLog {
     pub level: String,
     pub format: String,
+    pub file: Option<String>,
+    pub retention_days: usize,
 }
 
 impl Default for RawLog {
@@ -89,6 +91,8 @@ impl Default for RawLog {
         Self {
             level: "info".into(),
             format: "text".into(),
+            file: None,
+            retention_days: 7,
         }
     }
 }

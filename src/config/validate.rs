@@ -234,9 +234,27 @@ pub fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
             ))
         }
     };
+    let file = match raw.log.file.as_deref() {
+        None | Some("") => None,
+        Some(f) => {
+            let p = c.path(f);
+            if p.file_name().is_none() {
+                return Err(c.err(
+                    "log.file",
+                    format!("{f:?} names no file: write e.g. \"/var/log/tars/tars.log\""),
+                ));
+            }
+            Some(p)
+        }
+    };
+    if raw.log.retention_days == 0 {
+        return Err(c.err("log.retention_days", "must be at least 1"));
+    }
     let log = LogConfig {
         level: raw.log.level.clone(),
         format,
+        file,
+        retention_days: raw.log.retention_days,
     };
 
     // [ollama]
