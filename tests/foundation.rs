@@ -775,15 +775,50 @@ async fn sigterm_lets_the_request_in_flight_finish_and_exits_0_early() {
 }
 
 #[test]
-fn sigterm_when_idle_exits_0_at_once() {
-    let mut gw = gateway().set("server.shutdown_grace_secs", 20).start();
-    let t = Instant::now();
-    gw.signal("TERM");
+fn sigterm_or_sigint_when_idle_exits_0_at_once() {
+    for sig in ["TERM", "INT"] {
+        let mut gw = gateway().set("server.shutdown_grace_secs", 20).start();
+        let t = Instant::now();
+        gw.signal(sig);
+        let status = gw
+            .wait_exit(Duration::from_secs(5))
+            .unwrap_or_else(|| panic!("tars still running after SIG{sig}"));
+        assert_eq!(status.code(), Some(0), "SIG{sig}");
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "SIG{sig}: {:?}",
+            t.elapsed()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_signal_during_the_drain_exits_at_once() {
+    // Ollama never answers in time, so /ready stays in flight for 2 s.
+    let fake = FakeVersion::start(Duration::from_secs(10)).await;
+    let mut gw = gateway()
+        .plain()
+        .ollama(&fake.url)
+        .set("server.shutdown_grace_secs", 20)
+        .start();
+    let mut in_flight = Box::pin(request(&gw, "GET", "/ready", &[], None));
+    let signals = async {
+        fake.arrived.notified().await;
+        gw.signal("TERM");
+        wait_log(&gw, "draining", Duration::from_secs(5)).await;
+        gw.signal("INT");
+        Instant::now()
+    };
+    let second = tokio::select! {
+        t = signals => t,
+        r = &mut in_flight => panic!("request finished before the signals: {}", r.status),
+    };
+    drop(in_flight);
     let status = gw
-        .wait_exit(Duration::from_secs(5))
-        .expect("tars still running after SIGTERM");
-    assert_eq!(status.code(), Some(0));
-    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        .wait_exit(Duration::from_secs(1))
+        .expect("a second signal must end the drain at once");
+    assert!(second.elapsed() < Duration::from_secs(1));
+    assert_eq!(status.code(), Some(1));
 }
 
 // ---------------------------------------------------------------------------

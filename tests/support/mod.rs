@@ -158,12 +158,16 @@ impl GatewayBuilder {
             std::thread::spawn(move || {
                 for line in BufReader::new(pipe).lines() {
                     let Ok(line) = line else { break };
+                    // Record the line before announcing the address, so a
+                    // test that starts asserting on logs sees it.
+                    {
+                        let mut l = logs.lock().unwrap();
+                        l.push_str(&line);
+                        l.push('\n');
+                    }
                     if let Some(addr) = parse_listen_line(&line) {
                         let _ = tx.send(addr);
                     }
-                    let mut l = logs.lock().unwrap();
-                    l.push_str(&line);
-                    l.push('\n');
                 }
             });
         }
