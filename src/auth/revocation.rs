@@ -18,7 +18,6 @@ use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
@@ -58,13 +57,21 @@ pub struct LoadReport {
 pub struct RevocationStore {
     path: PathBuf,
     /// Serialises check-then-append, so one `jti` is stored (and a refresh
-    /// token consumed) exactly once.
-    write: Mutex<()>,
+    /// token consumed) exactly once. Holds the line count of the file.
+    write: Mutex<FileState>,
     /// `jti` → `exp`. Read on every token check.
     set: RwLock<HashMap<String, u64>>,
     /// Entries whose `exp + leeway` has passed are dropped.
     leeway: u64,
-    appended: AtomicU64,
+}
+
+/// Bookkeeping of the log file, under [`RevocationStore::write`].
+#[derive(Debug, Default)]
+struct FileState {
+    /// Lines in the file now.
+    lines: usize,
+    /// Appends since start, to prune every [`PRUNE_EVERY`].
+    appended: u64,
 }
 
 impl std::fmt::Debug for RevocationStore {
@@ -76,7 +83,8 @@ impl std::fmt::Debug for RevocationStore {
     }
 }
 
-/// Prune the in-memory set every this many appends.
+/// Prune the in-memory set every this many appends, and rewrite the file
+/// when more than half of its lines (and at least this many) are expired.
 const PRUNE_EVERY: u64 = 1024;
 
 impl RevocationStore {
@@ -113,10 +121,12 @@ impl RevocationStore {
         );
         let store = Self {
             path,
-            write: Mutex::new(()),
+            write: Mutex::new(FileState {
+                lines: set.len(),
+                appended: 0,
+            }),
             set: RwLock::new(set),
             leeway,
-            appended: AtomicU64::new(0),
         };
         Ok((store, report))
     }
@@ -141,7 +151,7 @@ impl RevocationStore {
     /// Revoke `jti` until `exp`. Blocking (write + fdatasync): call it from
     /// `spawn_blocking`. On `Err` nothing is revoked in memory.
     pub fn revoke(&self, jti: &str, exp: u64, now: u64) -> std::io::Result<Revoke> {
-        let _guard = self.write.lock().unwrap_or_else(|e| e.into_inner());
+        let mut file = self.write.lock().unwrap_or_else(|e| e.into_inner());
         if self.is_revoked(jti) {
             return Ok(Revoke::AlreadyRevoked);
         }
@@ -152,13 +162,41 @@ impl RevocationStore {
         .map_err(std::io::Error::other)?;
         line.push(b'\n');
         self.append(&line)?;
-        let mut set = self.set.write().unwrap_or_else(|e| e.into_inner());
-        set.insert(jti.to_string(), exp);
-        if self.appended.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == PRUNE_EVERY - 1 {
-            let leeway = self.leeway;
-            set.retain(|_, exp| exp.saturating_add(leeway) >= now);
+        file.lines += 1;
+        file.appended += 1;
+        self.set
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(jti.to_string(), exp);
+        if file.appended % PRUNE_EVERY == 0 {
+            self.prune(&mut file, now);
         }
         Ok(Revoke::Stored)
+    }
+
+    /// Drop expired ids from memory and, when most of the file is expired,
+    /// rewrite it (the write lock is held: no append can interleave).
+    fn prune(&self, file: &mut FileState, now: u64) {
+        let leeway = self.leeway;
+        let live = {
+            let mut set = self.set.write().unwrap_or_else(|e| e.into_inner());
+            set.retain(|_, exp| exp.saturating_add(leeway) >= now);
+            if file.lines <= 2 * set.len() + PRUNE_EVERY as usize {
+                return;
+            }
+            set.clone()
+        };
+        match compact(&self.path, &live) {
+            Ok(()) => file.lines = live.len(),
+            Err(e) => {
+                warn!(path = %self.path.display(), error = %e, "cannot compact the revocation log; will retry")
+            }
+        }
+    }
+
+    /// Lines in the log file now (for tests).
+    pub fn file_lines(&self) -> usize {
+        self.write.lock().unwrap_or_else(|e| e.into_inner()).lines
     }
 
     fn append(&self, line: &[u8]) -> std::io::Result<()> {
@@ -314,6 +352,27 @@ mod tests {
         fs::create_dir(&log).unwrap();
         assert!(s.revoke("a", NOW + 100, NOW).is_err());
         assert!(!s.is_revoked("a"));
+    }
+
+    #[test]
+    fn expired_entries_are_compacted_while_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = RevocationStore::open(dir.path(), NOW, 5).unwrap();
+        let n = 3 * PRUNE_EVERY;
+        for i in 0..n {
+            // All but the last batch have expired by the time of the prune.
+            let exp = if i >= 2 * PRUNE_EVERY {
+                NOW + 1000
+            } else {
+                NOW - 100
+            };
+            s.revoke(&format!("j{i}"), exp, NOW).unwrap();
+        }
+        assert_eq!(s.len(), PRUNE_EVERY as usize);
+        assert_eq!(s.file_lines(), PRUNE_EVERY as usize);
+        let text = fs::read_to_string(dir.path().join(LOG_NAME)).unwrap();
+        assert_eq!(text.lines().count(), PRUNE_EVERY as usize);
+        assert!(s.is_revoked(&format!("j{}", n - 1)) && !s.is_revoked("j0"));
     }
 
     #[test]
