@@ -275,13 +275,15 @@ pub async fn serve(cfg: Config) -> ExitCode {
         }
     };
     let addr = listener.local_addr().unwrap_or(listen);
-    log_start(&state, addr);
+    // Signal handlers first: once "listening" is logged (or systemd told
+    // READY), a SIGTERM, SIGINT or SIGHUP must never meet the default action.
     spawn_signal_handler(state.clone());
     crate::reload::spawn_sighup(state.clone());
     if let Some(every) = state.config().tls.watch_interval {
         crate::reload::spawn_cert_watch(state.clone(), every);
     }
     crate::systemd::spawn_tasks(state.clone());
+    log_start(&state, addr);
     crate::systemd::ready(&crate::systemd::status_line(&state));
     crate::server::run(listener, state).await;
     info!("stopped");
@@ -307,16 +309,18 @@ fn log_start(state: &AppState, addr: std::net::SocketAddr) {
 }
 
 /// First SIGTERM or SIGINT starts the drain; a second one exits at once.
+/// The handlers are installed before this returns (not inside the spawned
+/// task, which may not have run yet when a signal arrives).
 fn spawn_signal_handler(state: Arc<AppState>) {
     use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        error!("cannot install signal handlers");
+        return;
+    };
     tokio::spawn(async move {
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            error!("cannot install signal handlers");
-            return;
-        };
         tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
         info!("shutdown requested: no new connections, draining");
         crate::systemd::stopping();

@@ -770,8 +770,9 @@ async fn sigterm_lets_the_request_in_flight_finish_and_exits_0_early() {
         fake.arrived.notified().await;
         gw.signal("TERM");
         *signalled.lock().unwrap() = Some(Instant::now());
-        // The listener is closed at once: new connections are refused.
-        wait_log(&gw, "draining", Duration::from_secs(5)).await;
+        // The listener is closed at once: new connections are refused. (The
+        // server logs "draining open_tasks=N" once its listener is closed.)
+        wait_log(&gw, "draining open_tasks=1", Duration::from_secs(5)).await;
         assert!(
             TcpStream::connect(gw.addr).await.is_err(),
             "still accepting after SIGTERM"
@@ -823,7 +824,7 @@ async fn second_signal_during_the_drain_exits_at_once() {
     let signals = async {
         fake.arrived.notified().await;
         gw.signal("TERM");
-        wait_log(&gw, "draining", Duration::from_secs(5)).await;
+        wait_log(&gw, "draining open_tasks=", Duration::from_secs(5)).await;
         gw.signal("INT");
         Instant::now()
     };
