@@ -506,6 +506,36 @@ async fn idle_timeout_counts_from_each_call_not_from_the_last_line() {
 }
 
 #[tokio::test]
+async fn idle_deadline_survives_a_dropped_next_line_future() {
+    // `next_line` in a `select!` with a faster branch must still time out.
+    let s = setup().await;
+    s.fake
+        .set(Behavior::stream(["a", "b"]).delay(Duration::from_secs(2)));
+    let p = RetryPolicy {
+        idle_timeout: Duration::from_millis(200),
+        ..policy()
+    };
+    let mut stream = s.chat(&p).await.unwrap();
+    assert!(stream.next_line().await.unwrap().is_some());
+    let t = Instant::now();
+    let err = loop {
+        tokio::select! {
+            r = stream.next_line() => break r.unwrap_err(),
+            _ = tokio::time::sleep(Duration::from_millis(30)) => {}
+        }
+    };
+    assert!(
+        matches!(err, OllamaError::Timeout { what: "idle", .. }),
+        "{err:?}"
+    );
+    assert!(
+        t.elapsed() < Duration::from_millis(600),
+        "{:?}",
+        t.elapsed()
+    );
+}
+
+#[tokio::test]
 async fn cancel_during_backoff_returns_at_once() {
     let s = setup().await;
     s.fake.stop().await;
@@ -596,6 +626,36 @@ async fn dropping_the_stream_closes_the_upstream_within_100ms() {
     let rec = s.fake.closed_streams().pop().unwrap();
     assert!(rec.by_client);
     assert_eq!(rec.lines, 1);
+}
+
+#[tokio::test]
+async fn a_slow_reader_stalls_the_writer() {
+    // Lines are read from the socket only when asked for: once the buffers
+    // on the way are full, the fake cannot write any more.
+    let s = setup().await;
+    s.fake.set(Behavior::Endless {
+        delay: Duration::ZERO,
+    });
+    let mut stream = s.chat(&policy()).await.unwrap();
+    assert!(stream.next_line().await.unwrap().is_some());
+    let mut last = s.fake.lines_written();
+    let mut stable = 0;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = s.fake.lines_written();
+        stable = if now == last { stable + 1 } else { 0 };
+        last = now;
+        if stable == 4 {
+            break;
+        }
+    }
+    assert_eq!(stable, 4, "the writer never stalled ({last} lines)");
+    // Reading resumes the flow.
+    for _ in 0..1000 {
+        assert!(stream.next_line().await.unwrap().is_some());
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(s.fake.lines_written() > last);
 }
 
 #[tokio::test]

@@ -28,6 +28,10 @@ pub struct ChatStream {
     idle_timeout: Duration,
     /// A line was handed out: later lines get `idle_timeout`.
     started: bool,
+    /// The idle deadline of the wait in progress; kept when a `next_line`
+    /// future is dropped (in a `select!`) so calling again does not restart
+    /// the clock, cleared when a line is handed out.
+    idle_deadline: Option<Instant>,
     /// The body ended; only the splitter's tail is left.
     eof: bool,
     /// The tail was handed out too: only `None` from now on.
@@ -50,6 +54,7 @@ impl ChatStream {
             first_token_timeout: policy.first_token_timeout,
             idle_timeout: policy.idle_timeout,
             started: false,
+            idle_deadline: None,
             eof: false,
             finished: false,
             attempts,
@@ -66,17 +71,19 @@ impl ChatStream {
     /// `Ok(None)` at the end of the body.
     ///
     /// The first line must arrive within `first_token_timeout` of the
-    /// request, every later one within `idle_timeout` of this call
-    /// ([`OllamaError::Timeout`] with `what` = `"first token"` or `"idle"`).
-    /// Cancel-safe: bytes already read stay buffered when the future is
-    /// dropped, so it may be used in `select!`.
+    /// request, every later one within `idle_timeout` of the call that
+    /// started waiting for it, so time the caller spends between calls
+    /// (a slow client) does not count ([`OllamaError::Timeout`] with `what` =
+    /// `"first token"` or `"idle"`). Cancel-safe: bytes already read stay
+    /// buffered and the deadline stays when the future is dropped, so it may
+    /// be used in `select!`.
     pub async fn next_line(&mut self) -> Result<Option<&[u8]>, OllamaError> {
         let (what, deadline, after) = if self.started {
-            (
-                "idle",
-                Instant::now() + self.idle_timeout,
-                self.idle_timeout,
-            )
+            let idle = self.idle_timeout;
+            let deadline = *self
+                .idle_deadline
+                .get_or_insert_with(|| Instant::now() + idle);
+            ("idle", deadline, idle)
         } else {
             ("first token", self.first_deadline, self.first_token_timeout)
         };
@@ -86,6 +93,7 @@ impl ChatStream {
             }
             if let Some(r) = self.splitter.next_range()? {
                 self.started = true;
+                self.idle_deadline = None;
                 return Ok(Some(self.splitter.slice(r)));
             }
             if self.eof {
@@ -93,6 +101,7 @@ impl ChatStream {
                 return match self.splitter.finish_range()? {
                     Some(r) => {
                         self.started = true;
+                        self.idle_deadline = None;
                         Ok(Some(self.splitter.slice(r)))
                     }
                     None => Ok(None),

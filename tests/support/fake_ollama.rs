@@ -208,6 +208,8 @@ struct Running {
 struct Shared {
     state: Mutex<State>,
     streams_open: AtomicUsize,
+    /// Lines handed to hyper by all streams so far.
+    lines_written: AtomicUsize,
     /// Woken whenever a stream ends.
     changed: Notify,
 }
@@ -280,6 +282,12 @@ impl FakeOllama {
     /// Streaming answers in progress.
     pub fn streams_open(&self) -> usize {
         self.ctl.shared.streams_open.load(Ordering::SeqCst)
+    }
+
+    /// Lines handed to hyper by all streams so far; stops growing while a
+    /// client does not read (backpressure).
+    pub fn lines_written(&self) -> usize {
+        self.ctl.shared.lines_written.load(Ordering::SeqCst)
     }
 
     /// Every streaming answer that has ended, in the order they ended.

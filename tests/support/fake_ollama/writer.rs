@@ -235,6 +235,7 @@ impl Out {
 
     async fn line(&mut self, line: String) -> Result<(), Gone> {
         self.lines += 1;
+        self.shared.lines_written.fetch_add(1, Ordering::Relaxed);
         match self.chunking {
             Chunking::PerLine => self.send(Bytes::from(line)).await,
             Chunking::Split(n) => {
