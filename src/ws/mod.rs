@@ -2,6 +2,7 @@
 //!
 //! - [`upgrade`]: checks before the upgrade (origin, token, limits), then spawns the session.
 //! - [`session`]: one session: reader loop, heartbeat, generation runner.
+//! - [`mask_guard`]: closes on unmasked client frames (RFC 6455 §5.1), under fastwebsockets.
 //! - [`writer`]: the task that owns the socket's write half; bounded queue = backpressure.
 //! - [`queue`]: the per-session chat queue and cancel.
 //! - [`generation`]: one chat → Ollama → `token` frames → `complete`/`error`.
@@ -15,6 +16,7 @@ pub mod conversations;
 pub mod generation;
 pub mod handlers;
 pub mod manager;
+pub mod mask_guard;
 pub mod protocol;
 pub mod queue;
 pub mod session;

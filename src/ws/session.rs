@@ -20,6 +20,7 @@ use tracing::{debug, info};
 
 use super::generation::{self, Job, Outcome};
 use super::manager::{SessionInfo, Slot};
+use super::mask_guard::{is_unmasked, MaskGuard};
 use super::protocol::{self, code, parse_client_message, ClientMessage};
 use super::queue::{JobQueue, PushError};
 use super::writer::{self, Out, WriterEnd};
@@ -48,7 +49,10 @@ pub async fn run(
     let cfg = state.config();
     let wscfg = cfg.websocket.clone();
     drop(cfg);
-    let (mut read, write) = ws.split(tokio::io::split);
+    let (mut read, write) = ws.split(|io| {
+        let (r, w) = tokio::io::split(io);
+        (MaskGuard::new(r), w)
+    });
     // fastwebsockets refuses frames of at least this size; our own
     // reassembly below caps whole messages.
     read.set_max_message_size(wscfg.max_message_bytes + 1);
@@ -196,6 +200,7 @@ fn protocol_close(e: &WebSocketError) -> Option<(u16, String)> {
         | E::InvalidCloseFrame
         | E::InvalidCloseCode
         | E::InvalidValue => 1002,
+        E::IoError(io) if is_unmasked(io) => 1002,
         _ => {
             debug!(error = %e, "websocket read ended");
             return None;
