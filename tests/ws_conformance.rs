@@ -152,6 +152,9 @@ impl Raw {
     }
 }
 
+/// (fin, opcode, payload, masked, rsv bits)
+type RawFrame = (bool, u8, Vec<u8>, bool, u8);
+
 async fn setup() -> (Gateway, String) {
     let gw = gateway()
         .set("auth.open_enrollment", true)
@@ -187,7 +190,7 @@ async fn fragments_are_reassembled_with_control_frames_between() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn protocol_violations_close_with_the_rfc_codes() {
     let (gw, token) = setup().await;
-    let cases: Vec<(&str, u16, Vec<(bool, u8, Vec<u8>, bool, u8)>)> = vec![
+    let cases: Vec<(&str, u16, Vec<RawFrame>)> = vec![
         (
             "invalid UTF-8",
             1007,
