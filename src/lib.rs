@@ -3,6 +3,7 @@
 //! message and watch Ollama's answer stream back token by token.
 //!
 //! Module map (request path top to bottom):
+//! - [`app`]: start-up and serving: certificate, state, listener, signals, reload, systemd.
 //! - [`cli`]: the `tars` command line (serve, check-config, gen-cert, ...).
 //! - [`client`]: `tars chat`, the example WSS client.
 //! - [`config`]: `config.toml` + environment → validated, frozen [`config::Config`].
@@ -20,6 +21,7 @@
 //! - [`metrics`]: Prometheus registry and the seed's JSON metrics.
 //! - [`state`]: [`state::AppState`], shared by all of the above.
 
+pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod client;
