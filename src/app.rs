@@ -97,6 +97,7 @@ pub async fn serve(cfg: Config) -> ExitCode {
         crate::reload::spawn_cert_watch(state.clone(), every);
     }
     crate::systemd::spawn_tasks(state.clone());
+    spawn_housekeeping(state.clone());
     log_start(&state, addr);
     crate::systemd::ready(&crate::systemd::status_line(&state));
     crate::server::run(listener, state).await;
@@ -120,6 +121,27 @@ fn log_start(state: &AppState, addr: std::net::SocketAddr) {
             info!(%addr, scheme = "http", ollama = %cfg.ollama.host, model = %cfg.ollama.model, "listening");
         }
     }
+}
+
+/// How often limiter maps and idle conversations are pruned.
+const HOUSEKEEPING_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Prune recovered rate-limiter keys and expired conversations, so memory
+/// follows the clients that are active, not every client ever seen.
+fn spawn_housekeeping(state: Arc<AppState>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(HOUSEKEEPING_EVERY);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = state.shutdown.cancelled() => return,
+            }
+            state.limits.sweep();
+            state
+                .conversations
+                .sweep(state.config().ollama.conversation_idle);
+        }
+    });
 }
 
 /// First SIGTERM or SIGINT starts the drain; a second one exits at once.

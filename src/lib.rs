@@ -12,21 +12,26 @@
 //! - [`tls`]: PEM → rustls config, self-signed generation, swappable certificate.
 //! - [`routes`]: the route table, CORS, `/`, `/health`, `/ready`, `/metrics`.
 //! - [`http`]: response and body helpers shared by handlers.
+//! - [`api_doc`]: `GET /openapi.json` (generated from the handlers' types), `/docs` (Swagger UI).
 //! - [`auth`]: JWTs, registered clients, revocation store, `/auth/*`.
 //! - [`ws`]: `/ws/chat` upgrade, sessions, protocol, connection manager.
+//! - [`web`]: the embedded browser chat page (`/`, `/static/*`) and `GET /models`.
 //! - [`ollama`]: pooled Ollama client, NDJSON streaming.
 //! - [`ready`]: cached, single-flight Ollama readiness probe.
 //! - [`reload`]: SIGHUP reload and certificate-file polling.
 //! - [`systemd`]: sd_notify (ready, status, reload, stop, watchdog) and socket activation.
+//! - [`limits`]: per-IP connection and auth limits, per-client chat limits.
 //! - [`metrics`]: Prometheus registry and the seed's JSON metrics.
 //! - [`state`]: [`state::AppState`], shared by all of the above.
 
 pub mod app;
+pub mod api_doc;
 pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod config;
 pub mod http;
+pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod ollama;
@@ -37,4 +42,5 @@ pub mod server;
 pub mod state;
 pub mod systemd;
 pub mod tls;
+pub mod web;
 pub mod ws;

@@ -48,8 +48,25 @@ fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.tls.enabled != new.tls.enabled {
         v.push("tls.enabled");
     }
-    if old.log.level != new.log.level || old.log.format != new.log.format {
+    if old.log.level != new.log.level
+        || old.log.format != new.log.format
+        || old.log.file != new.log.file
+    {
         v.push("log");
+    }
+    let (ol, nl) = (&old.limits, &new.limits);
+    if (
+        ol.chat_per_minute,
+        ol.auth_per_minute,
+        ol.connections_per_second,
+        ol.max_connections_per_ip,
+    ) != (
+        nl.chat_per_minute,
+        nl.auth_per_minute,
+        nl.connections_per_second,
+        nl.max_connections_per_ip,
+    ) {
+        v.push("limits (rates and per-IP connections)");
     }
     if format!("{:?}", old.auth.secret) != format!("{:?}", new.auth.secret)
         || old.auth.algorithm != new.auth.algorithm

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use http::header::{HeaderValue, ALLOW, ORIGIN, VARY};
 use http::{Method, Request, StatusCode};
 use hyper::body::Incoming;
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::http::{self as h, Resp};
 use crate::ready::Probe;
@@ -38,6 +39,15 @@ pub enum Route {
     WsChat,
     WsHealth,
     WsSessions,
+    /// The chat page's `/static/*` files ([`crate::web`]).
+    Static,
+    Models,
+    /// `GET /openapi.json` ([`crate::api_doc`]).
+    OpenApi,
+    /// `GET /docs` and the Swagger UI files under `/docs/`.
+    Docs,
+    /// `GET /redoc`: a redirect to `/docs`.
+    Redoc,
 }
 
 const GET: &[Method] = &[Method::GET, Method::HEAD];
@@ -57,6 +67,16 @@ pub const ROUTES: &[(&str, Route, &[Method], &str)] = &[
     ("/ws/chat", Route::WsChat, &[Method::GET], "ws_chat"),
     ("/ws/health", Route::WsHealth, GET, "ws_health"),
     ("/ws/sessions", Route::WsSessions, GET, "ws_sessions"),
+    ("/models", Route::Models, GET, "models"),
+    ("/static/app.js", Route::Static, GET, "static"),
+    ("/static/app.css", Route::Static, GET, "static"),
+    ("/openapi.json", Route::OpenApi, GET, "openapi"),
+    ("/docs", Route::Docs, GET, "docs"),
+    ("/docs/swagger-ui.css", Route::Docs, GET, "docs"),
+    ("/docs/index.css", Route::Docs, GET, "docs"),
+    ("/docs/swagger-ui-bundle.js", Route::Docs, GET, "docs"),
+    ("/docs/swagger-initializer.js", Route::Docs, GET, "docs"),
+    ("/redoc", Route::Redoc, GET, "docs"),
 ];
 
 fn allow_header(methods: &[Method]) -> HeaderValue {
@@ -126,8 +146,16 @@ async fn dispatch(
         r.headers_mut().insert(ALLOW, allow_header(methods));
         return r;
     }
+    if matches!(
+        route,
+        Route::AuthToken | Route::AuthRefresh | Route::AuthRevoke
+    ) {
+        if let Err(wait) = state.limits.auth(conn.peer.ip()) {
+            return rate_limited(&state, wait);
+        }
+    }
     match route {
-        Route::Index => index(),
+        Route::Index => crate::web::index(&req, index),
         Route::Health => health(&state),
         Route::Ready => ready(&state).await,
         Route::Metrics => metrics(&state, &req),
@@ -139,7 +167,30 @@ async fn dispatch(
         Route::WsChat => crate::ws::upgrade::handle(state, conn, req).await,
         Route::WsHealth => crate::ws::handlers::health(&state),
         Route::WsSessions => crate::ws::handlers::sessions(&state, &req),
+        Route::Static => crate::web::asset(&req),
+        Route::Models => crate::web::models(&state, &req),
+        Route::OpenApi => crate::api_doc::openapi_json(),
+        Route::Docs => crate::api_doc::docs(&req),
+        Route::Redoc => crate::api_doc::redoc(),
     }
+}
+
+/// 429 with `Retry-After` (whole seconds, at least 1).
+fn rate_limited(state: &AppState, wait: std::time::Duration) -> Resp {
+    state
+        .metrics
+        .connections_rejected
+        .get_or_create(&crate::metrics::KindLabel { kind: "auth_rate" })
+        .inc();
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let mut r = h::error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        &format!("too many /auth requests from this address; retry in {secs} s"),
+    );
+    r.headers_mut()
+        .insert(http::header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    r
 }
 
 /// CORS preflight: answered for listed origins only.
@@ -166,6 +217,68 @@ fn preflight(req: &Request<Incoming>, methods: &[Method], origin_ok: bool) -> Re
     r
 }
 
+/// `GET /` body (for clients that do not ask for HTML).
+#[derive(Serialize, ToSchema)]
+pub(crate) struct IndexBody {
+    /// Every route as `METHOD /path`.
+    endpoints: Vec<String>,
+    #[schema(example = "T.A.R.S. gateway")]
+    name: &'static str,
+    #[schema(example = "0.1.0")]
+    version: &'static str,
+}
+
+/// `GET /health` body.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct HealthBody {
+    /// Always `healthy`: the process answers.
+    #[schema(example = "healthy")]
+    status: &'static str,
+    /// RFC 3339 UTC.
+    #[schema(example = "2025-11-07T12:00:01.045000Z")]
+    timestamp: String,
+    uptime_secs: u64,
+    #[schema(example = "0.1.0")]
+    version: &'static str,
+}
+
+/// `GET /ready` body, 200 and 503 alike.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ReadyBody {
+    /// `[ollama] model`, the default model.
+    model: String,
+    ollama: OllamaProbe,
+    /// Why Ollama is considered down (503 only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    status: ReadyStatus,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum ReadyStatus {
+    Ready,
+    NotReady,
+}
+
+/// What the probe of `GET {host}/api/version` found.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct OllamaProbe {
+    /// `[ollama] host`.
+    host: String,
+    status: OllamaState,
+    /// Ollama's version (when up).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum OllamaState {
+    Up,
+    Down,
+}
+
 fn index() -> Resp {
     let endpoints: Vec<String> = ROUTES
         .iter()
@@ -173,48 +286,58 @@ fn index() -> Resp {
         .collect();
     h::json(
         StatusCode::OK,
-        &json!({
-            "name": "T.A.R.S. gateway",
-            "version": env!("CARGO_PKG_VERSION"),
-            "endpoints": endpoints,
-        }),
+        &IndexBody {
+            endpoints,
+            name: "T.A.R.S. gateway",
+            version: env!("CARGO_PKG_VERSION"),
+        },
     )
 }
 
 fn health(state: &AppState) -> Resp {
     h::json(
         StatusCode::OK,
-        &json!({
-            "status": "healthy",
-            "version": env!("CARGO_PKG_VERSION"),
-            "uptime_secs": state.started.elapsed().as_secs(),
-            "timestamp": h::now_rfc3339(),
-        }),
+        &HealthBody {
+            status: "healthy",
+            timestamp: h::now_rfc3339(),
+            uptime_secs: state.started.elapsed().as_secs(),
+            version: env!("CARGO_PKG_VERSION"),
+        },
     )
 }
 
 async fn ready(state: &AppState) -> Resp {
     let cfg = state.config();
     let client = state.ollama.load_full();
-    match state.ready.check(&client).await {
-        Probe::Up { version } => h::json(
+    let (status, body) = match state.ready.check(&client).await {
+        Probe::Up { version } => (
             StatusCode::OK,
-            &json!({
-                "status": "ready",
-                "ollama": {"status": "up", "host": cfg.ollama.host, "version": version},
-                "model": cfg.ollama.model,
-            }),
+            ReadyBody {
+                model: cfg.ollama.model.clone(),
+                ollama: OllamaProbe {
+                    host: cfg.ollama.host.clone(),
+                    status: OllamaState::Up,
+                    version: Some(version),
+                },
+                reason: None,
+                status: ReadyStatus::Ready,
+            },
         ),
-        Probe::Down { reason } => h::json(
+        Probe::Down { reason } => (
             StatusCode::SERVICE_UNAVAILABLE,
-            &json!({
-                "status": "not_ready",
-                "reason": reason,
-                "ollama": {"status": "down", "host": cfg.ollama.host},
-                "model": cfg.ollama.model,
-            }),
+            ReadyBody {
+                model: cfg.ollama.model.clone(),
+                ollama: OllamaProbe {
+                    host: cfg.ollama.host.clone(),
+                    status: OllamaState::Down,
+                    version: None,
+                },
+                reason: Some(reason),
+                status: ReadyStatus::NotReady,
+            },
         ),
-    }
+    };
+    h::json(status, &body)
 }
 
 fn metrics(state: &AppState, req: &Request<Incoming>) -> Resp {

@@ -15,6 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
+use crate::metrics::KindLabel;
 use crate::routes::{self, ConnInfo};
 use crate::state::AppState;
 
@@ -36,10 +37,20 @@ pub async fn run(listener: TcpListener, state: Arc<AppState>) {
             _ = shutdown.cancelled() => break,
             res = listener.accept() => match res {
                 Ok((tcp, peer)) => {
+                    let guard = match state.limits.admit_connection(peer.ip()) {
+                        Ok(g) => g,
+                        Err(refusal) => {
+                            // Closed before any TLS work; the client may retry.
+                            state.metrics.connections_rejected.get_or_create(&KindLabel { kind: refusal.label() }).inc();
+                            debug!(%peer, limit = refusal.label(), "connection refused at accept");
+                            continue;
+                        }
+                    };
                     let state = state.clone();
                     let acceptor = acceptor.clone();
                     state.tasks.clone().spawn(async move {
                         serve_socket(tcp, peer, acceptor, state).await;
+                        drop(guard);
                     });
                 }
                 Err(e) => {

@@ -11,6 +11,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::{Auth, AuthInitError};
 use crate::config::Config;
+use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::ollama::OllamaClient;
 use crate::ready::ReadyProbe;
@@ -33,6 +34,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub ollama: ArcSwap<OllamaClient>,
     pub ready: ReadyProbe,
+    /// Per-IP and per-client abuse limits.
+    pub limits: Limits,
     pub auth: Auth,
     pub sessions: Arc<SessionManager>,
     /// Multi-turn memory, shared by all sessions of a client.
@@ -64,6 +67,7 @@ impl AppState {
         };
         let auth = Auth::new(&config).map_err(|source| StartError::Auth { path, source })?;
         let ollama = OllamaClient::new(&config.ollama);
+        let limits = Limits::new(&config.limits);
         Ok(Arc::new(Self {
             sessions: Arc::new(SessionManager::new()),
             conversations: ConversationStore::default(),
@@ -71,6 +75,7 @@ impl AppState {
             metrics: Arc::new(Metrics::new()),
             ollama: ArcSwap::from_pointee(ollama),
             ready: ReadyProbe::default(),
+            limits,
             auth,
             certs,
             shutdown,

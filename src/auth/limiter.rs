@@ -15,6 +15,8 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Instant;
 
+use crate::limits::ip_key as key;
+
 /// Forget full buckets once the map holds this many addresses.
 const PRUNE_AT: usize = 4096;
 
@@ -28,20 +30,6 @@ struct Bucket {
 #[derive(Debug, Default)]
 pub struct FailureLimiter {
     buckets: Mutex<HashMap<IpAddr, Bucket>>,
-}
-
-/// The key an address is counted under.
-fn key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let s = v6.segments();
-                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-            }
-        },
-    }
 }
 
 fn refill(b: &mut Bucket, per_minute: u32, now: Instant) {

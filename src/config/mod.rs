@@ -232,6 +232,15 @@ pub struct OllamaConfig {
 pub struct LimitsConfig {
     /// Largest request body accepted on `/auth/*`.
     pub max_body_bytes: usize,
+    /// Chat messages one client id may send per minute (burst: the same number).
+    pub chat_per_minute: u32,
+    /// `/auth/token`, `/auth/refresh` and `/auth/revoke` requests one IP may
+    /// make per minute.
+    pub auth_per_minute: u32,
+    /// New TCP connections one IP may open per second (burst: the same number).
+    pub connections_per_second: u32,
+    /// TCP connections one IP may hold open at once.
+    pub max_connections_per_ip: usize,
 }
 
 /// Read, override from the process environment, and validate `path`.

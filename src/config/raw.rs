@@ -229,12 +229,20 @@ impl Default for RawOllama {
 #[serde(deny_unknown_fields, default)]
 pub struct RawLimits {
     pub max_body_bytes: usize,
+    pub chat_per_minute: u32,
+    pub auth_per_minute: u32,
+    pub connections_per_second: u32,
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for RawLimits {
     fn default() -> Self {
         Self {
             max_body_bytes: 16 * 1024,
+            chat_per_minute: 30,
+            auth_per_minute: 30,
+            connections_per_second: 20,
+            max_connections_per_ip: 128,
         }
     }
 }

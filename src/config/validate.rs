@@ -466,8 +466,26 @@ pub fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         ));
     }
 
+    let l = &raw.limits;
+    let positive = |key: &str, v: u32| -> Result<u32, ConfigError> {
+        if v == 0 {
+            return Err(c.err(key, "must be at least 1"));
+        }
+        Ok(v)
+    };
     let limits = LimitsConfig {
-        max_body_bytes: c.at_least("limits.max_body_bytes", raw.limits.max_body_bytes, 256)?,
+        max_body_bytes: c.at_least("limits.max_body_bytes", l.max_body_bytes, 256)?,
+        chat_per_minute: positive("limits.chat_per_minute", l.chat_per_minute)?,
+        auth_per_minute: positive("limits.auth_per_minute", l.auth_per_minute)?,
+        connections_per_second: positive(
+            "limits.connections_per_second",
+            l.connections_per_second,
+        )?,
+        max_connections_per_ip: c.at_least(
+            "limits.max_connections_per_ip",
+            l.max_connections_per_ip,
+            1,
+        )?,
     };
 
     Ok(Config {

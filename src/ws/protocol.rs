@@ -22,6 +22,7 @@ pub mod code {
     pub const UPSTREAM_ERROR: &str = "upstream_error";
     pub const BUSY: &str = "busy";
     pub const SHUTTING_DOWN: &str = "shutting_down";
+    pub const RATE_LIMITED: &str = "rate_limited";
     pub const INTERNAL: &str = "internal";
 }
 
@@ -233,6 +234,8 @@ struct ErrorFrame<'a> {
     message: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     conversation_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_after_ms: Option<u64>,
     timestamp: String,
 }
 
@@ -274,6 +277,19 @@ pub fn error(code: &str, message: &str, conversation_id: Option<&str>) -> Vec<u8
         code,
         message,
         conversation_id,
+        retry_after_ms: None,
+        timestamp: now_rfc3339(),
+    })
+}
+
+/// `error` with code `rate_limited` and how long to wait.
+pub fn rate_limited(retry_after_ms: u64, conversation_id: Option<&str>) -> Vec<u8> {
+    to_vec(&ErrorFrame {
+        kind: "error",
+        code: code::RATE_LIMITED,
+        message: "too many chat messages; wait before sending the next one",
+        conversation_id,
+        retry_after_ms: Some(retry_after_ms),
         timestamp: now_rfc3339(),
     })
 }

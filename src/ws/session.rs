@@ -292,6 +292,14 @@ impl Reader<'_> {
                 }
             }
             ClientMessage::Chat(chat) => {
+                if let Err(wait) = self.state.limits.chat(&self.info.client_id) {
+                    self.info.errors.fetch_add(1, Ordering::Relaxed);
+                    self.state.metrics.errors_total.inc();
+                    let ms = wait.as_millis().max(1) as u64;
+                    let frame = protocol::rate_limited(ms, chat.conversation_id.as_deref());
+                    self.send(frame, "error").await;
+                    return;
+                }
                 let cfg = self.state.config();
                 let model = chat
                     .model

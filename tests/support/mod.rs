@@ -249,6 +249,13 @@ secret = "{TEST_SECRET}"
 host = "http://127.0.0.1:9"
 retries = 0
 retry_base_delay_secs = 0.05
+# Tests open many connections and sessions from 127.0.0.1 in a burst; the
+# abuse limits get their own tests, which lower these.
+[limits]
+chat_per_minute = 100000
+auth_per_minute = 100000
+connections_per_second = 100000
+max_connections_per_ip = 100000
 "#
     );
     GatewayBuilder {

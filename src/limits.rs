@@ -1,0 +1,217 @@
+//! Abuse limits for a gateway with nothing in front of it: new connections
+//! per IP per second and open connections per IP (checked at accept, before
+//! any TLS work), `/auth/*` requests per IP per minute, and chat messages per
+//! client per minute. Rates use governor's keyed GCRA limiters; the
+//! open-connection count is a plain counted map with a guard.
+//!
+//! IPv6 clients are counted per /64 (one host usually owns a whole /64), and
+//! IPv4-mapped IPv6 addresses as the IPv4 address.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+use crate::config::LimitsConfig;
+
+/// The key an address is counted under.
+pub fn ip_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
+/// Why a new connection was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnRefusal {
+    /// Too many new connections per second from this address.
+    Rate,
+    /// Too many open connections from this address.
+    Open,
+}
+
+impl ConnRefusal {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Rate => "ip_connection_rate",
+            Self::Open => "ip_open_connections",
+        }
+    }
+}
+
+fn nz(n: u32) -> NonZeroU32 {
+    NonZeroU32::new(n.max(1)).expect("max(1) is non-zero")
+}
+
+/// All limiters; built once from `[limits]` (changes need a restart).
+pub struct Limits {
+    clock: DefaultClock,
+    connect: DefaultKeyedRateLimiter<IpAddr>,
+    auth: DefaultKeyedRateLimiter<IpAddr>,
+    chat: DefaultKeyedRateLimiter<String>,
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    max_open: usize,
+}
+
+/// Holds one open-connection slot of an address; frees it on drop.
+pub struct ConnGuard {
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    key: IpAddr,
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        let mut g = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = g.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                g.remove(&self.key);
+            }
+        }
+    }
+}
+
+impl Limits {
+    pub fn new(cfg: &LimitsConfig) -> Self {
+        Self {
+            clock: DefaultClock::default(),
+            connect: RateLimiter::keyed(Quota::per_second(nz(cfg.connections_per_second))),
+            auth: RateLimiter::keyed(Quota::per_minute(nz(cfg.auth_per_minute))),
+            chat: RateLimiter::keyed(Quota::per_minute(nz(cfg.chat_per_minute))),
+            open: Arc::new(Mutex::new(HashMap::new())),
+            max_open: cfg.max_connections_per_ip,
+        }
+    }
+
+    /// Admit a new connection from `ip`, or say why not. Keep the guard for
+    /// as long as the connection is open.
+    pub fn admit_connection(&self, ip: IpAddr) -> Result<ConnGuard, ConnRefusal> {
+        let key = ip_key(ip);
+        let mut g = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let n = g.get(&key).copied().unwrap_or(0);
+        if n >= self.max_open {
+            return Err(ConnRefusal::Open);
+        }
+        if self.connect.check_key(&key).is_err() {
+            return Err(ConnRefusal::Rate);
+        }
+        g.insert(key, n + 1);
+        Ok(ConnGuard {
+            open: self.open.clone(),
+            key,
+        })
+    }
+
+    fn wait(
+        &self,
+        r: Result<(), governor::NotUntil<governor::clock::QuantaInstant>>,
+    ) -> Result<(), Duration> {
+        r.map_err(|not_until| not_until.wait_time_from(self.clock.now()))
+    }
+
+    /// One `/auth/*` request from `ip`; `Err` is how long to wait.
+    pub fn auth(&self, ip: IpAddr) -> Result<(), Duration> {
+        self.wait(self.auth.check_key(&ip_key(ip)))
+    }
+
+    /// One chat message from `client_id`; `Err` is how long to wait.
+    pub fn chat(&self, client_id: &str) -> Result<(), Duration> {
+        self.wait(self.chat.check_key(&client_id.to_string()))
+    }
+
+    /// Forget addresses and clients whose limits have fully recovered
+    /// (called periodically so the maps stay small).
+    pub fn sweep(&self) {
+        self.connect.retain_recent();
+        self.auth.retain_recent();
+        self.chat.retain_recent();
+        self.connect.shrink_to_fit();
+        self.auth.shrink_to_fit();
+        self.chat.shrink_to_fit();
+    }
+
+    /// Addresses with an open connection now.
+    pub fn open_addresses(&self) -> usize {
+        self.open.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> LimitsConfig {
+        LimitsConfig {
+            max_body_bytes: 1024,
+            chat_per_minute: 2,
+            auth_per_minute: 3,
+            connections_per_second: 3,
+            max_connections_per_ip: 2,
+        }
+    }
+
+    #[test]
+    fn open_connections_are_counted_and_freed() {
+        let l = Limits::new(&cfg());
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let a = l.admit_connection(ip).unwrap();
+        let _b = l.admit_connection(ip).unwrap();
+        assert_eq!(l.admit_connection(ip).err(), Some(ConnRefusal::Open));
+        assert!(l.admit_connection("10.0.0.2".parse().unwrap()).is_ok());
+        drop(a);
+        // Third new connection this second: the rate limit, not the count.
+        assert!(l.admit_connection(ip).is_ok());
+        drop(l.admit_connection("10.0.0.9".parse().unwrap()));
+        assert_eq!(l.open_addresses(), 1);
+    }
+
+    #[test]
+    fn connection_rate() {
+        let l = Limits::new(&LimitsConfig {
+            max_connections_per_ip: 100,
+            ..cfg()
+        });
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        for _ in 0..3 {
+            drop(l.admit_connection(ip).unwrap());
+        }
+        assert_eq!(l.admit_connection(ip).err(), Some(ConnRefusal::Rate));
+    }
+
+    #[test]
+    fn chat_and_auth_rates_say_how_long_to_wait() {
+        let l = Limits::new(&cfg());
+        assert!(l.chat("c").is_ok() && l.chat("c").is_ok());
+        let wait = l.chat("c").unwrap_err();
+        assert!(
+            wait > Duration::from_secs(20) && wait <= Duration::from_secs(30),
+            "{wait:?}"
+        );
+        assert!(l.chat("other").is_ok());
+        let ip: IpAddr = "::1".parse().unwrap();
+        for _ in 0..3 {
+            l.auth(ip).unwrap();
+        }
+        assert!(l.auth(ip).is_err());
+    }
+
+    #[test]
+    fn ipv6_grouped_by_64_and_mapped_v4_unwrapped() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().unwrap();
+        assert_eq!(ip_key(a), ip_key(b));
+        let m: IpAddr = "::ffff:192.168.1.5".parse().unwrap();
+        assert_eq!(ip_key(m), "192.168.1.5".parse::<IpAddr>().unwrap());
+    }
+}

@@ -1,0 +1,270 @@
+//! Hardening for a gateway behind no other proxy: abuse limits, slow
+//! clients, and faults injected into Ollama and into the clients.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::chat::*;
+use support::fake_ollama::{Behavior, FakeOllama};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn gw_for(fake: &FakeOllama) -> GatewayBuilder {
+    gateway()
+        .ollama(&fake.url())
+        .set("auth.open_enrollment", true)
+}
+
+async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let end = Instant::now() + timeout;
+    while !f().await {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_rate_limit_per_client_keeps_the_socket_and_spares_others() {
+    let fake = FakeOllama::start().await;
+    fake.set(Behavior::stream(["ok"]));
+    let gw = gw_for(&fake).set("limits.chat_per_minute", 3).start();
+    let flooder = token_for(&gw, "flooder", None).await;
+    let polite = token_for(&gw, "polite", None).await;
+    let (mut ws, _) = open_chat(&gw, &flooder).await;
+    for _ in 0..3 {
+        assert_eq!(chat(&mut ws, "hi", None).await.end["type"], "complete");
+    }
+    // A flood: every further chat is refused with how long to wait.
+    for i in 0..20 {
+        send(
+            &mut ws,
+            &json!({"type": "chat", "content": "spam", "conversation_id": format!("s{i}")}),
+        )
+        .await;
+    }
+    for i in 0..20 {
+        let e = recv(&mut ws).await;
+        assert_eq!(e["code"], "rate_limited", "{e}");
+        assert_eq!(e["conversation_id"], format!("s{i}"));
+        let wait = e["retry_after_ms"].as_u64().unwrap();
+        assert!(wait > 1000 && wait <= 20_000, "{wait}");
+    }
+    // The flooder's socket still answers; another client is unaffected.
+    send(&mut ws, &json!({"type": "ping"})).await;
+    assert_eq!(recv(&mut ws).await["type"], "pong");
+    let (mut other, _) = open_chat(&gw, &polite).await;
+    let started = Instant::now();
+    assert_eq!(
+        chat(&mut other, "hello", None).await.end["type"],
+        "complete"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(fake.chat_count(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_rate_limit_per_ip() {
+    let gw = gateway()
+        .set("auth.open_enrollment", true)
+        .set("limits.auth_per_minute", 3)
+        .start();
+    let mut last = None;
+    for _ in 0..3 {
+        let r = post_json(&gw, "/auth/token", &json!({"client_id": "c"}), None).await;
+        assert_eq!(r.status, 200);
+        last = Some(r.json()["access_token"].as_str().unwrap().to_string());
+    }
+    let r = post_json(&gw, "/auth/token", &json!({"client_id": "c"}), None).await;
+    assert_eq!(r.status, 429);
+    assert_eq!(r.json()["error"], "rate_limited");
+    let secs: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=20).contains(&secs), "{secs}");
+    // Validation is not limited: it is cheap and reveals nothing.
+    for _ in 0..5 {
+        assert_eq!(
+            post_json(&gw, "/auth/validate", &json!({}), last.as_deref())
+                .await
+                .status,
+            200
+        );
+    }
+}
+
+/// Whether a fresh connection gets an HTTP answer (true) or is closed at
+/// accept (false). Plain TCP so no TLS state muddies the answer.
+async fn served(gw: &Gateway) -> bool {
+    let mut tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let _ = tcp
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await;
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut buf)).await;
+    buf.starts_with(b"HTTP/1.1 200")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_connections_per_ip_per_second() {
+    let gw = gateway()
+        .plain()
+        .set("limits.connections_per_second", 5)
+        .start();
+    let mut ok = 0;
+    for _ in 0..12 {
+        if served(&gw).await {
+            ok += 1;
+        }
+    }
+    assert!((5..=7).contains(&ok), "{ok} of 12 served");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(served(&gw).await, "the budget refills");
+    let m = get(&gw, "/metrics").await.text();
+    assert!(
+        m.contains("tars_connections_rejected_total{kind=\"ip_connection_rate\"}"),
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_connections_per_ip() {
+    let gw = gateway()
+        .plain()
+        .set("limits.max_connections_per_ip", 3)
+        .start();
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        held.push(s);
+    }
+    // Give the accept loop a moment to count them.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !served(&gw).await,
+        "a fourth connection is closed at accept"
+    );
+    held.pop();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(served(&gw).await, "a slot frees when a connection ends");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_closed_and_its_upstream_dropped() {
+    let fake = FakeOllama::start().await;
+    let big = "x".repeat(16 * 1024);
+    fake.set(Behavior::stream(vec![big; 20_000]));
+    let gw = gw_for(&fake)
+        .set("websocket.write_timeout_secs", 1)
+        .set("websocket.outgoing_queue_frames", 8)
+        .start();
+    let token = token_for(&gw, "slow", None).await;
+    let (mut ws, _) = open_chat(&gw, &token).await;
+    send(&mut ws, &json!({"type": "chat", "content": "a lot"})).await;
+    // Never read again. The gateway's buffers fill, its write times out.
+    let started = Instant::now();
+    let closed = fake.wait_stream_closed(Duration::from_secs(30)).await;
+    assert!(closed.is_some(), "upstream was not dropped");
+    wait_until("the session to end", Duration::from_secs(10), || async {
+        get(&gw, "/ws/health").await.json()["active_connections"] == 0
+    })
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert!(
+        gw.logs().contains("client stopped reading"),
+        "{}",
+        gw.logs()
+    );
+    drop(ws);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ollama_killed_mid_stream_then_restarted() {
+    let fake = FakeOllama::start().await;
+    fake.set(Behavior::Endless {
+        delay: Duration::from_millis(10),
+    });
+    let gw = gw_for(&fake).start();
+    let token = token_for(&gw, "c", None).await;
+    let (mut ws, _) = open_chat(&gw, &token).await;
+    assert_eq!(get(&gw, "/ready").await.status, 200);
+    send(
+        &mut ws,
+        &json!({"type": "chat", "content": "go", "conversation_id": "k"}),
+    )
+    .await;
+    assert_eq!(recv(&mut ws).await["type"], "token");
+    fake.stop().await;
+    let g = collect(&mut ws).await;
+    assert_eq!(g.end["type"], "error");
+    assert_eq!(g.end["code"], "upstream_error");
+    assert_eq!(g.end["conversation_id"], "k");
+    // /ready flips to 503 (its cache is dropped when a stream fails) ...
+    wait_until("/ready to say 503", Duration::from_secs(10), || async {
+        get(&gw, "/ready").await.status == 503
+    })
+    .await;
+    fake.restart().await;
+    fake.set(Behavior::stream(["back"]));
+    // ... and back once Ollama answers again.
+    wait_until("/ready to say 200", Duration::from_secs(10), || async {
+        get(&gw, "/ready").await.status == 200
+    })
+    .await;
+    let g = chat(&mut ws, "again", None).await;
+    assert_eq!(g.text(), "back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_clients_dropping_at_once_leak_nothing() {
+    let fake = FakeOllama::start().await;
+    fake.set(Behavior::Endless {
+        delay: Duration::from_millis(20),
+    });
+    let gw = gw_for(&fake).set("websocket.max_connections", 300).start();
+    let token = token_for(&gw, "crowd", None).await;
+    let mut sockets = Vec::new();
+    for _ in 0..200 {
+        let (mut ws, _) = open_chat(&gw, &token).await;
+        send(&mut ws, &json!({"type": "chat", "content": "stream"})).await;
+        sockets.push(ws);
+    }
+    assert!(
+        fake.wait_streams_open(200, Duration::from_secs(20)).await,
+        "{} open",
+        fake.streams_open()
+    );
+    drop(sockets);
+    wait_until(
+        "every upstream stream to close",
+        Duration::from_secs(10),
+        || async { fake.streams_open() == 0 },
+    )
+    .await;
+    wait_until(
+        "the session gauge to return to 0",
+        Duration::from_secs(10),
+        || async {
+            let m = request(
+                &gw,
+                "GET",
+                "/metrics",
+                &[("accept", "application/json")],
+                None,
+            )
+            .await
+            .json();
+            m["active_connections"] == 0
+        },
+    )
+    .await;
+    let text = get(&gw, "/metrics").await.text();
+    assert!(text.contains("tars_generations_active 0"), "{text}");
+    assert_eq!(
+        fake.closed_streams().iter().filter(|s| s.by_client).count(),
+        200
+    );
+}
