@@ -257,6 +257,14 @@ pub fn load_with_env(
     validate::validate(path, raw).map_err(|e| env::blame(e, get_env))
 }
 
+/// Parse and validate TOML `text` as if read from `path`, without the
+/// environment (for tests and fuzzing). Relative paths resolve against
+/// `path`'s folder; nothing is read from disk except certificate existence.
+pub fn from_toml_str(path: &Path, text: &str) -> Result<Config, ConfigError> {
+    let raw = parse_toml(&path.display().to_string(), text)?;
+    validate::validate(path, raw)
+}
+
 /// Parse the file and apply environment overrides, without validation.
 pub fn load_raw(
     path: &Path,
