@@ -143,6 +143,10 @@ pub fn default_names(extra: &[String]) -> Vec<String> {
     names
 }
 
+/// Lifetime of a generated certificate: ten years, since nobody renews a
+/// self-signed LAN certificate by hand (clients pin its fingerprint).
+pub const SELF_SIGNED_DAYS: i64 = 3650;
+
 /// Create a self-signed certificate for `names` at `cert` and `key` (mode
 /// 0600). Never overwrites: an existing file is an error. Returns the
 /// certificate's SHA-256 fingerprint.
@@ -151,10 +155,18 @@ pub fn generate_self_signed(cert: &Path, key: &Path, names: &[String]) -> Result
         path: cert.to_path_buf(),
         message,
     };
-    let rcgen::CertifiedKey {
-        cert: c,
-        signing_key,
-    } = rcgen::generate_simple_self_signed(names.to_vec()).map_err(|e| gen_err(e.to_string()))?;
+    let signing_key = rcgen::KeyPair::generate().map_err(|e| gen_err(e.to_string()))?;
+    let mut params =
+        rcgen::CertificateParams::new(names.to_vec()).map_err(|e| gen_err(e.to_string()))?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "T.A.R.S. gateway (self-signed)");
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::days(1);
+    params.not_after = now + time::Duration::days(SELF_SIGNED_DAYS);
+    let c = params
+        .self_signed(&signing_key)
+        .map_err(|e| gen_err(e.to_string()))?;
     for p in [cert, key] {
         if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
