@@ -1,0 +1,67 @@
+//! `GET /models`: the models the bearer's client may use, for the page's
+//! model picker: `{"default": "...", "models": [...]}`. `default` is
+//! `[ollama] model` when the client may use it, else the first model it may
+//! use (`null` when it may use none).
+
+use http::header::{HeaderValue, CACHE_CONTROL, WWW_AUTHENTICATE};
+use http::{Request, StatusCode};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::http::{self as h, Resp};
+use crate::state::AppState;
+
+fn unauthorized(code: &str, message: &str) -> Resp {
+    let mut r = h::error(StatusCode::UNAUTHORIZED, code, message);
+    r.headers_mut()
+        .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    r
+}
+
+/// `GET /models` 200.
+#[derive(Serialize, ToSchema)]
+pub struct ModelsBody<'a> {
+    /// `[ollama] model` when this client may use it, else its first model;
+    /// `null` when it may use none.
+    pub default: Option<&'a str>,
+    /// The models this client may name in a `chat` message.
+    pub models: &'a [String],
+}
+
+/// `GET /models` with `Authorization: Bearer <access token>`.
+pub fn models<B>(state: &AppState, req: &Request<B>) -> Resp {
+    let Some(token) = h::bearer(req) else {
+        return unauthorized(
+            "missing_token",
+            "send an access token as Authorization: Bearer <jwt>",
+        );
+    };
+    let claims = match state.auth.verify_access(token) {
+        Ok(c) => c,
+        Err(e) => {
+            return unauthorized(
+                "invalid_token",
+                &format!("access token refused: {}", e.reason()),
+            )
+        }
+    };
+    let cfg = state.config();
+    let models = state
+        .auth
+        .allowed_models(&claims.sub, &cfg.ollama.allowed_models);
+    let default = if models.contains(&cfg.ollama.model) {
+        Some(&cfg.ollama.model)
+    } else {
+        models.first()
+    };
+    let mut r = h::json(
+        StatusCode::OK,
+        &ModelsBody {
+            default: default.map(String::as_str),
+            models: &models,
+        },
+    );
+    r.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
