@@ -5,7 +5,7 @@
 //! Every metric is a cheap atomic; the hot path only ever calls `inc` or
 //! `observe`.
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -27,16 +27,26 @@ pub struct AuthLabels {
 }
 
 /// Direction of a WebSocket message.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum Direction {
     In,
     Out,
 }
 
+impl Direction {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::In => "in",
+            Self::Out => "out",
+        }
+    }
+}
+
 /// Label set for WebSocket messages: direction and type.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MessageLabels {
-    pub direction: Direction,
+    /// `in` (client to gateway) or `out`.
+    pub direction: &'static str,
     pub kind: &'static str,
 }
 
@@ -216,7 +226,10 @@ impl Metrics {
     /// Count one WebSocket message.
     pub fn ws_message(&self, direction: Direction, kind: &'static str) {
         self.ws_messages
-            .get_or_create(&MessageLabels { direction, kind })
+            .get_or_create(&MessageLabels {
+                direction: direction.label(),
+                kind,
+            })
             .inc();
     }
 
@@ -245,12 +258,12 @@ impl Metrics {
 
     /// The seed report's JSON metrics.
     pub fn seed_json(&self) -> SeedMetrics {
-        let total_messages: u64 = ["chat", "pong", "ping", "cancel"]
+        let total_messages: u64 = ["chat", "pong", "ping", "cancel", "invalid"]
             .iter()
             .map(|k| {
                 self.ws_messages
                     .get_or_create(&MessageLabels {
-                        direction: Direction::In,
+                        direction: "in",
                         kind: k,
                     })
                     .get()
@@ -271,7 +284,7 @@ impl Metrics {
 }
 
 /// `GET /metrics` with `Accept: application/json`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SeedMetrics {
     pub active_connections: u64,
     pub unique_clients: u64,
