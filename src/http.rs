@@ -29,9 +29,12 @@ pub fn json<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Resp {
 }
 
 /// Body of every error response.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"error": "not_found", "message": "no endpoint at /nope; GET / lists them"}))]
 pub struct ErrorBody<'a> {
+    /// A stable, machine-readable code such as `not_found` or `invalid_body`.
     pub error: &'a str,
+    /// What went wrong and what to do, for people.
     pub message: &'a str,
 }
 

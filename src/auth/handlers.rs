@@ -22,9 +22,9 @@ use std::time::Instant;
 use http::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use http::{Request, StatusCode};
 use hyper::body::Incoming;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
+use utoipa::ToSchema;
 
 use super::clients::{self, Credential};
 use super::revocation::Revoke;
@@ -39,26 +39,122 @@ use crate::state::AppState;
 const MAX_DEVICE_CHARS: usize = 128;
 
 /// `POST /auth/token` body. No `Debug`: it holds the client secret.
-#[derive(Deserialize)]
-struct TokenRequest {
+#[derive(Deserialize, ToSchema)]
+pub(crate) struct TokenRequest {
+    /// 1-128 characters of `A-Z a-z 0-9 . _ -`.
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,128}$", example = "client-001")]
     client_id: String,
+    /// The client's secret; required unless `[auth] open_enrollment = true`.
     #[serde(default)]
     client_secret: Option<String>,
+    /// Shown in logs and the session list: at most 128 characters, no control characters.
     #[serde(default)]
+    #[schema(
+        max_length = 128,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$",
+        example = "Windows Desktop"
+    )]
     device_name: Option<String>,
+    /// Like `device_name`.
     #[serde(default)]
+    #[schema(
+        max_length = 128,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$",
+        example = "windows"
+    )]
     device_type: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct RefreshRequest {
+/// `POST /auth/refresh` body.
+#[derive(Deserialize, ToSchema)]
+pub(crate) struct RefreshRequest {
+    /// A refresh token from `/auth/token` or an earlier refresh; each is accepted once.
     refresh_token: String,
 }
 
-#[derive(Deserialize)]
-struct RevokeRequest {
+/// `POST /auth/revoke` body (optional: without it the bearer token is revoked).
+#[derive(Deserialize, ToSchema)]
+pub(crate) struct RevokeRequest {
+    /// The access or refresh token to revoke.
     #[serde(default)]
     token: Option<String>,
+}
+
+/// A 401 for a refused token: `reason` is a stable code (`expired`,
+/// `revoked`, `invalid_signature`, `wrong_token_type`, `missing_token`, ...).
+#[derive(Serialize, ToSchema)]
+pub(crate) struct TokenErrorBody {
+    /// Always `invalid_token`.
+    #[schema(example = "invalid_token")]
+    error: &'static str,
+    #[schema(example = "the token has expired")]
+    message: String,
+    #[schema(example = "expired")]
+    reason: &'static str,
+}
+
+/// `POST /auth/validate` 200: the access token's claims.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ValidBody {
+    client_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    device_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    device_type: Option<String>,
+    /// RFC 3339 UTC.
+    #[schema(example = "2025-11-08T12:00:00.000000Z")]
+    expires_at: String,
+    /// RFC 3339 UTC.
+    #[schema(example = "2025-11-07T12:00:00.000000Z")]
+    issued_at: String,
+    /// The token's id (UUID v4), the key of the revocation list.
+    jti: String,
+    /// Always `access`.
+    #[schema(example = "access")]
+    token_type: &'static str,
+    /// Always `true`.
+    valid: bool,
+}
+
+/// `POST /auth/validate` 401.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct NotValidBody {
+    #[schema(example = "the token has expired")]
+    message: String,
+    /// A stable code, as in [`TokenErrorBody`].
+    #[schema(example = "expired")]
+    reason: &'static str,
+    /// Always `false`.
+    valid: bool,
+}
+
+/// `POST /auth/revoke` 200.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct RevokedBody {
+    /// The revoked token's id.
+    jti: String,
+    /// Always `true`: the revocation is on disk.
+    revoked: bool,
+    /// Open `/ws/chat` sessions of this token, closed with code 1008.
+    sessions_closed: usize,
+}
+
+/// `GET /auth/health` 200.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct AuthHealthBody {
+    access_ttl_secs: u64,
+    /// `HS256`, `HS384` or `HS512`.
+    #[schema(example = "HS256")]
+    algorithm: &'static str,
+    /// True when any well-formed client id gets tokens without a secret.
+    open_enrollment: bool,
+    refresh_ttl_secs: u64,
+    registered_clients: usize,
+    /// Revoked tokens not yet expired.
+    revoked_count: usize,
+    /// Always `healthy`.
+    #[schema(example = "healthy")]
+    status: &'static str,
 }
 
 fn invalid_client() -> Resp {
@@ -72,7 +168,11 @@ fn invalid_client() -> Resp {
 fn invalid_token(e: &AuthError) -> Resp {
     h::json(
         StatusCode::UNAUTHORIZED,
-        &json!({"error": "invalid_token", "reason": e.reason(), "message": e.to_string()}),
+        &TokenErrorBody {
+            error: "invalid_token",
+            message: e.to_string(),
+            reason: e.reason(),
+        },
     )
 }
 
@@ -280,7 +380,11 @@ fn rfc3339(secs: u64) -> String {
 fn not_valid(e: &AuthError) -> Resp {
     h::json(
         StatusCode::UNAUTHORIZED,
-        &json!({"valid": false, "reason": e.reason(), "message": e.to_string()}),
+        &NotValidBody {
+            message: e.to_string(),
+            reason: e.reason(),
+            valid: false,
+        },
     )
 }
 
@@ -290,20 +394,16 @@ pub async fn validate(state: &AppState, _conn: ConnInfo, req: Request<Incoming>)
     match state.auth.verify_access(token) {
         Ok(c) => {
             state.metrics.auth("validate", "ok");
-            let mut body = json!({
-                "valid": true,
-                "client_id": c.sub,
-                "token_type": c.typ.as_str(),
-                "expires_at": rfc3339(c.exp),
-                "issued_at": rfc3339(c.iat),
-                "jti": c.jti,
-            });
-            if let Some(d) = &c.device_name {
-                body["device_name"] = json!(d);
-            }
-            if let Some(d) = &c.device_type {
-                body["device_type"] = json!(d);
-            }
+            let body = ValidBody {
+                expires_at: rfc3339(c.exp),
+                issued_at: rfc3339(c.iat),
+                token_type: c.typ.as_str(),
+                client_id: c.sub,
+                device_name: c.device_name,
+                device_type: c.device_type,
+                jti: c.jti,
+                valid: true,
+            };
             h::json(StatusCode::OK, &body)
         }
         Err(e) => {
@@ -378,7 +478,11 @@ pub async fn revoke(state: &AppState, conn: ConnInfo, req: Request<Incoming>) ->
             );
             h::json(
                 StatusCode::OK,
-                &json!({"revoked": true, "jti": claims.jti, "sessions_closed": closed}),
+                &RevokedBody {
+                    jti: claims.jti,
+                    revoked: true,
+                    sessions_closed: closed,
+                },
             )
         }
         Err(e) => {
@@ -397,14 +501,14 @@ pub fn health(state: &AppState) -> Resp {
     let policy = state.auth.policy();
     h::json(
         StatusCode::OK,
-        &json!({
-            "status": "healthy",
-            "algorithm": state.auth.algorithm().as_str(),
-            "revoked_count": state.auth.revoked_count(),
-            "open_enrollment": policy.open_enrollment,
-            "registered_clients": policy.registered_clients(),
-            "access_ttl_secs": policy.access_ttl.as_secs(),
-            "refresh_ttl_secs": policy.refresh_ttl.as_secs(),
-        }),
+        &AuthHealthBody {
+            access_ttl_secs: policy.access_ttl.as_secs(),
+            algorithm: state.auth.algorithm().as_str(),
+            open_enrollment: policy.open_enrollment,
+            refresh_ttl_secs: policy.refresh_ttl.as_secs(),
+            registered_clients: policy.registered_clients(),
+            revoked_count: state.auth.revoked_count(),
+            status: "healthy",
+        },
     )
 }

@@ -62,11 +62,14 @@ pub struct Claims {
 }
 
 /// An access and a refresh token minted together. `Debug` hides the tokens.
-#[derive(Clone, Serialize)]
+#[derive(Clone, Serialize, utoipa::ToSchema)]
 pub struct TokenPair {
+    /// Present it as `Authorization: Bearer <access_token>` or `/ws/chat?token=<access_token>`.
     pub access_token: String,
+    /// Present it once to `POST /auth/refresh` for a new pair.
     pub refresh_token: String,
     /// Always `"bearer"`.
+    #[schema(example = "bearer")]
     pub token_type: &'static str,
     /// Access token lifetime in seconds.
     pub expires_in: u64,

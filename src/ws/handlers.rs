@@ -2,23 +2,50 @@
 
 use http::{Request, StatusCode};
 use hyper::body::Incoming;
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::manager::SessionRow;
 use crate::http::{self as h, Resp};
 use crate::state::AppState;
 
+/// `GET /ws/health` 200.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct WsHealthBody {
+    /// Open `/ws/chat` sessions.
+    active_connections: usize,
+    /// `[websocket] max_connections`: more are refused with 503.
+    max_connections: usize,
+    /// Always `healthy`.
+    #[schema(example = "healthy")]
+    status: &'static str,
+    /// RFC 3339 UTC.
+    #[schema(example = "2025-11-07T12:00:01.045000Z")]
+    timestamp: String,
+    /// Distinct client ids among the open sessions.
+    unique_clients: usize,
+}
+
+/// `GET /ws/sessions` 200.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct SessionsBody {
+    /// How many sessions are listed.
+    active_sessions: usize,
+    /// Oldest first.
+    sessions: Vec<SessionRow>,
+}
+
 pub fn health(state: &AppState) -> Resp {
     let cfg = state.config();
     h::json(
         StatusCode::OK,
-        &json!({
-            "status": "healthy",
-            "active_connections": state.sessions.active(),
-            "unique_clients": state.sessions.unique_clients(),
-            "max_connections": cfg.websocket.max_connections,
-            "timestamp": h::now_rfc3339(),
-        }),
+        &WsHealthBody {
+            active_connections: state.sessions.active(),
+            max_connections: cfg.websocket.max_connections,
+            status: "healthy",
+            timestamp: h::now_rfc3339(),
+            unique_clients: state.sessions.unique_clients(),
+        },
     )
 }
 
@@ -56,6 +83,9 @@ pub fn sessions(state: &AppState, req: &Request<Incoming>) -> Resp {
     rows.sort_by(|a, b| a.connected_at.cmp(&b.connected_at));
     h::json(
         StatusCode::OK,
-        &json!({ "active_sessions": rows.len(), "sessions": rows }),
+        &SessionsBody {
+            active_sessions: rows.len(),
+            sessions: rows,
+        },
     )
 }

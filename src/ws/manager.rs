@@ -276,7 +276,7 @@ impl Drop for Slot {
 }
 
 /// One row of `GET /ws/sessions`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SessionRow {
     pub session_id: String,
     pub client_id: String,
