@@ -704,7 +704,7 @@ async fn wrong_secret_shows_an_error() {
 
 /// At a phone's width (360 px) nothing overflows sideways and the composer is
 /// on screen; this one signs in with a pasted access token (no refresh
-/// token), then signs out.
+/// token), then signs out, which revokes the token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn phone_width_and_pasted_token() {
     let fake = FakeOllama::start().await;
@@ -741,6 +741,17 @@ async fn phone_width_and_pasted_token() {
         )
         .await;
     assert_eq!(state, json!([null, "signed-out"]));
+    // Signing out revoked the token (best effort, right after the click).
+    let end = Instant::now() + WAIT;
+    loop {
+        let r = post_json(&gw, "/auth/validate", &json!({}), Some(&token)).await;
+        if r.status == 401 {
+            assert_eq!(r.json()["reason"], "revoked", "{}", r.text());
+            break;
+        }
+        assert!(Instant::now() < end, "sign-out did not revoke the token");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     b.quit().await;
 }
 
