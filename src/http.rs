@@ -93,6 +93,9 @@ pub async fn read_json<T: DeserializeOwned>(req: Request<Incoming>, max: usize) 
     })
 }
 
+/// How long a request body may take to arrive once the headers are in.
+pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Read a body of at most `max` bytes. With `require_json`, a non-empty body
 /// must declare `content-type: application/json`.
 pub async fn read_body(
@@ -125,7 +128,16 @@ pub async fn read_body(
             return Err(too_large(max));
         }
     }
-    match Limited::new(req.into_body(), max).collect().await {
+    let collect = Limited::new(req.into_body(), max).collect();
+    let Ok(collected) = tokio::time::timeout(BODY_READ_TIMEOUT, collect).await else {
+        // A body trickled in slowly holds a connection and a task: cut it.
+        return Err(error(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            &format!("the request body did not arrive within {} s", BODY_READ_TIMEOUT.as_secs()),
+        ));
+    };
+    match collected {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large(max)),
         Err(_) => Err(error(

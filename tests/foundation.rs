@@ -813,30 +813,37 @@ fn sigterm_or_sigint_when_idle_exits_0_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn second_signal_during_the_drain_exits_at_once() {
-    // Ollama never answers in time, so /ready stays in flight for 2 s.
-    let fake = FakeVersion::start(Duration::from_secs(10)).await;
+    // A stream that never ends keeps the drain going for the whole grace.
+    let fake = support::fake_ollama::FakeOllama::start().await;
+    fake.set(support::fake_ollama::Behavior::Endless {
+        delay: Duration::from_millis(20),
+    });
     let mut gw = gateway()
-        .plain()
-        .ollama(&fake.url)
-        .set("server.shutdown_grace_secs", 20)
+        .ollama(&fake.url())
+        .set("auth.open_enrollment", true)
+        .set("server.shutdown_grace_secs", 60)
         .start();
-    let mut in_flight = Box::pin(request(&gw, "GET", "/ready", &[], None));
-    let signals = async {
-        fake.arrived.notified().await;
-        gw.signal("TERM");
-        wait_log(&gw, "draining open_tasks=", Duration::from_secs(5)).await;
-        gw.signal("INT");
-        Instant::now()
-    };
-    let second = tokio::select! {
-        t = signals => t,
-        r = &mut in_flight => panic!("request finished before the signals: {}", r.status),
-    };
-    drop(in_flight);
-    let status = gw
-        .wait_exit(Duration::from_secs(1))
-        .expect("a second signal must end the drain at once");
-    assert!(second.elapsed() < Duration::from_secs(1));
+    let token = support::chat::token_for(&gw, "c", None).await;
+    let (mut ws, _) = support::chat::open_chat(&gw, &token).await;
+    support::chat::send(
+        &mut ws,
+        &serde_json::json!({"type": "chat", "content": "forever"}),
+    )
+    .await;
+    assert_eq!(support::chat::recv(&mut ws).await["type"], "token");
+    gw.signal("TERM");
+    wait_log(&gw, "draining open_tasks=", Duration::from_secs(5)).await;
+    gw.signal("INT");
+    let second = Instant::now();
+    let status = tokio::task::spawn_blocking(move || {
+        let st = gw.wait_exit(Duration::from_secs(2));
+        (st, gw)
+    })
+    .await
+    .unwrap()
+    .0
+    .expect("a second signal must end the drain at once");
+    assert!(second.elapsed() < Duration::from_secs(2));
     assert_eq!(status.code(), Some(1));
 }
 
