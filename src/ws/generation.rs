@@ -128,6 +128,21 @@ struct Progress {
     answer: Option<String>,
 }
 
+impl Progress {
+    /// Nothing streamed yet; `remember` keeps the answer's text for history.
+    fn new(received_at: Instant, remember: bool) -> Self {
+        Self {
+            received_at,
+            tokens: 0,
+            first_token_at: None,
+            eval_count: None,
+            eval_duration: None,
+            done_reason: None,
+            answer: remember.then(String::new),
+        }
+    }
+}
+
 /// Run `job` to its end. Sends every frame through `tx`; returns how it ended.
 pub async fn run(
     state: &Arc<AppState>,
@@ -139,15 +154,7 @@ pub async fn run(
     let cfg = state.config();
     let req = build_request(state, &cfg, &session.client_id, &job);
     let conv = job.chat.conversation_id.as_deref();
-    let mut p = Progress {
-        received_at: job.received_at,
-        tokens: 0,
-        first_token_at: None,
-        eval_count: None,
-        eval_duration: None,
-        done_reason: None,
-        answer: conv.map(|_| String::new()),
-    };
+    let mut p = Progress::new(job.received_at, conv.is_some());
     state.metrics.generations_active.inc();
     let result = stream(state, &cfg, &req, conv, tx, cancel, &mut p).await;
     state.metrics.generations_active.dec();
@@ -220,15 +227,7 @@ fn complete_frame(job: &Job, conv: Option<&str>, p: &Progress, done_reason: &str
 
 /// The `complete` owed to a queued chat that was cancelled before it ran.
 pub fn cancelled_before_start(job: &Job) -> Vec<u8> {
-    let p = Progress {
-        received_at: job.received_at,
-        tokens: 0,
-        first_token_at: None,
-        eval_count: None,
-        eval_duration: None,
-        done_reason: None,
-        answer: None,
-    };
+    let p = Progress::new(job.received_at, false);
     complete_frame(job, job.chat.conversation_id.as_deref(), &p, "cancelled")
 }
 
