@@ -110,12 +110,40 @@ impl Modify for BearerScheme {
 
 /// The document as JSON, built once.
 static DOCUMENT: LazyLock<Bytes> = LazyLock::new(|| {
-    Bytes::from(
-        ApiDoc::openapi()
-            .to_json()
-            .unwrap_or_else(|_| "{}".to_string()),
-    )
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    add_links(&mut doc);
+    Bytes::from(serde_json::to_vec(&doc).unwrap_or_else(|_| b"{}".to_vec()))
 });
+
+/// A token pair leads on to refreshing and revoking it: OpenAPI links, which
+/// clients and schemathesis' stateful tests follow. Added to the JSON because
+/// utoipa 5 writes `Link` fields in snake_case (`operation_id`), which
+/// openapi-spec-validator rightly refuses.
+fn add_links(doc: &mut serde_json::Value) {
+    let links = serde_json::json!({
+        "Refresh": {
+            "operationId": "auth_refresh",
+            "requestBody": {"refresh_token": "$response.body#/refresh_token"},
+            "description": "Trade the refresh token for a new pair",
+        },
+        "Revoke": {
+            "operationId": "auth_revoke",
+            "requestBody": {"token": "$response.body#/access_token"},
+            "description": "Revoke the access token",
+        },
+    });
+    for path in ["/auth/token", "/auth/refresh"] {
+        if let Some(ok) = doc
+            .pointer_mut(&format!(
+                "/paths/{}/post/responses/200",
+                path.replace('/', "~1")
+            ))
+            .and_then(|r| r.as_object_mut())
+        {
+            ok.insert("links".into(), links.clone());
+        }
+    }
+}
 
 /// `GET /openapi.json`.
 pub fn openapi_json() -> Resp {
@@ -331,6 +359,7 @@ mod paths {
                               "message": "client_id must be 1-128 characters of A-Z a-z 0-9 . _ -"})),
             (status = 401, description = "Unknown client or wrong secret (one answer for both)", body = ErrorBody,
              example = json!({"error": "invalid_client", "message": "unknown client or wrong secret"})),
+            (status = 408, description = "The body did not arrive within 10 s (`body_timeout`)", body = ErrorBody),
             (status = 413, description = "Body over `[limits] max_body_bytes`", body = ErrorBody,
              example = json!({"error": "body_too_large", "message": "request body exceeds 16384 bytes"})),
             (status = 415, description = "Body not sent as `application/json`", body = ErrorBody,
@@ -360,6 +389,7 @@ mod paths {
             (status = 401, description = "The refresh token is refused", body = TokenErrorBody,
              example = json!({"error": "invalid_token", "message": "the token has been revoked", "reason": "revoked"})),
             (status = 413, description = "Body too large", body = ErrorBody),
+            (status = 408, description = "The body did not arrive within 10 s (`body_timeout`)", body = ErrorBody),
             (status = 415, description = "Body not sent as `application/json`", body = ErrorBody),
             (status = 429, description = "Too many `/auth` requests from this address", body = ErrorBody,
              headers(("Retry-After" = u64, description = "Seconds to wait"))),
@@ -402,6 +432,7 @@ mod paths {
             (status = 400, description = "Malformed JSON", body = ErrorBody),
             (status = 401, description = "No token, or one that is not valid", body = TokenErrorBody),
             (status = 413, description = "Body too large", body = ErrorBody),
+            (status = 408, description = "The body did not arrive within 10 s (`body_timeout`)", body = ErrorBody),
             (status = 415, description = "A body not sent as `application/json`", body = ErrorBody),
             (status = 429, description = "Too many `/auth` requests from this address", body = ErrorBody,
              headers(("Retry-After" = u64, description = "Seconds to wait"))),
@@ -581,6 +612,12 @@ mod tests {
         assert_eq!(
             d["paths"]["/ws/sessions"]["get"]["security"][0][BEARER],
             serde_json::json!([])
+        );
+        let link = &d["paths"]["/auth/token"]["post"]["responses"]["200"]["links"]["Refresh"];
+        assert_eq!(link["operationId"], "auth_refresh");
+        assert_eq!(
+            d["paths"]["/auth/refresh"]["post"]["operationId"],
+            "auth_refresh"
         );
     }
 

@@ -24,8 +24,8 @@
 //! - [`metrics`]: Prometheus registry and the seed's JSON metrics.
 //! - [`state`]: [`state::AppState`], shared by all of the above.
 
-pub mod app;
 pub mod api_doc;
+pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod client;

@@ -451,7 +451,8 @@ checks.positive_data_acceptance.expected-statuses = [101, 400, 401, 403, 503]
         .arg(format!("{base}/openapi.json"))
         .arg("--tls-verify")
         .arg(&cert)
-        .args(["--checks", "all", "--max-examples", "20", "--workers", "2"])
+        .args(["--checks", "all", "--workers", "2", "--max-examples"])
+        .arg(std::env::var("SCHEMATHESIS_MAX_EXAMPLES").unwrap_or_else(|_| "20".into()))
         .args(["--request-timeout", "10"])
         .current_dir(&work);
     let o = tokio::task::spawn_blocking(move || run(&mut cmd, Duration::from_secs(600)))

@@ -68,14 +68,16 @@ function getToken() {
   });
 }
 
-// One connection: send the chat, stream the answer, resolve with `complete`.
+// One connection: send the chat, stream the answer, resolve with `complete`
+// once the connection has closed.
 function ask(token) {
   return new Promise((resolve, reject) => {
     const wsUrl = `${base.replace(/^http/, 'ws')}/ws/chat?token=${encodeURIComponent(token)}`;
     const ws = new WebSocket(wsUrl, { ...tls });
-    let done = false;
+    let result = null;
+    let failure = null;
     ws.on('unexpected-response', (_req, res) => {
-      done = true; // refused before the upgrade: 401, 403 or 503 with a JSON body
+      // Refused before the upgrade: 401, 403 or 503 with a JSON body.
       reject(new Refused(`refused: HTTP ${res.statusCode}`));
       res.resume();
     });
@@ -90,16 +92,18 @@ function ask(token) {
           break;
         }
         case 'token': process.stdout.write(msg.token); break;
-        case 'complete': done = true; process.stdout.write('\n'); ws.close(1000); resolve(msg); break;
-        case 'error': done = true; ws.close(1000); reject(new ServerError(`${msg.code}: ${msg.message}`)); break;
+        case 'complete': result = msg; ws.close(1000); break;
+        case 'error': failure = new ServerError(`${msg.code}: ${msg.message}`); ws.close(1000); break;
         case 'ping': ws.send(JSON.stringify({ type: 'pong' })); break;
         case 'system': console.error(`[gateway: ${msg.message}]`); break;
         default: break; // `thinking` frames (a thinking model's reasoning) are skipped here
       }
     });
-    ws.on('error', (e) => { if (!done) { done = true; reject(e); } });
+    ws.on('error', (e) => { failure = failure || e; });
     ws.on('close', (code, reason) => {
-      if (!done) { done = true; reject(new Error(`connection closed (${code} ${reason})`)); }
+      process.stdout.write('\n'); // end the answer's line, complete or not
+      if (result) resolve(result);
+      else reject(failure || new Error(`connection closed (${code} ${reason})`));
     });
   });
 }

@@ -69,21 +69,23 @@ async def ask(ws_url, token, ctx, args):
         if args.model:
             chat["model"] = args.model
         await ws.send(json.dumps(chat))
-        async for raw in ws:
-            msg = json.loads(raw)
-            kind = msg["type"]
-            if kind == "token":
-                print(msg["token"], end="", flush=True)
-            elif kind == "complete":
-                print()
-                return msg
-            elif kind == "error":
-                raise ServerError(f"{msg['code']}: {msg['message']}")
-            elif kind == "ping":
-                await ws.send(json.dumps({"type": "pong"}))
-            elif kind == "system":
-                print(f"[gateway: {msg['message']}]", file=sys.stderr)
-            # `thinking` frames (a thinking model's reasoning) are skipped here.
+        try:
+            async for raw in ws:
+                msg = json.loads(raw)
+                kind = msg["type"]
+                if kind == "token":
+                    print(msg["token"], end="", flush=True)
+                elif kind == "complete":
+                    return msg
+                elif kind == "error":
+                    raise ServerError(f"{msg['code']}: {msg['message']}")
+                elif kind == "ping":
+                    await ws.send(json.dumps({"type": "pong"}))
+                elif kind == "system":
+                    print(f"[gateway: {msg['message']}]", file=sys.stderr)
+                # `thinking` frames (a thinking model's reasoning) are skipped here.
+        finally:
+            print(flush=True)  # end a partial answer's line
     raise ConnectionError("the gateway closed the connection before the answer was complete")
 
 
