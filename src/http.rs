@@ -134,7 +134,10 @@ pub async fn read_body(
         return Err(error(
             StatusCode::REQUEST_TIMEOUT,
             "body_timeout",
-            &format!("the request body did not arrive within {} s", BODY_READ_TIMEOUT.as_secs()),
+            &format!(
+                "the request body did not arrive within {} s",
+                BODY_READ_TIMEOUT.as_secs()
+            ),
         ));
     };
     match collected {
