@@ -94,6 +94,12 @@ pub enum Behavior {
     Clock { count: usize, interval: Duration },
     /// A token every `delay` until the client goes away.
     Endless { delay: Duration },
+    /// Like [`Behavior::Clock`] but on a fixed-rate schedule (the `k`-th
+    /// token is due `k * interval` after the first, whatever the time spent
+    /// writing; a late token is written at once, then the schedule resumes
+    /// from it): `count` tokens at one per `interval` on average, for load
+    /// tests.
+    Paced { count: usize, interval: Duration },
 }
 
 impl Behavior {
@@ -224,6 +230,9 @@ struct State {
     closed: Vec<StreamRecord>,
     /// Client-closed streams already returned by `wait_stream_closed`.
     closed_reported: usize,
+    /// Do not keep request bodies (long load runs); see
+    /// [`FakeOllama::forget_requests`].
+    forget_requests: bool,
 }
 
 impl FakeOllama {
@@ -267,6 +276,16 @@ impl FakeOllama {
     /// The JSON bodies received on `/api/chat` and `/api/generate`, in order.
     pub fn requests(&self) -> Vec<Value> {
         self.state().requests.clone()
+    }
+
+    /// Stop (or resume) keeping the bodies [`requests`](Self::requests)
+    /// returns, so a load run of many generations does not grow the fake.
+    pub fn forget_requests(&self, forget: bool) {
+        let mut st = self.state();
+        st.forget_requests = forget;
+        if forget {
+            st.requests = Vec::new();
+        }
     }
 
     /// Requests received on `/api/chat` (whatever their answer).
@@ -486,7 +505,9 @@ async fn generation(
             drop(st);
             return error_json(400, "invalid character 'x' looking for beginning of value");
         };
-        st.requests.push(v.clone());
+        if !st.forget_requests {
+            st.requests.push(v.clone());
+        }
         if v.get("model")
             .and_then(Value::as_str)
             .is_none_or(str::is_empty)

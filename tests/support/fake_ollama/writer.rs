@@ -201,11 +201,21 @@ impl Out {
                     if i > 0 {
                         self.sleep(interval).await?;
                     }
-                    let now = SystemTime::now()
-                        .duration_since(UNIX_EPOCH)
-                        .unwrap()
-                        .as_nanos();
-                    let l = self.fmt.token(&now.to_string(), None);
+                    let l = self.fmt.token(&clock_now(), None);
+                    self.line(l).await?;
+                }
+                let l = self.fmt.done("stop", count, started);
+                self.line(l).await?;
+            }
+            Behavior::Paced { count, interval } => {
+                let mut tick = tokio::time::interval(interval.max(Duration::from_micros(1)));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                for _ in 0..count {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        _ = self.tx.closed() => return Err(Gone),
+                    }
+                    let l = self.fmt.token(&clock_now(), None);
                     self.line(l).await?;
                 }
                 let l = self.fmt.done("stop", count, started);
@@ -279,6 +289,15 @@ impl Out {
             _ = self.tx.closed() => Err(Gone),
         }
     }
+}
+
+/// Now as the text of a clock token: nanoseconds since the UNIX epoch.
+fn clock_now() -> String {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+        .to_string()
 }
 
 /// Ollama's line layouts for one answer.

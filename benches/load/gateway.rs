@@ -1,0 +1,196 @@
+//! The gateway under test: the real `tars` binary started on
+//! `127.0.0.1:0` with a config derived from the shipped `config.toml`
+//! (TLS on with a certificate it generates, a raised connection limit, open
+//! enrollment, the per-IP and per-client rate limits lifted since every load
+//! client is 127.0.0.1 with one client id, Ollama pointing at the fake), its
+//! log in a file, and its resident memory read from `/proc`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+use tokio_rustls::TlsConnector;
+
+/// Sessions the gateway accepts (the shipped default is 10).
+pub const MAX_CONNECTIONS: i64 = 20_000;
+
+/// A running gateway; killed on drop.
+pub struct Gateway {
+    child: Child,
+    pub addr: SocketAddr,
+    /// Trusts exactly the certificate the gateway generated.
+    pub tls: TlsConnector,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// What differs between scenarios.
+pub struct Options {
+    pub heartbeat_secs: u64,
+}
+
+impl Gateway {
+    /// Start `bin` in front of the fake Ollama at `ollama` and wait until it
+    /// listens.
+    pub fn start(bin: &Path, ollama: &str, opts: &Options) -> Result<Self> {
+        let dir = tempfile::tempdir().context("temp dir")?;
+        let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml");
+        let text =
+            std::fs::read_to_string(shipped).with_context(|| format!("reading {shipped}"))?;
+        let mut t: toml::Table = text.parse().with_context(|| format!("parsing {shipped}"))?;
+        set(&mut t, "server.listen", "127.0.0.1:0".into());
+        set(&mut t, "websocket.max_connections", MAX_CONNECTIONS.into());
+        set(
+            &mut t,
+            "websocket.heartbeat_interval_secs",
+            (opts.heartbeat_secs as i64).into(),
+        );
+        set(&mut t, "auth.open_enrollment", true.into());
+        // Every load client comes from 127.0.0.1 with one client id: lift
+        // the per-IP and per-client abuse limits out of the way.
+        set(&mut t, "limits.chat_per_minute", 1_000_000_000i64.into());
+        set(&mut t, "limits.connections_per_second", 1_000_000i64.into());
+        set(&mut t, "limits.max_connections_per_ip", 1_000_000i64.into());
+        set(&mut t, "ollama.host", ollama.into());
+        let config = dir.path().join("config.toml");
+        std::fs::write(&config, toml::to_string(&t)?)?;
+        let log = dir.path().join("tars.log");
+        let out = std::fs::File::create(&log)?;
+        let mut cmd = Command::new(bin);
+        cmd.arg("--config")
+            .arg(&config)
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out);
+        for var in [
+            "RUST_LOG",
+            "JOURNAL_STREAM",
+            "NOTIFY_SOCKET",
+            "LISTEN_FDS",
+            "TARS_LISTEN",
+            "OLLAMA_HOST",
+            "WS_MAX_CONNECTIONS",
+            "WS_HEARTBEAT_INTERVAL",
+            "HTTPS_ENABLED",
+            "JWT_SECRET_KEY",
+        ] {
+            cmd.env_remove(var);
+        }
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let mut gw = Self {
+            child,
+            addr: "127.0.0.1:0".parse().unwrap(),
+            tls: TlsConnector::from(Arc::new(
+                rustls::ClientConfig::builder_with_provider(Arc::new(
+                    rustls::crypto::ring::default_provider(),
+                ))
+                .with_safe_default_protocol_versions()?
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth(),
+            )),
+            log,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        gw.addr = loop {
+            if let Some(a) = gw.logs().lines().find_map(listen_addr) {
+                break a;
+            }
+            if let Some(st) = gw.child.try_wait()? {
+                bail!("tars exited ({st}) before listening:\n{}", gw.logs());
+            }
+            if Instant::now() > deadline {
+                bail!("tars did not listen within 30 s:\n{}", gw.logs());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        gw.tls = connector(&gw._dir.path().join("certs/tars.crt"))?;
+        Ok(gw)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything the gateway logged so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Resident memory in KiB (`VmRSS` of `/proc/PID/status`).
+    pub fn rss_kib(&self) -> u64 {
+        status_field(self.pid(), "VmRSS:").unwrap_or(0)
+    }
+
+    /// OS threads of the gateway process.
+    pub fn threads(&self) -> u64 {
+        status_field(self.pid(), "Threads:").unwrap_or(0)
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn set(t: &mut toml::Table, key: &str, v: toml::Value) {
+    let mut parts: Vec<&str> = key.split('.').collect();
+    let last = parts.pop().unwrap();
+    let mut cur = t;
+    for p in parts {
+        cur = cur
+            .entry(p.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .unwrap();
+    }
+    cur.insert(last.to_string(), v);
+}
+
+/// `addr=IP:PORT` of the `listening` log line.
+fn listen_addr(line: &str) -> Option<SocketAddr> {
+    if !line.contains("listening") {
+        return None;
+    }
+    let rest = &line[line.find("addr=")? + 5..];
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+/// A TLS connector trusting exactly the PEM certificate(s) in `cert`.
+fn connector(cert: &Path) -> Result<TlsConnector> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("reading {}", cert.display()))?
+    {
+        roots.add(c?)?;
+    }
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsConnector::from(Arc::new(cfg)))
+}
+
+/// A `kB`/count field of `/proc/PID/status`.
+pub fn status_field(pid: u32, field: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find(|l| l.starts_with(field))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}

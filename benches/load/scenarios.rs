@@ -1,0 +1,666 @@
+//! The seven scenarios of issue 6. Each starts a fresh gateway (so one
+//! scenario's memory does not colour the next), sets the fake's behaviour,
+//! measures, and returns one [`Table`]. Under `--smoke` the counts and
+//! durations are tiny and anything that did not work is an error; otherwise
+//! what happened (dropped sessions, errors) is reported in the table.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use bytes::Bytes;
+use http_body_util::Full;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::clients::{self, next, now_ns, Kind, Samples, Target, Window, Ws};
+use crate::fake_ollama::{Behavior, FakeOllama};
+use crate::gateway::{Gateway, Options};
+use crate::report::{num, Summary, Table};
+
+/// What the command line asked for.
+pub struct Plan {
+    pub bin: PathBuf,
+    pub fake: FakeOllama,
+    pub smoke: bool,
+    pub duration: Option<f64>,
+    pub streams: Option<Vec<usize>>,
+}
+
+/// Handshakes in flight at once when opening many sessions.
+const OPEN_PARALLEL: usize = 128;
+
+impl Plan {
+    fn counts(&self, default: &[usize], smoke: &[usize]) -> Vec<usize> {
+        match (&self.streams, self.smoke) {
+            (Some(s), _) => s.clone(),
+            (None, true) => smoke.to_vec(),
+            (None, false) => default.to_vec(),
+        }
+    }
+
+    fn secs(&self, default: f64, smoke: f64) -> f64 {
+        match (self.duration, self.smoke) {
+            (Some(d), _) => d,
+            (None, true) => smoke,
+            (None, false) => default,
+        }
+    }
+
+    /// A fresh gateway and an access token for it.
+    async fn gateway(&self, heartbeat_secs: u64) -> Result<(Gateway, Target)> {
+        let (bin, url) = (self.bin.clone(), self.fake.url());
+        let gw = tokio::task::spawn_blocking(move || {
+            Gateway::start(&bin, &url, &Options { heartbeat_secs })
+        })
+        .await??;
+        println!(
+            "  gateway pid {} at {}: {} threads, RSS {} KiB",
+            gw.pid(),
+            gw.addr,
+            gw.threads(),
+            gw.rss_kib()
+        );
+        let mut target = Target {
+            addr: gw.addr,
+            tls: gw.tls.clone(),
+            token: "".into(),
+        };
+        target.token = clients::mint_token(&target, "load-tool").await?.into();
+        Ok((gw, target))
+    }
+}
+
+/// Open `n` sessions, `OPEN_PARALLEL` handshakes at a time.
+async fn open_many(t: &Target, n: usize) -> Result<Vec<Ws>> {
+    let sem = Arc::new(Semaphore::new(OPEN_PARALLEL));
+    let mut set = JoinSet::new();
+    for _ in 0..n {
+        let (t, sem) = (t.clone(), sem.clone());
+        set.spawn(async move {
+            let _permit = sem.acquire_owned().await;
+            clients::open_session(&t).await
+        });
+    }
+    let mut out = Vec::with_capacity(n);
+    while let Some(r) = set.join_next().await {
+        out.push(r?.context("opening a session")?);
+    }
+    Ok(out)
+}
+
+/// Run `n` direct streams at once; (samples per stream, wall time).
+async fn direct_streams(p: &Plan, n: usize, w: impl Fn() -> Window) -> Result<(Vec<Samples>, f64)> {
+    let mut conns = Vec::with_capacity(n);
+    for _ in 0..n {
+        conns.push(clients::direct_connect(p.fake.addr()).await?);
+    }
+    let w = w();
+    let started = Instant::now();
+    let mut set = JoinSet::new();
+    for mut c in conns {
+        set.spawn(async move { clients::direct_stream(&mut c, w).await });
+    }
+    let mut out = Vec::with_capacity(n);
+    while let Some(r) = set.join_next().await {
+        out.push(r??);
+    }
+    Ok((out, started.elapsed().as_secs_f64()))
+}
+
+/// Run one chat on each of `sessions` at once; (samples, wall time).
+async fn gateway_streams(sessions: Vec<Ws>, w: impl Fn() -> Window) -> Result<(Vec<Samples>, f64)> {
+    let n = sessions.len();
+    let w = w();
+    let started = Instant::now();
+    let mut set = JoinSet::new();
+    for mut ws in sessions {
+        set.spawn(async move { clients::gateway_stream(&mut ws, w).await });
+    }
+    let mut out = Vec::with_capacity(n);
+    while let Some(r) = set.join_next().await {
+        out.push(r??);
+    }
+    Ok((out, started.elapsed().as_secs_f64()))
+}
+
+fn merge(s: &mut [Samples]) -> (Vec<u32>, u64, u64, usize) {
+    let mut lat = Vec::new();
+    let (mut tokens, mut in_window, mut incomplete) = (0, 0, 0);
+    for x in s.iter_mut() {
+        lat.append(&mut x.lat_ns);
+        tokens += x.tokens;
+        in_window += x.in_window;
+        incomplete += usize::from(!x.completed);
+    }
+    (lat, tokens, in_window, incomplete)
+}
+
+/// Scenario 1: N streams at one token per millisecond each; per-token
+/// latency (client read − fake wrote), direct against through the gateway.
+pub async fn latency(p: &Plan) -> Result<Table> {
+    let secs = p.secs(5.0, 1.0);
+    let count = (secs * 1000.0) as usize;
+    let warm = (secs * 0.2).min(1.0);
+    p.fake.set(Behavior::Paced {
+        count,
+        interval: Duration::from_millis(1),
+    });
+    let mut t = Table::new(
+        "latency",
+        &format!(
+            "{count} tokens per stream at 1 per ms; per-token latency (client read - fake wrote) in µs, \
+             tokens of the first {warm} s not counted; added = gateway - direct"
+        ),
+        &[
+            "streams",
+            "direct tok/s",
+            "gateway tok/s",
+            "direct p50",
+            "direct p99",
+            "gateway p50",
+            "gateway p99",
+            "gateway p99.9",
+            "added p50",
+            "added p99",
+            "incomplete",
+        ],
+    );
+    for n in p.counts(&[1, 100, 1000], &[2]) {
+        let window = || {
+            let start = now_ns();
+            Window {
+                from_ns: start + (warm * 1e9) as u64,
+                until_ns: u64::MAX,
+                deadline: Instant::now() + Duration::from_secs_f64(secs * 2.0 + 5.0),
+            }
+        };
+        let (mut d, d_secs) = direct_streams(p, n, window).await?;
+        let (d_lat, d_tok, _, d_inc) = merge(&mut d);
+        let (_gw, target) = p.gateway(5).await?;
+        let sessions = open_many(&target, n).await?;
+        let (mut g, g_secs) = gateway_streams(sessions, window).await?;
+        let (g_lat, g_tok, _, g_inc) = merge(&mut g);
+        let (mut d_lat, mut g_lat) = (d_lat, g_lat);
+        let (ds, gs) = (Summary::of(&mut d_lat), Summary::of(&mut g_lat));
+        if p.smoke {
+            ensure!(ds.n > 0 && gs.n > 0, "no tokens measured");
+            ensure!(
+                d_inc + g_inc == 0,
+                "{} streams did not complete",
+                d_inc + g_inc
+            );
+        }
+        t.row(vec![
+            n.into(),
+            num(d_tok as f64 / d_secs),
+            num(g_tok as f64 / g_secs),
+            num(ds.p50),
+            num(ds.p99),
+            num(gs.p50),
+            num(gs.p99),
+            num(gs.p999),
+            num(gs.p50 - ds.p50),
+            num(gs.p99 - ds.p99),
+            (d_inc + g_inc).into(),
+        ]);
+    }
+    Ok(t)
+}
+
+/// Scenario 2: the fake writes as fast as it can; tokens per second read
+/// by N clients, direct against through the gateway.
+pub async fn saturate(p: &Plan) -> Result<Table> {
+    let secs = p.secs(5.0, 1.0);
+    let warm = 0.5_f64.min(secs * 0.5);
+    p.fake.set(Behavior::Clock {
+        count: 1_000_000_000,
+        interval: Duration::ZERO,
+    });
+    let mut t = Table::new(
+        "saturate",
+        &format!(
+            "the fake writes tokens back to back; tokens read per second over {secs} s after {warm} s of warm-up; \
+             latency in µs under that load"
+        ),
+        &[
+            "streams",
+            "direct tok/s",
+            "gateway tok/s",
+            "gateway/direct",
+            "direct p50",
+            "gateway p50",
+            "gateway p99",
+        ],
+    );
+    for n in p.counts(&[1, 10, 100], &[2]) {
+        let window = || {
+            let start = now_ns();
+            let from = start + (warm * 1e9) as u64;
+            Window {
+                from_ns: from,
+                until_ns: from + (secs * 1e9) as u64,
+                deadline: Instant::now() + Duration::from_secs_f64(warm + secs + 0.1),
+            }
+        };
+        let (mut d, _) = direct_streams(p, n, window).await?;
+        let (mut d_lat, _, d_win, _) = merge(&mut d);
+        drop(d);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (_gw, target) = p.gateway(5).await?;
+        let sessions = open_many(&target, n).await?;
+        let (mut g, _) = gateway_streams(sessions, window).await?;
+        let (mut g_lat, _, g_win, _) = merge(&mut g);
+        drop(g);
+        let (ds, gs) = (Summary::of(&mut d_lat), Summary::of(&mut g_lat));
+        if p.smoke {
+            ensure!(d_win > 0 && g_win > 0, "no tokens measured");
+        }
+        let (dr, gr) = (d_win as f64 / secs, g_win as f64 / secs);
+        t.row(vec![
+            n.into(),
+            num(dr),
+            num(gr),
+            num(gr / dr),
+            num(ds.p50),
+            num(gs.p50),
+            num(gs.p99),
+        ]);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    Ok(t)
+}
+
+/// Scenario 3: time to first token (request sent → first token read), each
+/// worker running one-token answers back to back for `secs`.
+pub async fn ttft(p: &Plan) -> Result<Table> {
+    let secs = p.secs(5.0, 1.0);
+    p.fake.set(Behavior::Clock {
+        count: 1,
+        interval: Duration::ZERO,
+    });
+    let mut t = Table::new(
+        "ttft",
+        &format!(
+            "time from sending the chat to reading its first token, in µs; each worker runs one-token \
+             answers back to back for {secs} s (direct: POST /api/chat on a keep-alive connection)"
+        ),
+        &[
+            "workers",
+            "samples",
+            "direct p50",
+            "direct p99",
+            "gateway p50",
+            "gateway p99",
+            "added p50",
+            "added p99",
+        ],
+    );
+    let all = || Window {
+        from_ns: 0,
+        until_ns: u64::MAX,
+        deadline: Instant::now() + Duration::from_secs(30),
+    };
+    for n in p.counts(&[1, 10], &[1]) {
+        let end = Instant::now() + Duration::from_secs_f64(secs);
+        let mut set = JoinSet::new();
+        for _ in 0..n {
+            let addr = p.fake.addr();
+            set.spawn(async move {
+                let mut c = clients::direct_connect(addr).await?;
+                let mut v = Vec::new();
+                while Instant::now() < end {
+                    let s = clients::direct_stream(&mut c, all()).await?;
+                    ensure!(s.completed, "a direct answer did not complete");
+                    v.push(s.first_token.context("no token")?.as_nanos() as u32);
+                }
+                anyhow::Ok(v)
+            });
+        }
+        let mut d = Vec::new();
+        while let Some(r) = set.join_next().await {
+            d.append(&mut r??);
+        }
+        let (_gw, target) = p.gateway(5).await?;
+        let sessions = open_many(&target, n).await?;
+        let end = Instant::now() + Duration::from_secs_f64(secs);
+        let mut set = JoinSet::new();
+        for mut ws in sessions {
+            set.spawn(async move {
+                let mut v = Vec::new();
+                while Instant::now() < end {
+                    let s = clients::gateway_stream(&mut ws, all()).await?;
+                    ensure!(s.completed, "a gateway answer did not complete");
+                    v.push(s.first_token.context("no token")?.as_nanos() as u32);
+                }
+                anyhow::Ok(v)
+            });
+        }
+        let mut g = Vec::new();
+        while let Some(r) = set.join_next().await {
+            g.append(&mut r??);
+        }
+        let (ds, gs) = (Summary::of(&mut d), Summary::of(&mut g));
+        if p.smoke {
+            ensure!(ds.n > 0 && gs.n > 0, "no answers");
+        }
+        t.row(vec![
+            n.into(),
+            format!("{}/{}", ds.n, gs.n).into(),
+            num(ds.p50),
+            num(ds.p99),
+            num(gs.p50),
+            num(gs.p99),
+            num(gs.p50 - ds.p50),
+            num(gs.p99 - ds.p99),
+        ]);
+    }
+    Ok(t)
+}
+
+/// Scenario 4: many idle sessions held open, each answering the gateway's
+/// `ping` with `pong`; none may be dropped; the gateway's resident memory.
+pub async fn idle(p: &Plan) -> Result<Table> {
+    let hold = p.secs(60.0, 2.5);
+    let heartbeat = if p.smoke { 1 } else { 5 };
+    let mut t = Table::new(
+        "idle",
+        &format!(
+            "sessions opened ({OPEN_PARALLEL} handshakes at a time), then held {hold} s answering pings \
+             (heartbeat_interval_secs = {heartbeat}); gateway RSS from /proc"
+        ),
+        &[
+            "sessions",
+            "open s",
+            "held s",
+            "dropped",
+            "pings answered",
+            "active (/ws/health)",
+            "RSS before MiB",
+            "RSS peak MiB",
+            "KiB/session",
+        ],
+    );
+    for n in p.counts(&[10_000], &[20]) {
+        let (gw, target) = p.gateway(heartbeat).await?;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let rss0 = gw.rss_kib();
+        let t0 = Instant::now();
+        let sessions = open_many(&target, n).await?;
+        let open_s = t0.elapsed().as_secs_f64();
+        let end = Instant::now() + Duration::from_secs_f64(hold);
+        let mut set = JoinSet::new();
+        for mut ws in sessions {
+            set.spawn(async move {
+                let mut pings = 0u64;
+                loop {
+                    match tokio::time::timeout_at(end.into(), next(&mut ws)).await {
+                        Err(_) => return (pings, false, ws),
+                        Ok(Ok(Kind::Ping)) => {
+                            pings += 1;
+                            if clients::send(&mut ws, clients::PONG).await.is_err() {
+                                return (pings, true, ws);
+                            }
+                        }
+                        Ok(Ok(_)) => {}
+                        Ok(Err(_)) => return (pings, true, ws),
+                    }
+                }
+            });
+        }
+        let mut peak = gw.rss_kib();
+        while Instant::now() < end {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            peak = peak.max(gw.rss_kib());
+        }
+        let active = ws_health_active(&target).await.unwrap_or(-1);
+        let (mut pings, mut dropped) = (0u64, 0usize);
+        let mut held = Vec::with_capacity(n);
+        while let Some(r) = set.join_next().await {
+            let (pg, drop, ws) = r?;
+            pings += pg;
+            dropped += usize::from(drop);
+            held.push(ws);
+        }
+        peak = peak.max(gw.rss_kib());
+        drop(held);
+        if p.smoke {
+            ensure!(dropped == 0, "{dropped} sessions dropped");
+            ensure!(pings > 0, "no ping arrived");
+        }
+        t.row(vec![
+            n.into(),
+            num(open_s),
+            num(hold),
+            dropped.into(),
+            pings.into(),
+            active.into(),
+            num(rss0 as f64 / 1024.0),
+            num(peak as f64 / 1024.0),
+            num(peak.saturating_sub(rss0) as f64 / n as f64),
+        ]);
+        drop(gw);
+    }
+    Ok(t)
+}
+
+/// `active_connections` of `GET /ws/health`.
+async fn ws_health_active(t: &Target) -> Result<i64> {
+    let mut s = clients::https_connect(t).await?;
+    let req = http::Request::get("/ws/health")
+        .header("host", "localhost")
+        .body(Full::new(Bytes::new()))?;
+    let (status, body) = clients::request(&mut s, req).await?;
+    ensure!(status == 200, "/ws/health answered {status}");
+    let v: serde_json::Value = serde_json::from_slice(&body)?;
+    v["active_connections"]
+        .as_i64()
+        .context("no active_connections")
+}
+
+/// Scenario 5: connect + TLS + upgrade + `connection_ack`, then close; each
+/// worker back to back for `secs`.
+pub async fn connect(p: &Plan) -> Result<Table> {
+    let secs = p.secs(5.0, 1.0);
+    let mut t = Table::new(
+        "connect",
+        &format!(
+            "TCP connect + TLS handshake + WebSocket upgrade + connection_ack, in ms; each worker opens and \
+             closes sessions back to back for {secs} s"
+        ),
+        &["workers", "sessions", "sessions/s", "p50 ms", "p99 ms", "max ms"],
+    );
+    for n in p.counts(&[1, 32], &[2]) {
+        let (_gw, target) = p.gateway(5).await?;
+        let end = Instant::now() + Duration::from_secs_f64(secs);
+        let started = Instant::now();
+        let mut set = JoinSet::new();
+        for _ in 0..n {
+            let target = target.clone();
+            set.spawn(async move {
+                let mut v = Vec::new();
+                while Instant::now() < end {
+                    let t0 = Instant::now();
+                    let ws = clients::open_session(&target).await?;
+                    v.push(t0.elapsed().as_nanos() as u32);
+                    clients::close(ws).await;
+                }
+                anyhow::Ok(v)
+            });
+        }
+        let mut all = Vec::new();
+        while let Some(r) = set.join_next().await {
+            all.append(&mut r??);
+        }
+        let wall = started.elapsed().as_secs_f64();
+        let s = Summary::of(&mut all);
+        if p.smoke {
+            ensure!(s.n > 0, "no session opened");
+        }
+        t.row(vec![
+            n.into(),
+            s.n.into(),
+            num(s.n as f64 / wall),
+            num(s.p50 / 1e3),
+            num(s.p99 / 1e3),
+            num(s.max / 1e3),
+        ]);
+    }
+    Ok(t)
+}
+
+/// Scenario 6: `POST /auth/validate` over keep-alive connections.
+pub async fn validate(p: &Plan) -> Result<Table> {
+    let secs = p.secs(5.0, 1.0);
+    let mut t = Table::new(
+        "validate",
+        &format!(
+            "POST /auth/validate with a bearer access token, back to back on each keep-alive HTTPS \
+             connection for {secs} s; latency in µs"
+        ),
+        &[
+            "connections",
+            "requests",
+            "req/s",
+            "p50 µs",
+            "p99 µs",
+            "non-200",
+        ],
+    );
+    for n in p.counts(&[4, 16], &[2]) {
+        let (_gw, target) = p.gateway(5).await?;
+        let end = Instant::now() + Duration::from_secs_f64(secs);
+        let started = Instant::now();
+        let mut set = JoinSet::new();
+        for _ in 0..n {
+            let target = target.clone();
+            set.spawn(async move {
+                let mut c = clients::https_connect(&target).await?;
+                let auth = format!("Bearer {}", target.token);
+                let (mut v, mut bad) = (Vec::new(), 0u64);
+                while Instant::now() < end {
+                    let req = http::Request::post("/auth/validate")
+                        .header("host", "localhost")
+                        .header("authorization", auth.as_str())
+                        .body(Full::new(Bytes::new()))?;
+                    let t0 = Instant::now();
+                    let (status, _) = clients::request(&mut c, req).await?;
+                    v.push(t0.elapsed().as_nanos() as u32);
+                    bad += u64::from(status != 200);
+                }
+                anyhow::Ok((v, bad))
+            });
+        }
+        let (mut all, mut bad) = (Vec::new(), 0);
+        while let Some(r) = set.join_next().await {
+            let (mut v, b) = r??;
+            all.append(&mut v);
+            bad += b;
+        }
+        let wall = started.elapsed().as_secs_f64();
+        let s = Summary::of(&mut all);
+        if p.smoke {
+            ensure!(s.n > 0 && bad == 0, "{} requests, {bad} not 200", s.n);
+        }
+        t.row(vec![
+            n.into(),
+            s.n.into(),
+            num(s.n as f64 / wall),
+            num(s.p50),
+            num(s.p99),
+            bad.into(),
+        ]);
+    }
+    Ok(t)
+}
+
+/// Scenario 7: resident memory after 1,000, 10,000 and 100,000 short
+/// generations (5 tokens each) on a few long-lived sessions.
+pub async fn leak(p: &Plan) -> Result<Table> {
+    let checkpoints: Vec<usize> = if p.smoke {
+        vec![20, 200]
+    } else {
+        vec![1_000, 10_000, 100_000]
+    };
+    p.fake.set(Behavior::Clock {
+        count: 5,
+        interval: Duration::ZERO,
+    });
+    let mut t = Table::new(
+        "leak",
+        "gateway RSS after N generations of 5 tokens each, run back to back on each session \
+         (RSS read 1 s after the last one ends)",
+        &[
+            "sessions",
+            "generations",
+            "gens/s",
+            "errors",
+            "RSS MiB",
+            "growth since first KiB",
+        ],
+    );
+    for n in p.counts(&[16], &[2]) {
+        let (gw, target) = p.gateway(5).await?;
+        let mut sessions = open_many(&target, n).await?;
+        let done = Arc::new(AtomicUsize::new(0));
+        let mut first_rss = None;
+        for &goal in &checkpoints {
+            let started = Instant::now();
+            let before = done.load(Ordering::SeqCst);
+            let mut set = JoinSet::new();
+            for mut ws in sessions.drain(..) {
+                let done = done.clone();
+                set.spawn(async move {
+                    let mut errors = 0u64;
+                    while done.fetch_add(1, Ordering::SeqCst) < goal {
+                        let w = Window {
+                            from_ns: 0,
+                            until_ns: u64::MAX,
+                            deadline: Instant::now() + Duration::from_secs(30),
+                        };
+                        match clients::gateway_stream(&mut ws, w).await {
+                            Ok(s) if s.completed && s.tokens == 5 => {}
+                            Ok(_) => errors += 1,
+                            Err(e) => {
+                                if errors == 0 {
+                                    eprintln!("load: leak: {e:#}");
+                                }
+                                errors += 1;
+                                break;
+                            }
+                        }
+                    }
+                    done.fetch_sub(1, Ordering::SeqCst);
+                    (errors, ws)
+                });
+            }
+            let mut errors = 0;
+            while let Some(r) = set.join_next().await {
+                let (e, ws) = r?;
+                errors += e;
+                sessions.push(ws);
+            }
+            let ran = done.load(Ordering::SeqCst).min(goal) - before;
+            let rate = ran as f64 / started.elapsed().as_secs_f64();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let rss = gw.rss_kib();
+            let first = *first_rss.get_or_insert(rss);
+            if p.smoke {
+                ensure!(errors == 0, "{errors} generations failed");
+            }
+            t.row(vec![
+                n.into(),
+                goal.into(),
+                num(rate),
+                errors.into(),
+                num(rss as f64 / 1024.0),
+                num(rss as f64 - first as f64),
+            ]);
+        }
+        drop(sessions);
+        drop(gw);
+    }
+    Ok(t)
+}
