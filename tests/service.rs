@@ -490,3 +490,95 @@ async fn metrics_after_a_scripted_session_show_the_right_counts() {
     assert!(sample(&t, "tars_process_open_fds") > 3.0);
     assert_eq!(sample(&t, "tars_generations_active"), 0.0);
 }
+
+#[test]
+fn socket_activation_serves_on_the_passed_socket() {
+    // A tiny launcher does what systemd does for tars.socket: bind, put the
+    // socket at fd 3, set LISTEN_FDS/LISTEN_PID, exec tars.
+    let Ok(py) = which("python3") else {
+        eprintln!("SKIPPED: python3 not available to play systemd's part");
+        return;
+    };
+    let b = gateway().set("server.listen", "127.0.0.1:1");
+    let config = b.write_config();
+    let dir = b.dir().to_path_buf();
+    let (code, _, err) = run_tars(&["--config", config.to_str().unwrap(), "gen-cert"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let launcher = r#"
+import os, socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", 0))
+s.listen(64)
+print(s.getsockname()[1], flush=True)
+if s.fileno() != 3:
+    os.dup2(s.fileno(), 3)
+os.set_inheritable(3, True)
+os.environ["LISTEN_FDS"] = "1"
+os.environ["LISTEN_PID"] = str(os.getpid())
+os.execv(sys.argv[1], [sys.argv[1], "--config", sys.argv[2]])
+"#;
+    let mut child = std::process::Command::new(py)
+        .args([
+            "-c",
+            launcher,
+            env!("CARGO_BIN_EXE_tars"),
+            config.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut port = String::new();
+    std::io::BufRead::read_line(&mut out, &mut port).unwrap();
+    let port: u16 = port.trim().parse().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let served = rt.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let cert = dir.join("certs/tars.crt");
+            if let Ok(tcp) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+                let connector = tokio_rustls::TlsConnector::from(client_tls_config(&cert));
+                let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+                if let Ok(mut tls) = connector.connect(name, tcp).await {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    tls.write_all(
+                        b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+                    )
+                    .await
+                    .unwrap();
+                    let mut buf = Vec::new();
+                    let _ = tls.read_to_end(&mut buf).await;
+                    return String::from_utf8_lossy(&buf).into_owned();
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tars never served on the passed socket"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let _ = child.kill();
+    let output = child.wait_with_output().unwrap();
+    assert!(served.starts_with("HTTP/1.1 200"), "{served}");
+    let logs = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        logs.contains("using the socket passed by systemd"),
+        "{logs}"
+    );
+}
+
+fn which(bin: &str) -> Result<String, ()> {
+    let out = std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {bin}")])
+        .output()
+        .map_err(|_| ())?;
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if out.status.success() && !path.is_empty() {
+        Ok(path)
+    } else {
+        Err(())
+    }
+}
