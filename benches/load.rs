@@ -111,6 +111,8 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     }
+    // The gateway runs in its own temp dir: a relative path would not resolve.
+    let bin = std::fs::canonicalize(&bin).unwrap_or(bin);
     let which: Vec<Which> = if args.scenario.contains(&Which::All) {
         vec![
             Which::Latency,

@@ -130,6 +130,24 @@ impl Gateway {
         status_field(self.pid(), "VmRSS:").unwrap_or(0)
     }
 
+    /// CPU time (user + system) the gateway has used so far, in seconds.
+    pub fn cpu_secs(&self) -> f64 {
+        let Ok(s) = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())) else {
+            return 0.0;
+        };
+        // Fields after the parenthesised command name; utime and stime are
+        // the 14th and 15th fields, in clock ticks.
+        let rest = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: f64 = [11, 12]
+            .iter()
+            .filter_map(|&i| f.get(i)?.parse::<f64>().ok())
+            .sum();
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        ticks / hz
+    }
+
     /// OS threads of the gateway process.
     pub fn threads(&self) -> u64 {
         status_field(self.pid(), "Threads:").unwrap_or(0)

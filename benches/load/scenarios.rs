@@ -165,6 +165,7 @@ pub async fn latency(p: &Plan) -> Result<Table> {
             "gateway p99.9",
             "added p50",
             "added p99",
+            "gateway CPU %",
             "incomplete",
         ],
     );
@@ -179,9 +180,11 @@ pub async fn latency(p: &Plan) -> Result<Table> {
         };
         let (mut d, d_secs) = direct_streams(p, n, window).await?;
         let (d_lat, d_tok, _, d_inc) = merge(&mut d);
-        let (_gw, target) = p.gateway(5).await?;
+        let (gw, target) = p.gateway(5).await?;
         let sessions = open_many(&target, n).await?;
+        let cpu0 = gw.cpu_secs();
         let (mut g, g_secs) = gateway_streams(sessions, window).await?;
+        let cpu = (gw.cpu_secs() - cpu0) / g_secs * 100.0;
         let (g_lat, g_tok, _, g_inc) = merge(&mut g);
         let (mut d_lat, mut g_lat) = (d_lat, g_lat);
         let (ds, gs) = (Summary::of(&mut d_lat), Summary::of(&mut g_lat));
@@ -204,6 +207,7 @@ pub async fn latency(p: &Plan) -> Result<Table> {
             num(gs.p999),
             num(gs.p50 - ds.p50),
             num(gs.p99 - ds.p99),
+            num(cpu),
             (d_inc + g_inc).into(),
         ]);
     }
@@ -233,6 +237,7 @@ pub async fn saturate(p: &Plan) -> Result<Table> {
             "direct p50",
             "gateway p50",
             "gateway p99",
+            "gateway CPU %",
         ],
     );
     for n in p.counts(&[1, 10, 100], &[2]) {
@@ -249,9 +254,11 @@ pub async fn saturate(p: &Plan) -> Result<Table> {
         let (mut d_lat, _, d_win, _) = merge(&mut d);
         drop(d);
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let (_gw, target) = p.gateway(5).await?;
+        let (gw, target) = p.gateway(5).await?;
         let sessions = open_many(&target, n).await?;
-        let (mut g, _) = gateway_streams(sessions, window).await?;
+        let cpu0 = gw.cpu_secs();
+        let (mut g, g_secs) = gateway_streams(sessions, window).await?;
+        let cpu = (gw.cpu_secs() - cpu0) / g_secs * 100.0;
         let (mut g_lat, _, g_win, _) = merge(&mut g);
         drop(g);
         let (ds, gs) = (Summary::of(&mut d_lat), Summary::of(&mut g_lat));
@@ -267,6 +274,7 @@ pub async fn saturate(p: &Plan) -> Result<Table> {
             num(ds.p50),
             num(gs.p50),
             num(gs.p99),
+            num(cpu),
         ]);
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
