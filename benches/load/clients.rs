@@ -178,7 +178,7 @@ pub struct Samples {
     pub lat_ns: Vec<u32>,
     /// Every token read, warm-up included.
     pub tokens: u64,
-    /// Tokens whose text was written in [count_from, count_until).
+    /// Tokens in the window.
     pub in_window: u64,
     /// The stream reached its end (`complete` / the final line).
     pub completed: bool,
@@ -189,10 +189,13 @@ pub struct Samples {
 /// Which tokens count.
 #[derive(Clone, Copy)]
 pub struct Window {
-    /// Tokens written before this (ns since the epoch) are warm-up.
+    /// Tokens before this (ns since the epoch) are warm-up.
     pub from_ns: u64,
-    /// Tokens written after this are counted in `tokens` only.
+    /// Tokens at or after this are counted in `tokens` only.
     pub until_ns: u64,
+    /// The window is on the time the client read a token (throughput), not
+    /// the time the fake wrote it (latency at a given rate).
+    pub by_read: bool,
     /// Stop reading (and drop the stream) at this instant.
     pub deadline: Instant,
 }
@@ -200,9 +203,11 @@ pub struct Window {
 impl Samples {
     fn token(&mut self, written: u64, w: &Window) {
         self.tokens += 1;
-        if written >= w.from_ns && written < w.until_ns {
+        let now = now_ns();
+        let at = if w.by_read { now } else { written };
+        if at >= w.from_ns && at < w.until_ns {
             self.in_window += 1;
-            let lat = now_ns().saturating_sub(written);
+            let lat = now.saturating_sub(written);
             self.lat_ns.push(lat.min(u32::MAX as u64) as u32);
         }
     }

@@ -175,6 +175,7 @@ pub async fn latency(p: &Plan) -> Result<Table> {
             Window {
                 from_ns: start + (warm * 1e9) as u64,
                 until_ns: u64::MAX,
+                by_read: false,
                 deadline: Instant::now() + Duration::from_secs_f64(secs * 2.0 + 5.0),
             }
         };
@@ -226,8 +227,8 @@ pub async fn saturate(p: &Plan) -> Result<Table> {
     let mut t = Table::new(
         "saturate",
         &format!(
-            "the fake writes tokens back to back; tokens read per second over {secs} s after {warm} s of warm-up; \
-             latency in µs under that load"
+            "the fake writes tokens back to back; tokens the clients read per second over {secs} s after {warm} s \
+             of warm-up; latency in µs of those tokens (mostly time queued in socket buffers ahead of the reader)"
         ),
         &[
             "streams",
@@ -247,6 +248,7 @@ pub async fn saturate(p: &Plan) -> Result<Table> {
             Window {
                 from_ns: from,
                 until_ns: from + (secs * 1e9) as u64,
+                by_read: true,
                 deadline: Instant::now() + Duration::from_secs_f64(warm + secs + 0.1),
             }
         };
@@ -309,6 +311,7 @@ pub async fn ttft(p: &Plan) -> Result<Table> {
     let all = || Window {
         from_ns: 0,
         until_ns: u64::MAX,
+        by_read: false,
         deadline: Instant::now() + Duration::from_secs(30),
     };
     for n in p.counts(&[1, 10], &[1]) {
@@ -626,6 +629,7 @@ pub async fn leak(p: &Plan) -> Result<Table> {
                         let w = Window {
                             from_ns: 0,
                             until_ns: u64::MAX,
+                            by_read: false,
                             deadline: Instant::now() + Duration::from_secs(30),
                         };
                         match clients::gateway_stream(&mut ws, w).await {
