@@ -95,6 +95,8 @@ enum Which {
     Connect,
     Validate,
     Leak,
+    /// Issue 7's soak; not part of `all` (it runs for ten minutes).
+    Soak,
 }
 
 fn main() -> ExitCode {
@@ -123,6 +125,9 @@ fn main() -> ExitCode {
             Which::Validate,
             Which::Leak,
         ]
+        .into_iter()
+        .chain(args.smoke.then_some(Which::Soak))
+        .collect()
     } else {
         args.scenario.clone()
     };
@@ -160,6 +165,7 @@ fn main() -> ExitCode {
                     Which::Connect => scenarios::connect(&plan).await,
                     Which::Validate => scenarios::validate(&plan).await,
                     Which::Leak => scenarios::leak(&plan).await,
+                    Which::Soak => scenarios::soak(&plan).await,
                     Which::All => unreachable!("expanded above"),
                 }
             });

@@ -676,3 +676,113 @@ pub async fn leak(p: &Plan) -> Result<Table> {
     }
     Ok(t)
 }
+
+/// Idle upstream connections the gateway's pool may keep
+/// (`ollama.pool_max_connections` in the shipped config).
+const POOL_MAX: usize = 20;
+
+/// Open file descriptors of process `pid`.
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// The soak (issue 7): N sessions stream back-to-back answers (10 tokens,
+/// 100 ms apart) for the duration; RSS and descriptors are sampled as it
+/// runs, then every session closes and the descriptors must return to the
+/// baseline taken before the first session opened, plus the idle keep-alive
+/// connections to Ollama the pool may keep (at most
+/// `ollama.pool_max_connections`, 20 in the shipped config).
+pub async fn soak(p: &Plan) -> Result<Table> {
+    let n = p.counts(&[1_000], &[4])[0];
+    let secs = p.secs(600.0, 2.0);
+    let every = if p.smoke { 0.5 } else { 30.0 };
+    p.fake.set(Behavior::Clock {
+        count: 10,
+        interval: Duration::from_millis(100),
+    });
+    let mut t = Table::new(
+        "soak",
+        "N sessions streaming answers of 10 tokens at 10 tokens/s back to back; gateway RSS and \
+         open descriptors sampled while it runs, then after every session closed",
+        &["t s", "sessions", "generations", "errors", "RSS MiB", "fds"],
+    );
+    let (gw, target) = p.gateway(30).await?;
+    let baseline_fds = fd_count(gw.pid());
+    let sessions = open_many(&target, n).await?;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let generations = Arc::new(AtomicUsize::new(0));
+    let errors = Arc::new(AtomicUsize::new(0));
+    let mut set = JoinSet::new();
+    for mut ws in sessions {
+        let (stop, generations, errors) = (stop.clone(), generations.clone(), errors.clone());
+        set.spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                let w = Window {
+                    from_ns: 0,
+                    until_ns: u64::MAX,
+                    by_read: false,
+                    deadline: Instant::now() + Duration::from_secs(30),
+                };
+                match clients::gateway_stream(&mut ws, w).await {
+                    Ok(s) if s.completed && s.tokens == 10 => {
+                        generations.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Ok(_) => {
+                        errors.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Err(e) => {
+                        eprintln!("load: soak: {e:#}");
+                        errors.fetch_add(1, Ordering::SeqCst);
+                        break;
+                    }
+                }
+            }
+            clients::close(ws).await;
+        });
+    }
+    let started = Instant::now();
+    let mut next_sample = 0.0;
+    while started.elapsed().as_secs_f64() < secs {
+        let el = started.elapsed().as_secs_f64();
+        if el >= next_sample {
+            t.row(vec![
+                num(el.round()),
+                n.into(),
+                generations.load(Ordering::SeqCst).into(),
+                errors.load(Ordering::SeqCst).into(),
+                num(gw.rss_kib() as f64 / 1024.0),
+                fd_count(gw.pid()).into(),
+            ]);
+            next_sample += every;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    while let Some(r) = set.join_next().await {
+        r?;
+    }
+    // Let the gateway notice every close.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let allowed = baseline_fds + POOL_MAX;
+    while fd_count(gw.pid()) > allowed && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let end_fds = fd_count(gw.pid());
+    let errs = errors.load(Ordering::SeqCst);
+    t.row(vec![
+        num(started.elapsed().as_secs_f64().round()),
+        0usize.into(),
+        generations.load(Ordering::SeqCst).into(),
+        errs.into(),
+        num(gw.rss_kib() as f64 / 1024.0),
+        format!("{end_fds} (baseline {baseline_fds} + up to {POOL_MAX} pooled)").into(),
+    ]);
+    if p.smoke {
+        ensure!(errs == 0, "{errs} generations failed");
+        ensure!(end_fds <= allowed, "descriptors {end_fds} > baseline {baseline_fds} + {POOL_MAX} pooled");
+    }
+    drop(gw);
+    Ok(t)
+}
