@@ -224,12 +224,19 @@ async fn two_hundred_clients_dropping_at_once_leak_nothing() {
     fake.set(Behavior::Endless {
         delay: Duration::from_millis(20),
     });
-    let gw = gw_for(&fake).set("websocket.max_connections", 300).start();
+    let gw = gw_for(&fake).set("websocket.max_connections", 400).start();
     let token = token_for(&gw, "crowd", None).await;
+    let fds_before = open_fds(&gw);
     let mut sockets = Vec::new();
     for _ in 0..200 {
         let (mut ws, _) = open_chat(&gw, &token).await;
         send(&mut ws, &json!({"type": "chat", "content": "stream"})).await;
+        sockets.push(ws);
+    }
+    // And sessions that sit idle: nothing is being written to them when
+    // their clients vanish.
+    for _ in 0..100 {
+        let (ws, _) = open_chat(&gw, &token).await;
         sockets.push(ws);
     }
     assert!(
@@ -267,6 +274,22 @@ async fn two_hundred_clients_dropping_at_once_leak_nothing() {
         fake.closed_streams().iter().filter(|s| s.by_client).count(),
         200
     );
+    // Every session's tasks ended and its socket closed: descriptors are back
+    // to where they were, give or take the idle connections the Ollama pool
+    // may keep (ollama.pool_max_connections = 20).
+    wait_until(
+        "descriptors back to the baseline",
+        Duration::from_secs(10),
+        || async { open_fds(&gw) <= fds_before + 20 },
+    )
+    .await;
+}
+
+/// Open file descriptors of the gateway process.
+fn open_fds(gw: &Gateway) -> usize {
+    std::fs::read_dir(format!("/proc/{}/fd", gw.child.id()))
+        .unwrap()
+        .count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,5 +1,6 @@
 //! One WebSocket session after the upgrade: the reader loop (this task), a
-//! writer task, a generation runner and a heartbeat, all children of the
+//! writer task (which also sends the heartbeat) and, from the first chat on,
+//! a generation runner, all children of the
 //! session's cancel token, which is itself a child of the manager's.
 //!
 //! The session ends when the client closes or goes silent for
@@ -16,6 +17,7 @@ use fastwebsockets::{Frame, OpCode, WebSocket, WebSocketError};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use super::generation::{self, Job, Outcome};
@@ -68,11 +70,24 @@ pub async fn run(
     );
     info!(session_id = %info.id, client_id = %info.client_id, peer = %client.conn.peer, "session opened");
 
+    // Fired when the session is over: the writer then ends once its queue
+    // is empty (SessionInfo keeps a sender for notices, so the queue itself
+    // never closes while the writer holds the session's info).
+    let writer_stop = CancellationToken::new();
     let writer = {
         let metrics = state.metrics.clone();
         let info = info.clone();
+        let stop = writer_stop.clone();
         state.tasks.spawn(async move {
-            let end = writer::run(write, rx, wscfg.write_timeout, &metrics).await;
+            let end = writer::run(
+                write,
+                rx,
+                wscfg.write_timeout,
+                wscfg.heartbeat_interval,
+                stop,
+                &metrics,
+            )
+            .await;
             if end == WriterEnd::TimedOut {
                 info!(session_id = %info.id, "client stopped reading: closing the session");
                 info.close((1008, "write timeout"));
@@ -90,18 +105,6 @@ pub async fn run(
     state.metrics.ws_message(Direction::Out, "connection_ack");
 
     let queue = Arc::new(JobQueue::default());
-    let runner = state.tasks.spawn(run_jobs(
-        state.clone(),
-        info.clone(),
-        tx.clone(),
-        queue.clone(),
-    ));
-    let heartbeat = state.tasks.spawn(heartbeat(
-        state.clone(),
-        info.clone(),
-        tx.clone(),
-        wscfg.heartbeat_interval,
-    ));
 
     let mut reader = Reader {
         state: &state,
@@ -113,6 +116,7 @@ pub async fn run(
         max_content: wscfg.max_content_bytes,
         queue_size: wscfg.message_queue_size,
         fragments: None,
+        runner: None,
     };
     let mut draining = false;
     let close: Option<(u16, String)> = loop {
@@ -167,11 +171,16 @@ pub async fn run(
         let _ = tx.try_send(Out::Close(code, reason));
     }
     info.cancel.cancel();
-    heartbeat.abort();
+    let runner = reader.runner.take();
     drop(reader);
     drop(tx);
-    let _ = runner.await;
-    let _ = tokio::time::timeout(CLOSE_FLUSH, writer).await;
+    if let Some(runner) = runner {
+        let _ = runner.await;
+    }
+    writer_stop.cancel();
+    if tokio::time::timeout(CLOSE_FLUSH, writer).await.is_err() {
+        debug!(session_id = %info.id, "close frame not flushed in time");
+    }
     info!(
         session_id = %info.id,
         client_id = %info.client_id,
@@ -221,6 +230,9 @@ struct Reader<'a> {
     queue_size: usize,
     /// A fragmented message being reassembled: (is text, bytes so far).
     fragments: Option<(bool, Vec<u8>)>,
+    /// The generation runner, spawned at the first chat so an idle session
+    /// costs no task (and no generation future) for it.
+    runner: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Reader<'_> {
@@ -321,7 +333,14 @@ impl Reader<'_> {
                     received_at: Instant::now(),
                 };
                 match self.queue.push(job, self.queue_size) {
-                    Ok(()) => {}
+                    Ok(()) => {
+                        if self.runner.is_none() {
+                            let (state, info) = (self.state.clone(), self.info.clone());
+                            let (tx, queue) = (self.tx.clone(), self.queue.clone());
+                            let task = run_jobs(state, info, tx, queue);
+                            self.runner = Some(self.state.tasks.spawn(task));
+                        }
+                    }
                     Err(PushError::Full) => {
                         let msg = format!(
                             "{} chats are already waiting; wait for an answer or send cancel",
@@ -379,28 +398,6 @@ async fn run_jobs(
             // Drain: the last running answer is done.
             info.close((1001, "server shutting down"));
             return;
-        }
-    }
-}
-
-/// Send a `ping` every `interval`. A full queue skips a beat rather than
-/// blocking.
-async fn heartbeat(
-    state: Arc<AppState>,
-    info: Arc<SessionInfo>,
-    tx: mpsc::Sender<Out>,
-    interval: Duration,
-) {
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = info.cancel.cancelled() => return,
-            _ = tick.tick() => {
-                if tx.try_send(Out::Text(protocol::heartbeat("ping").into())).is_ok() {
-                    state.metrics.ws_message(Direction::Out, "ping");
-                }
-            }
         }
     }
 }

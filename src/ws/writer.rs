@@ -11,6 +11,7 @@ use bytes::Bytes;
 use fastwebsockets::{Frame, Payload, WebSocketWrite};
 use tokio::io::AsyncWrite;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::metrics::Metrics;
@@ -45,16 +46,38 @@ pub enum WriterEnd {
 }
 
 /// Drain `rx` into `ws` until a close frame is written, the queue closes,
-/// or a write fails or stalls past `write_timeout`. Frames available at once
-/// are written back to back and flushed together.
+/// `stop` fires with the queue empty, or a write fails or stalls past
+/// `write_timeout`. Frames available at once
+/// are written back to back and flushed together. Every `heartbeat` the
+/// writer also sends the protocol's JSON `ping` (the heartbeat lives here so
+/// a session costs one task fewer).
 pub async fn run<S: AsyncWrite + Unpin>(
     mut ws: WebSocketWrite<S>,
     mut rx: mpsc::Receiver<Out>,
     write_timeout: Duration,
+    heartbeat: Duration,
+    stop: CancellationToken,
     metrics: &Metrics,
 ) -> WriterEnd {
-    let mut delays: Vec<Instant> = Vec::with_capacity(64);
-    while let Some(first) = rx.recv().await {
+    // Grows only once tokens flow: an idle session holds no buffer here.
+    let mut delays: Vec<Instant> = Vec::new();
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let first = tokio::select! {
+            biased;
+            m = rx.recv() => match m {
+                Some(m) => m,
+                None => return WriterEnd::Drained,
+            },
+            // The session ended and queued nothing more (a close frame, if
+            // any, was queued before `stop` and is taken first).
+            _ = stop.cancelled() => return WriterEnd::Drained,
+            _ = tick.tick() => {
+                metrics.ws_message(crate::metrics::Direction::Out, "ping");
+                Out::Text(crate::ws::protocol::heartbeat("ping").into())
+            }
+        };
         let mut next = Some(first);
         let mut closed = false;
         let res = tokio::time::timeout(write_timeout, async {
@@ -102,5 +125,4 @@ pub async fn run<S: AsyncWrite + Unpin>(
             Err(_) => return WriterEnd::TimedOut,
         }
     }
-    WriterEnd::Drained
 }
