@@ -781,7 +781,10 @@ pub async fn soak(p: &Plan) -> Result<Table> {
     ]);
     if p.smoke {
         ensure!(errs == 0, "{errs} generations failed");
-        ensure!(end_fds <= allowed, "descriptors {end_fds} > baseline {baseline_fds} + {POOL_MAX} pooled");
+        ensure!(
+            end_fds <= allowed,
+            "descriptors {end_fds} > baseline {baseline_fds} + {POOL_MAX} pooled"
+        );
     }
     drop(gw);
     Ok(t)
