@@ -17,7 +17,7 @@ use fastwebsockets::{Frame, OpCode, Payload, WebSocket};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper::upgrade::Upgraded;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use memchr::memmem;
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
@@ -44,18 +44,6 @@ pub struct Target {
     pub token: Arc<str>,
 }
 
-struct SpawnExecutor;
-
-impl<Fut> hyper::rt::Executor<Fut> for SpawnExecutor
-where
-    Fut: std::future::Future + Send + 'static,
-    Fut::Output: Send + 'static,
-{
-    fn execute(&self, fut: Fut) {
-        tokio::spawn(fut);
-    }
-}
-
 async fn tls_connect(t: &Target) -> Result<tokio_rustls::client::TlsStream<TcpStream>> {
     let tcp = TcpStream::connect(t.addr).await.context("TCP connect")?;
     tcp.set_nodelay(true)?;
@@ -80,7 +68,7 @@ pub async fn open_session(t: &Target) -> Result<Ws> {
         )
         .header("sec-websocket-version", "13")
         .body(Empty::<Bytes>::new())?;
-    let (mut ws, _) = fastwebsockets::handshake::client(&SpawnExecutor, req, tls)
+    let (mut ws, _) = fastwebsockets::handshake::client(&TokioExecutor::new(), req, tls)
         .await
         .map_err(|e| anyhow!("upgrade: {e}"))?;
     ws.set_auto_close(true);

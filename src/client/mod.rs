@@ -156,17 +156,6 @@ async fn fetch_token(
         .ok_or_else(|| "POST /auth/token: no access_token in the answer".into())
 }
 
-struct Exec;
-impl<F> hyper::rt::Executor<F> for Exec
-where
-    F: std::future::Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    fn execute(&self, fut: F) {
-        tokio::spawn(fut);
-    }
-}
-
 async fn open_ws(
     t: &Target,
     trust: &Trust,
@@ -184,10 +173,9 @@ async fn open_ws(
         .header("sec-websocket-version", "13")
         .body(Empty::<Bytes>::new())
         .map_err(|e| e.to_string())?;
-    let _ = TokioExecutor::new();
     let (ws, _) = tokio::time::timeout(
         CONNECT_TIMEOUT,
-        fastwebsockets::handshake::client(&Exec, req, io),
+        fastwebsockets::handshake::client(&TokioExecutor::new(), req, io),
     )
     .await
     .map_err(|_| "WebSocket handshake timed out".to_string())?
