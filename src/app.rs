@@ -14,22 +14,6 @@ use crate::cli::{load_config, refuse};
 use crate::config::Config;
 use crate::state::AppState;
 
-/// If TLS is on and neither file exists, generate a self-signed pair.
-fn ensure_certificate(cfg: &Config) -> Result<(), ExitCode> {
-    if cfg.tls.enabled && !cfg.tls.cert.exists() && !cfg.tls.key.exists() {
-        let names = crate::tls::default_names(&[]);
-        let fp = crate::tls::generate_self_signed(&cfg.tls.cert, &cfg.tls.key, &names)
-            .map_err(refuse)?;
-        warn!(
-            cert = %cfg.tls.cert.display(),
-            names = %names.join(","),
-            sha256 = %fp,
-            "no certificate found: created a self-signed one; pin this fingerprint on clients"
-        );
-    }
-    Ok(())
-}
-
 /// Load the config, set up logging and the runtime, and serve.
 pub fn serve_blocking(path: &Path) -> ExitCode {
     let cfg = match load_config(path) {
@@ -55,14 +39,6 @@ pub fn serve_blocking(path: &Path) -> ExitCode {
 
 /// Start the gateway on a validated config and serve until SIGTERM/SIGINT.
 pub async fn serve(cfg: Config) -> ExitCode {
-    // The signing key first: a refused key must not leave a freshly
-    // generated certificate behind.
-    if let Err(e) = crate::auth::token_keys(&cfg) {
-        return refuse(format_args!("{}: {e}", cfg.source.display()));
-    }
-    if let Err(code) = ensure_certificate(&cfg) {
-        return code;
-    }
     let listen = cfg.server.listen;
     let shown = cfg.source.display().to_string();
     let shutdown = CancellationToken::new();

@@ -8,6 +8,7 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::warn;
 
 use crate::auth::{Auth, AuthInitError};
 use crate::config::Config;
@@ -54,18 +55,38 @@ impl AppState {
     /// certificate, the JWT key and the revocation store.
     pub fn new(config: Config, shutdown: CancellationToken) -> Result<Arc<Self>, StartError> {
         let path = config.source.display().to_string();
-        let certs = if config.tls.enabled {
-            let ck = crate::tls::load_certified_key(&config.tls.cert, &config.tls.key).map_err(
-                |source| StartError::Tls {
-                    path: path.clone(),
-                    source,
-                },
-            )?;
+        let tls_err = |source| StartError::Tls {
+            path: path.clone(),
+            source,
+        };
+        let (cert, key) = (&config.tls.cert, &config.tls.key);
+        let generate = config.tls.enabled && !cert.exists() && !key.exists();
+        // Existing certificate files are checked before anything else logs,
+        // so a bad one is refused in one line ...
+        let mut certs = if config.tls.enabled && !generate {
+            let ck = crate::tls::load_certified_key(cert, key).map_err(tls_err)?;
             Some(CertStore::new(ck))
         } else {
             None
         };
-        let auth = Auth::new(&config).map_err(|source| StartError::Auth { path, source })?;
+        // ... and a new one is generated only after the signing key loaded,
+        // so a refused key does not leave a fresh certificate behind.
+        let auth = Auth::new(&config).map_err(|source| StartError::Auth {
+            path: path.clone(),
+            source,
+        })?;
+        if generate {
+            let names = crate::tls::default_names(&[]);
+            let fp = crate::tls::generate_self_signed(cert, key, &names).map_err(tls_err)?;
+            warn!(
+                cert = %cert.display(),
+                names = %names.join(","),
+                sha256 = %fp,
+                "no certificate found: created a self-signed one; pin this fingerprint on clients"
+            );
+            let ck = crate::tls::load_certified_key(cert, key).map_err(tls_err)?;
+            certs = Some(CertStore::new(ck));
+        }
         let ollama = OllamaClient::new(&config.ollama);
         let limits = Limits::new(&config.limits);
         Ok(Arc::new(Self {
