@@ -12,7 +12,6 @@
 
 mod support;
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
@@ -54,41 +53,7 @@ fn run(cmd: &mut Command, timeout: Duration) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
-    wait_output(child, timeout, &format!("{cmd:?}"))
-}
-
-fn wait_output(mut child: Child, timeout: Duration, what: &str) -> Output {
-    let drain = |mut p: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut v = Vec::new();
-            let _ = p.read_to_end(&mut v);
-            v
-        })
-    };
-    let out = drain(Box::new(child.stdout.take().unwrap()));
-    let err = drain(Box::new(child.stderr.take().unwrap()));
-    let end = Instant::now() + timeout;
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if Instant::now() > end {
-            let _ = child.kill();
-            let _ = child.wait();
-            let (o, e) = (out.join().unwrap(), err.join().unwrap());
-            panic!(
-                "{what} still running after {timeout:?}\nstdout:\n{}\nstderr:\n{}",
-                String::from_utf8_lossy(&o),
-                String::from_utf8_lossy(&e)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Output {
-        status,
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
-    }
+    support::wait_output(child, timeout, &format!("{cmd:?}"))
 }
 
 fn text(v: &[u8]) -> String {
@@ -365,8 +330,8 @@ async fn client_examples_reconnect_after_a_drop() {
     let complete = format!("complete: {} tokens", ANSWER.len());
     let (po, no) = tokio::task::spawn_blocking(|| {
         (
-            wait_output(py, Duration::from_secs(60), "python_client.py"),
-            wait_output(node, Duration::from_secs(60), "node_client.js"),
+            support::wait_output(py, Duration::from_secs(60), "python_client.py"),
+            support::wait_output(node, Duration::from_secs(60), "node_client.js"),
         )
     })
     .await

@@ -10,10 +10,10 @@ pub mod client;
 pub mod fake_ollama;
 pub mod jwt;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -359,7 +359,6 @@ pub fn run_tars_timeout(
     env: &[(&str, &str)],
     timeout: Duration,
 ) -> (i32, String, String) {
-    use std::io::Read;
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tars"));
     cmd.args(args)
         .stdin(Stdio::null())
@@ -371,19 +370,27 @@ pub fn run_tars_timeout(
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let mut child = cmd.spawn().unwrap();
-    let drain = |mut pipe: Box<dyn Read + Send>| {
+    let child = cmd.spawn().unwrap();
+    let out = wait_output(child, timeout, &format!("tars {args:?}"));
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Wait for `child` (stdout and stderr piped) within `timeout`, collecting
+/// its output; kill it and panic with what it printed when it overruns.
+pub fn wait_output(mut child: Child, timeout: Duration, what: &str) -> Output {
+    let drain = |mut p: Box<dyn Read + Send>| {
         std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = pipe.read_to_string(&mut s);
-            s
+            let mut v = Vec::new();
+            let _ = p.read_to_end(&mut v);
+            v
         })
     };
-    let (o, e) = (
-        drain(Box::new(child.stdout.take().unwrap())),
-        drain(Box::new(child.stderr.take().unwrap())),
-    );
-    let out = std::thread::spawn(move || (o.join().unwrap(), e.join().unwrap()));
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
     let end = Instant::now() + timeout;
     let status = loop {
         if let Some(st) = child.try_wait().unwrap() {
@@ -392,21 +399,23 @@ pub fn run_tars_timeout(
         if Instant::now() > end {
             let _ = child.kill();
             let _ = child.wait();
-            let (o, e) = out.join().unwrap();
-            panic!("tars {args:?} still running after {timeout:?}\nstdout:\n{o}\nstderr:\n{e}");
+            let (o, e) = (out.join().unwrap(), err.join().unwrap());
+            panic!(
+                "{what} still running after {timeout:?}\nstdout:\n{}\nstderr:\n{}",
+                String::from_utf8_lossy(&o),
+                String::from_utf8_lossy(&e)
+            );
         }
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(20));
     };
-    let (o, e) = out.join().unwrap();
-    (status.code().unwrap_or(-1), o, e)
+    Output {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
 }
 
 /// argon2id PHC string for `secret`, as `tars hash-secret` makes it.
 pub fn hash_secret(secret: &str) -> String {
-    use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
-    let salt = SaltString::generate(&mut OsRng);
-    argon2::Argon2::default()
-        .hash_password(secret.as_bytes(), &salt)
-        .unwrap()
-        .to_string()
+    tars::auth::clients::hash_secret(secret.as_bytes()).unwrap()
 }
