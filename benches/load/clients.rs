@@ -188,6 +188,18 @@ pub struct Window {
     pub deadline: Instant,
 }
 
+impl Window {
+    /// Every token of one answer counts, read for at most 30 s.
+    pub fn whole_answer() -> Self {
+        Self {
+            from_ns: 0,
+            until_ns: u64::MAX,
+            by_read: false,
+            deadline: Instant::now() + Duration::from_secs(30),
+        }
+    }
+}
+
 impl Samples {
     fn token(&mut self, written: u64, w: &Window) {
         self.tokens += 1;

@@ -308,12 +308,7 @@ pub async fn ttft(p: &Plan) -> Result<Table> {
             "added p99",
         ],
     );
-    let all = || Window {
-        from_ns: 0,
-        until_ns: u64::MAX,
-        by_read: false,
-        deadline: Instant::now() + Duration::from_secs(30),
-    };
+    let all = Window::whole_answer;
     for n in p.counts(&[1, 10], &[1]) {
         let end = Instant::now() + Duration::from_secs_f64(secs);
         let mut set = JoinSet::new();
@@ -626,12 +621,7 @@ pub async fn leak(p: &Plan) -> Result<Table> {
                 set.spawn(async move {
                     let mut errors = 0u64;
                     while done.fetch_add(1, Ordering::SeqCst) < goal {
-                        let w = Window {
-                            from_ns: 0,
-                            until_ns: u64::MAX,
-                            by_read: false,
-                            deadline: Instant::now() + Duration::from_secs(30),
-                        };
+                        let w = Window::whole_answer();
                         match clients::gateway_stream(&mut ws, w).await {
                             Ok(s) if s.completed && s.tokens == 5 => {}
                             Ok(_) => errors += 1,
@@ -719,12 +709,7 @@ pub async fn soak(p: &Plan) -> Result<Table> {
         let (stop, generations, errors) = (stop.clone(), generations.clone(), errors.clone());
         set.spawn(async move {
             while !stop.load(Ordering::SeqCst) {
-                let w = Window {
-                    from_ns: 0,
-                    until_ns: u64::MAX,
-                    by_read: false,
-                    deadline: Instant::now() + Duration::from_secs(30),
-                };
+                let w = Window::whole_answer();
                 match clients::gateway_stream(&mut ws, w).await {
                     Ok(s) if s.completed && s.tokens == 10 => {
                         generations.fetch_add(1, Ordering::SeqCst);
