@@ -136,7 +136,7 @@ fn spawn_signal_handler(state: Arc<AppState>) {
         tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
         info!("shutdown requested: no new connections, draining");
         crate::systemd::stopping();
-        state.shutdown.cancel();
+        state.begin_shutdown();
         tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
         warn!("second signal: exiting now");
         std::process::exit(1);

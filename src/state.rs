@@ -111,6 +111,16 @@ impl AppState {
         self.config.load_full()
     }
 
+    /// Start the drain: tell every session first (the notice is queued
+    /// ahead of any close frame), then cancel the root token.
+    pub fn begin_shutdown(&self) {
+        let notice = crate::ws::protocol::system(
+            "server shutting down: finishing running answers, then closing",
+        );
+        self.sessions.broadcast(notice.into(), None);
+        self.shutdown.cancel();
+    }
+
     /// Replace the configuration (reload). Open sessions keep what they hold.
     pub fn replace_config(&self, config: Config) {
         self.config.store(Arc::new(config));

@@ -576,6 +576,9 @@ async fn revoke_closes_the_live_session_with_1008() {
     let r = post_json(&gw, "/auth/revoke", &json!({}), Some(&token)).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["sessions_closed"], 1);
+    let notice = recv(&mut ws).await;
+    assert_eq!(notice["type"], "system", "{notice}");
+    assert!(notice["message"].as_str().unwrap().contains("revoked"));
     assert_eq!(expect_close(&mut ws).await, Some(1008));
 }
 

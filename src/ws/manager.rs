@@ -245,7 +245,11 @@ impl SessionManager {
             .into_iter()
             .filter(|s| s.jti == jti)
             .collect();
+        let notice = Bytes::from(super::protocol::system(
+            "the token of this session was revoked: closing",
+        ));
         for s in &hit {
+            let _ = s.out.try_send(Out::Text(notice.clone()));
             s.close((1008, "token revoked"));
         }
         hit.len()

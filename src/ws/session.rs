@@ -135,8 +135,9 @@ pub async fn run(
                 break Some((code, reason.to_string()));
             }
             _ = state.shutdown.cancelled(), if !draining => {
+                // The shutdown notice was broadcast before this fired
+                // (AppState::begin_shutdown), so it precedes any close.
                 draining = true;
-                let _ = tx.try_send(Out::Text(protocol::system("server shutting down: finishing running answers, then closing").into()));
                 let (removed, running) = queue.close();
                 for job in removed {
                     let _ = tx.try_send(Out::Text(protocol::error(code::SHUTTING_DOWN, "server shutting down: chat not started", job.chat.conversation_id.as_deref()).into()));
