@@ -44,3 +44,42 @@ pub mod systemd;
 pub mod tls;
 pub mod web;
 pub mod ws;
+
+// TEMPORARY (branch `tests`): the embedding API of issue 13 as branch `arch`
+// defines it, until its "serve API:" commit is merged; reverted then.
+pub use embed_shim::{serve, Error};
+mod embed_shim {
+    use std::future::Future;
+
+    /// Why the server could not start.
+    #[derive(Debug, thiserror::Error)]
+    pub enum Error {
+        #[error(transparent)]
+        Start(#[from] crate::state::StartError),
+    }
+
+    /// Serve until `shutdown` resolves, then drain and return.
+    pub async fn serve(
+        config: crate::config::Config,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
+        let state =
+            crate::state::AppState::new(config, tokio_util::sync::CancellationToken::new())?;
+        let s = state.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            s.begin_shutdown();
+        });
+        let addr = listener.local_addr().unwrap();
+        match &state.certs {
+            Some(store) => tracing::info!(%addr, scheme = "https", sha256 = %store.fingerprint(), "listening"),
+            None => {
+                tracing::warn!("tls.enabled = false: traffic, tokens included, crosses the LAN unencrypted");
+                tracing::info!(%addr, scheme = "http", "listening")
+            }
+        }
+        crate::server::run(listener, state).await;
+        Ok(())
+    }
+}
