@@ -9,14 +9,14 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{post_json, ws_connect, Gateway, Ws};
+use super::{post_json, ws_connect, Endpoint, Ws};
 
 /// How long a test waits for any one frame.
 pub const FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// An access token for `client_id` from `/auth/token` (open enrollment, or
 /// a registered client when `secret` is given).
-pub async fn token_for(gw: &Gateway, client_id: &str, secret: Option<&str>) -> String {
+pub async fn token_for(gw: &Endpoint, client_id: &str, secret: Option<&str>) -> String {
     let mut body = json!({"client_id": client_id});
     if let Some(s) = secret {
         body["client_secret"] = json!(s);
@@ -27,7 +27,7 @@ pub async fn token_for(gw: &Gateway, client_id: &str, secret: Option<&str>) -> S
 }
 
 /// Open `/ws/chat?token=...` and read the `connection_ack`.
-pub async fn open_chat(gw: &Gateway, token: &str) -> (Ws, Value) {
+pub async fn open_chat(gw: &Endpoint, token: &str) -> (Ws, Value) {
     let mut ws = ws_connect(gw, &format!("/ws/chat?token={token}"), &[])
         .await
         .expect("websocket upgrade");

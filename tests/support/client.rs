@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite;
 use tokio_tungstenite::WebSocketStream;
 
-use super::Gateway;
+use super::Endpoint;
 
 /// A byte stream: TLS or plain TCP.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -42,7 +42,7 @@ pub fn client_tls_config(cert: &std::path::Path) -> Arc<rustls::ClientConfig> {
 }
 
 /// Open a connection to the gateway: TLS (SNI `localhost`) when it serves TLS.
-pub async fn connect(gw: &Gateway) -> BoxIo {
+pub async fn connect(gw: &Endpoint) -> BoxIo {
     let tcp = TcpStream::connect(gw.addr).await.unwrap();
     tcp.set_nodelay(true).unwrap();
     match &gw.cert {
@@ -81,7 +81,7 @@ impl HttpResponse {
 
 /// Send one request on a fresh connection.
 pub async fn request(
-    gw: &Gateway,
+    gw: &Endpoint,
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
@@ -116,13 +116,13 @@ pub async fn request(
     }
 }
 
-pub async fn get(gw: &Gateway, path: &str) -> HttpResponse {
+pub async fn get(gw: &Endpoint, path: &str) -> HttpResponse {
     request(gw, "GET", path, &[], None).await
 }
 
 /// POST a JSON body, with an optional bearer token.
 pub async fn post_json(
-    gw: &Gateway,
+    gw: &Endpoint,
     path: &str,
     body: &serde_json::Value,
     bearer: Option<&str>,
@@ -147,7 +147,7 @@ pub type Ws = WebSocketStream<BoxIo>;
 /// Open a WebSocket to `path_and_query` with extra request headers. Returns
 /// the tungstenite error (e.g. an HTTP 401 answer) when the upgrade fails.
 pub async fn ws_connect(
-    gw: &Gateway,
+    gw: &Endpoint,
     path_and_query: &str,
     headers: &[(&str, &str)],
 ) -> Result<Ws, tungstenite::Error> {

@@ -1,5 +1,4 @@
-//! Helpers for the auth tests: forging hostile JWTs by hand, restarting a
-//! gateway on the same folder (config, key, revocation log), and running
+//! Helpers for the auth tests: forging hostile JWTs by hand, and running
 //! `tars` with input on stdin and a deadline.
 
 use std::io::Write;
@@ -9,7 +8,7 @@ use std::time::{Duration, Instant};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 
-use super::{Gateway, GatewayBuilder, ENV_VARS};
+use super::ENV_VARS;
 
 /// base64url without padding, as JWTs use it.
 pub fn b64url(bytes: &[u8]) -> String {
@@ -92,23 +91,6 @@ pub fn claims_of(token: &str) -> Value {
         .claims
 }
 
-/// Stop `gw` (it may already have been killed) and start a new gateway on
-/// the same folder: same config file, certificate, key and revocation log.
-pub fn restart(gw: Gateway) -> Gateway {
-    let mut gw = gw;
-    let dir = std::mem::replace(&mut gw.dir, tempfile::tempdir().unwrap());
-    let config = gw.config.clone();
-    drop(gw);
-    let text = std::fs::read_to_string(&config).unwrap();
-    GatewayBuilder {
-        table: text.parse().unwrap(),
-        env: Vec::new(),
-        dir,
-        generate_cert: false,
-    }
-    .start()
-}
-
 /// Run `tars args` with `stdin` as its input; kill it and panic after
 /// `timeout`. Returns (exit code, stdout, stderr).
 pub fn run_tars_input(args: &[&str], stdin: &[u8], timeout: Duration) -> (i32, String, String) {
@@ -117,7 +99,7 @@ pub fn run_tars_input(args: &[&str], stdin: &[u8], timeout: Duration) -> (i32, S
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    for (var, _) in ENV_VARS {
+    for var in ENV_VARS {
         cmd.env_remove(var);
     }
     let mut child = cmd.spawn().unwrap();

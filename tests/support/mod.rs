@@ -1,33 +1,68 @@
-//! Test support: start the real `tars` binary on port 0 with a config made
-//! for the test, talk to it over real TLS (trusting the certificate it
-//! generated), and read what it logged.
+//! Test support shared by every test crate (`tests/it`, `tests/process`):
+//! one config builder, two ways to run what it describes, and the clients.
 //!
-//! Each integration test file does `mod support;` and uses what it needs.
+//! - [`server`]: the gateway **in-process** through `tars::serve` on an
+//!   ephemeral port, on its own runtime, with its logs captured. What every
+//!   protocol-level test uses.
+//! - [`process`]: the real `tars` binary as a subprocess, for tests where
+//!   the process itself is under test (CLI, signals, reload, systemd, exit
+//!   codes, log file, descriptor leaks).
+//! - [`client`]: HTTP/1.1 and WebSocket over real TLS (trusting only the
+//!   server's certificate) or plain TCP; [`chat`]: the chat protocol on top.
+//! - [`fake_ollama`]: an in-process Ollama speaking the real NDJSON format.
+//! - [`jwt`]: forging hostile tokens; [`tools`]: external tools that skip
+//!   locally but fail under `CI=true`; [`wait_until`]: polling with a deadline.
 #![allow(dead_code)]
 
 pub mod chat;
 pub mod client;
 pub mod fake_ollama;
+pub mod fake_version;
 pub mod jwt;
+pub mod process;
+pub mod server;
+pub mod tools;
 
-use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub use client::*;
+pub use process::*;
+#[allow(unused_imports)]
+pub use server::Server;
 
 /// A 64-hex-character secret good enough for tests.
 pub const TEST_SECRET: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
+/// Where a running gateway (in-process or subprocess) answers. Both
+/// [`Server`] and [`Gateway`] dereference to it, so the clients take
+/// `&Endpoint` and work with either.
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    pub tls: bool,
+    /// The certificate it serves, trusted by the test clients.
+    pub cert: Option<PathBuf>,
+}
+
+impl Endpoint {
+    /// `https://127.0.0.1:PORT` or `http://...`.
+    pub fn base_url(&self) -> String {
+        format!(
+            "{}://{}",
+            if self.tls { "https" } else { "http" },
+            self.addr
+        )
+    }
+}
+
 /// How to start a gateway: a base config plus overrides.
 pub struct GatewayBuilder {
-    table: toml::Table,
-    env: Vec<(String, String)>,
-    dir: tempfile::TempDir,
-    generate_cert: bool,
+    pub(crate) table: toml::Table,
+    pub(crate) env: Vec<(String, String)>,
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) generate_cert: bool,
 }
 
 impl GatewayBuilder {
@@ -59,8 +94,8 @@ impl GatewayBuilder {
         self
     }
 
-    /// Do not run `tars gen-cert` before starting: with TLS on and no
-    /// certificate files, `tars` itself generates them at start.
+    /// Do not provide a certificate before starting: with TLS on and no
+    /// certificate files, the gateway itself generates them at start.
     pub fn without_cert(mut self) -> Self {
         self.generate_cert = false;
         self
@@ -76,7 +111,8 @@ impl GatewayBuilder {
         self.set("ollama.host", url)
     }
 
-    /// Pass an environment variable to the process.
+    /// Pass an environment variable to the process (subprocess only: the
+    /// in-process server reads no environment).
     pub fn env(mut self, k: &str, v: &str) -> Self {
         self.env.push((k.into(), v.into()));
         self
@@ -116,118 +152,57 @@ impl GatewayBuilder {
         path
     }
 
-    /// Start `tars` and wait until it listens.
-    pub fn start(self) -> Gateway {
-        let config = self.write_config();
-        let tls = self
-            .table
+    /// Whether the config serves TLS.
+    pub(crate) fn tls(&self) -> bool {
+        self.table
             .get("tls")
             .and_then(|t| t.get("enabled"))
             .and_then(|v| v.as_bool())
-            .unwrap_or(true);
-        if tls && self.generate_cert {
-            let st = Command::new(env!("CARGO_BIN_EXE_tars"))
-                .args(["--config", config.to_str().unwrap(), "gen-cert"])
-                .stdout(Stdio::null())
-                .status()
-                .unwrap();
-            assert!(st.success(), "gen-cert failed");
+            .unwrap_or(true)
+    }
+
+    /// Install the shared test certificate as `certs/tars.crt` and
+    /// `certs/tars.key` when TLS is on and [`Self::without_cert`] was not
+    /// called (the certificate paths of [`gateway`]'s base config).
+    pub(crate) fn install_test_cert(&self) {
+        if !(self.tls() && self.generate_cert) {
+            return;
         }
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tars"));
-        cmd.args(["--config", config.to_str().unwrap()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .env_remove("RUST_LOG")
-            .env_remove("JOURNAL_STREAM");
-        for (var, _) in ENV_VARS {
-            cmd.env_remove(var);
-        }
-        for (k, v) in &self.env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("spawn tars");
-        let logs = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = std::sync::mpsc::channel::<SocketAddr>();
-        for pipe in [
-            Box::new(child.stderr.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stdout.take().unwrap()),
-        ] {
-            let logs = logs.clone();
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(pipe).lines() {
-                    let Ok(line) = line else { break };
-                    // Record the line before announcing the address, so a
-                    // test that starts asserting on logs sees it.
-                    {
-                        let mut l = logs.lock().unwrap();
-                        l.push_str(&line);
-                        l.push('\n');
-                    }
-                    if let Some(addr) = parse_listen_line(&line) {
-                        let _ = tx.send(addr);
-                    }
-                }
-            });
-        }
-        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(a) => a,
-            Err(_) => {
-                let _ = child.kill();
-                std::thread::sleep(Duration::from_millis(100));
-                panic!("tars did not start; logs:\n{}", logs.lock().unwrap());
-            }
-        };
-        let cert = self.dir.path().join("certs/tars.crt");
-        Gateway {
-            child,
-            addr,
-            tls,
-            cert: tls.then_some(cert),
-            logs,
-            config,
-            dir: self.dir,
+        let (crt, key) = test_cert();
+        let dir = self.dir.path().join("certs");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("tars.crt"), crt).unwrap();
+        let key_path = dir.join("tars.key");
+        std::fs::write(&key_path, key).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+
+    /// Rebuild a builder on an existing folder and config file (to start a
+    /// gateway again on the same key, certificate and data).
+    pub fn reopen(dir: tempfile::TempDir, config: &Path) -> GatewayBuilder {
+        let text = std::fs::read_to_string(config).unwrap();
+        GatewayBuilder {
+            table: text.parse().unwrap(),
+            env: Vec::new(),
+            dir,
+            generate_cert: false,
         }
     }
 }
 
-/// Environment variables the gateway reads; cleared so the developer's own
-/// shell cannot change a test.
-const ENV_VARS: &[(&str, ())] = &[
-    ("TARS_LISTEN", ()),
-    ("JWT_SECRET_KEY", ()),
-    ("JWT_ALGORITHM", ()),
-    ("JWT_EXPIRATION_HOURS", ()),
-    ("JWT_REFRESH_EXPIRATION_DAYS", ()),
-    ("WS_HEARTBEAT_INTERVAL", ()),
-    ("WS_MAX_CONNECTIONS", ()),
-    ("WS_MESSAGE_QUEUE_SIZE", ()),
-    ("WS_TIMEOUT_SECONDS", ()),
-    ("OLLAMA_HOST", ()),
-    ("OLLAMA_MODEL", ()),
-    ("MODEL_TEMPERATURE", ()),
-    ("MODEL_TOP_P", ()),
-    ("MODEL_TOP_K", ()),
-    ("MODEL_MAX_TOKENS", ()),
-    ("CORS_ORIGINS", ()),
-    ("HTTPS_ENABLED", ()),
-    ("TLS_CERT_PATH", ()),
-    ("TLS_KEY_PATH", ()),
-    ("NOTIFY_SOCKET", ()),
-    ("WATCHDOG_USEC", ()),
-    ("LISTEN_FDS", ()),
-];
-
-fn parse_listen_line(line: &str) -> Option<SocketAddr> {
-    if !line.contains("listening") {
-        return None;
-    }
-    let rest = &line[line.find("addr=")? + 5..];
-    rest.split_whitespace().next()?.parse().ok()
+/// A self-signed certificate for `localhost`, `127.0.0.1` and `::1`, made
+/// once per test binary: (certificate PEM, key PEM).
+pub fn test_cert() -> &'static (String, String) {
+    static CERT: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+    CERT.get_or_init(|| {
+        let names = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
+        let ck = rcgen::generate_simple_self_signed(names).unwrap();
+        (ck.cert.pem(), ck.signing_key.serialize_pem())
+    })
 }
 
-/// A base config for tests: loopback, port 0, TLS with a generated
+/// A base config for tests: loopback, port 0, TLS with the test
 /// certificate, a fixed JWT secret, Ollama pointing at a closed port.
 pub fn gateway() -> GatewayBuilder {
     let dir = tempfile::tempdir().unwrap();
@@ -266,156 +241,47 @@ max_connections_per_ip = 100000
     }
 }
 
-/// A running gateway process. Killed on drop.
-pub struct Gateway {
-    pub child: Child,
-    pub addr: SocketAddr,
-    pub tls: bool,
-    /// The certificate it serves, trusted by the test clients.
-    pub cert: Option<PathBuf>,
-    logs: Arc<Mutex<String>>,
-    pub config: PathBuf,
-    pub dir: tempfile::TempDir,
-}
-
-impl Gateway {
-    /// Everything the process printed so far.
-    pub fn logs(&self) -> String {
-        self.logs.lock().unwrap().clone()
-    }
-
-    /// Wait until the logs contain `needle`, or panic after `timeout`.
-    pub fn wait_for_log(&self, needle: &str, timeout: Duration) {
-        let end = Instant::now() + timeout;
-        while Instant::now() < end {
-            if self.logs().contains(needle) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("log line {needle:?} did not appear; logs:\n{}", self.logs());
-    }
-
-    /// `https://127.0.0.1:PORT` or `http://...`.
-    pub fn base_url(&self) -> String {
-        format!(
-            "{}://{}",
-            if self.tls { "https" } else { "http" },
-            self.addr
-        )
-    }
-
-    /// Send a signal (`libc`-free: via the `kill` command).
-    pub fn signal(&self, sig: &str) {
-        let st = Command::new("kill")
-            .args([&format!("-{sig}"), &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(st.success());
-    }
-
-    /// Wait for the process to exit, up to `timeout`.
-    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let end = Instant::now() + timeout;
-        while Instant::now() < end {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                return Some(st);
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        None
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Run `tars` with `args` to completion: (exit code, stdout, stderr).
-pub fn run_tars(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tars"));
-    cmd.args(args).stdin(Stdio::null());
-    for (var, _) in ENV_VARS {
-        cmd.env_remove(var);
-    }
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// [`run_tars`] that kills `tars` and panics if it has not exited within
-/// `timeout` (for commands that must fail fast, such as serving a bad config).
-pub fn run_tars_timeout(
-    args: &[&str],
-    env: &[(&str, &str)],
-    timeout: Duration,
-) -> (i32, String, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tars"));
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (var, _) in ENV_VARS {
-        cmd.env_remove(var);
-    }
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let child = cmd.spawn().unwrap();
-    let out = wait_output(child, timeout, &format!("tars {args:?}"));
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// Wait for `child` (stdout and stderr piped) within `timeout`, collecting
-/// its output; kill it and panic with what it printed when it overruns.
-pub fn wait_output(mut child: Child, timeout: Duration, what: &str) -> Output {
-    let drain = |mut p: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut v = Vec::new();
-            let _ = p.read_to_end(&mut v);
-            v
-        })
-    };
-    let out = drain(Box::new(child.stdout.take().unwrap()));
-    let err = drain(Box::new(child.stderr.take().unwrap()));
-    let end = Instant::now() + timeout;
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if Instant::now() > end {
-            let _ = child.kill();
-            let _ = child.wait();
-            let (o, e) = (out.join().unwrap(), err.join().unwrap());
-            panic!(
-                "{what} still running after {timeout:?}\nstdout:\n{}\nstderr:\n{}",
-                String::from_utf8_lossy(&o),
-                String::from_utf8_lossy(&e)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Output {
-        status,
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
-    }
-}
-
 /// argon2id PHC string for `secret`, as `tars hash-secret` makes it.
 pub fn hash_secret(secret: &str) -> String {
     tars::auth::clients::hash_secret(secret.as_bytes()).unwrap()
+}
+
+/// Poll `f` every 20 ms until it is true; panic naming `what` when
+/// `timeout` passes first. For timing assertions instead of fixed sleeps.
+pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let end = Instant::now() + timeout;
+    while !f().await {
+        assert!(
+            Instant::now() < end,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// [`wait_until`] for a blocking test.
+pub fn wait_until_blocking(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + timeout;
+    while !f() {
+        assert!(
+            Instant::now() < end,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The SHA-256 fingerprint of a DER certificate as the gateway logs it
+/// (`AA:BB:...`).
+pub fn sha256_fingerprint(der: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(der)
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }

@@ -3,12 +3,10 @@
 //! line on stderr naming the file (or variable) and the key — no panic, no
 //! backtrace, nothing served.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use support::*;
+use crate::support::*;
 
 /// Run `args` and assert the one-line refusal: exit 2, one stderr line that
 /// contains every `expect`, nothing on stdout, no panic or backtrace.

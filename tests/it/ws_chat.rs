@@ -1,14 +1,13 @@
 //! `/ws/chat` end to end: the real gateway binary over TLS, a real WebSocket
 //! client (tokio-tungstenite), and a fake Ollama speaking Ollama's NDJSON.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support;
+use crate::support::chat::*;
+use crate::support::fake_ollama::{Behavior, Chunking, FakeOllama};
+use crate::support::*;
 use serde_json::{json, Value};
-use support::chat::*;
-use support::fake_ollama::{Behavior, Chunking, FakeOllama};
-use support::*;
 
 /// A gateway with open enrollment, pointed at `fake`.
 fn gw_for(fake: &FakeOllama) -> GatewayBuilder {
@@ -28,7 +27,7 @@ async fn whole_flow_byte_exact_with_every_complete_field() {
         "The", " capital", " of", " France", " is", " Paris", ".", TRICKY, "\"", "\\", "\n",
     ];
     fake.set(Behavior::stream(tokens).chunking(Chunking::Split(7)));
-    let gw = gw_for(&fake).start();
+    let gw = gw_for(&fake).serve();
     let token = token_for(&gw, "client-001", None).await;
     let (mut ws, ack) = open_chat(&gw, &token).await;
     assert_eq!(ack["client_id"], "client-001");
@@ -82,7 +81,7 @@ fn uuid_version(s: &str) -> Option<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn echo_is_byte_exact_and_thinking_is_forwarded() {
     let fake = FakeOllama::start().await;
-    let gw = gw_for(&fake).start();
+    let gw = gw_for(&fake).serve();
     let token = token_for(&gw, "c", None).await;
     let (mut ws, _) = open_chat(&gw, &token).await;
     fake.set(Behavior::Echo);
@@ -112,7 +111,7 @@ async fn history_options_and_model_allow_list() {
             "ollama.allowed_models",
             vec!["mistral:7b-instruct", "llama3.2"],
         )
-        .start();
+        .serve();
     let token = token_for(&gw, "c", None).await;
     let (mut ws, _) = open_chat(&gw, &token).await;
 
@@ -165,7 +164,7 @@ async fn bad_messages_get_error_frames_and_the_socket_lives() {
     fake.set(Behavior::Echo);
     let gw = gw_for(&fake)
         .set("websocket.max_content_bytes", 100)
-        .start();
+        .serve();
     let token = token_for(&gw, "c", None).await;
     let (mut ws, _) = open_chat(&gw, &token).await;
     use futures_util::SinkExt;
@@ -199,7 +198,7 @@ async fn oversize_message_closes_1009() {
     let gw = gw_for(&fake)
         .set("websocket.max_message_bytes", 2048)
         .set("websocket.max_content_bytes", 1024)
-        .start();
+        .serve();
     let token = token_for(&gw, "c", None).await;
     let (mut ws, _) = open_chat(&gw, &token).await;
     send(
@@ -213,7 +212,7 @@ async fn oversize_message_closes_1009() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_auth_failure_is_refused_before_the_upgrade() {
     let fake = FakeOllama::start().await;
-    let gw = gw_for(&fake).start();
+    let gw = gw_for(&fake).serve();
     let r = post_json(&gw, "/auth/token", &json!({"client_id": "c"}), None).await;
     let pair = r.json();
     let access = pair["access_token"].as_str().unwrap().to_string();
@@ -270,7 +269,7 @@ async fn origin_check() {
     let fake = FakeOllama::start().await;
     let gw = gw_for(&fake)
         .set("cors.origins", vec!["https://ui.lan"])
-        .start();
+        .serve();
     let token = token_for(&gw, "c", None).await;
     let path = format!("/ws/chat?token={token}");
     let err = ws_connect(&gw, &path, &[("origin", "https://evil.example")])
@@ -291,7 +290,7 @@ async fn connection_limits() {
     let gw = gw_for(&fake)
         .set("websocket.max_connections", 2)
         .set("websocket.max_connections_per_client", 1)
-        .start();
+        .serve();
     let a = token_for(&gw, "a", None).await;
     let b = token_for(&gw, "b", None).await;
     let c = token_for(&gw, "c", None).await;
@@ -336,7 +335,7 @@ async fn heartbeat_and_idle_close() {
     let gw = gw_for(&fake)
         .set("websocket.heartbeat_interval_secs", 1)
         .set("websocket.timeout_secs", 3)
-        .start();
+        .serve();
     let token = token_for(&gw, "c", None).await;
     let (mut ws, _) = open_chat(&gw, &token).await;
     let start = Instant::now();
@@ -366,7 +365,7 @@ async fn upstream_refused_then_up_is_retried() {
     let gw = gw_for(&fake)
         .set("ollama.retries", 3)
         .set("ollama.retry_base_delay_secs", 0.3)
-        .start();
+        .serve();
     let token = token_for(&gw, "c", None).await;
     let (mut ws, _) = open_chat(&gw, &token).await;
     fake.stop().await;
@@ -388,7 +387,7 @@ async fn always_down_is_unavailable_after_exactly_the_retries() {
     let gw = gw_for(&fake)
         .set("ollama.retries", 2)
         .set("ollama.retry_base_delay_secs", 0.05)
-        .start();
+        .serve();
     let token = token_for(&gw, "c", None).await;
     let (mut ws, _) = open_chat(&gw, &token).await;
     let g = chat(&mut ws, "hello", Some("c1")).await;
@@ -428,7 +427,7 @@ async fn upstream_faults_end_with_an_error_never_a_hang() {
     let gw = gw_for(&fake)
         .set("ollama.first_token_timeout_secs", 1)
         .set("ollama.idle_timeout_secs", 1)
-        .start();
+        .serve();
     let token = token_for(&gw, "c", None).await;
     let (mut ws, _) = open_chat(&gw, &token).await;
     for (name, b, tokens_before) in [
@@ -466,7 +465,7 @@ async fn client_disconnect_drops_the_upstream_within_100ms() {
     fake.set(Behavior::Endless {
         delay: Duration::from_millis(5),
     });
-    let gw = gw_for(&fake).start();
+    let gw = gw_for(&fake).serve();
     let token = token_for(&gw, "c", None).await;
     let (mut ws, _) = open_chat(&gw, &token).await;
     send(
@@ -496,7 +495,7 @@ async fn cancel_stops_the_generation_and_the_next_chat_works() {
     fake.set(Behavior::Endless {
         delay: Duration::from_millis(5),
     });
-    let gw = gw_for(&fake).start();
+    let gw = gw_for(&fake).serve();
     let token = token_for(&gw, "c", None).await;
     let (mut ws, _) = open_chat(&gw, &token).await;
     send(
@@ -543,7 +542,7 @@ async fn queue_overflow_is_busy() {
     fake.set(Behavior::Endless {
         delay: Duration::from_millis(20),
     });
-    let gw = gw_for(&fake).set("websocket.message_queue_size", 1).start();
+    let gw = gw_for(&fake).set("websocket.message_queue_size", 1).serve();
     let token = token_for(&gw, "c", None).await;
     let (mut ws, _) = open_chat(&gw, &token).await;
     send(
@@ -570,7 +569,7 @@ async fn queue_overflow_is_busy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoke_closes_the_live_session_with_1008() {
     let fake = FakeOllama::start().await;
-    let gw = gw_for(&fake).start();
+    let gw = gw_for(&fake).serve();
     let token = token_for(&gw, "c", None).await;
     let (mut ws, _) = open_chat(&gw, &token).await;
     let r = post_json(&gw, "/auth/revoke", &json!({}), Some(&token)).await;
@@ -586,7 +585,7 @@ async fn revoke_closes_the_live_session_with_1008() {
 async fn sessions_list_is_for_admins_and_metrics_count() {
     let fake = FakeOllama::start().await;
     fake.set(Behavior::stream(["a", "b", "c"]));
-    let gw = gw_for(&fake).client("boss", "boss-secret", true).start();
+    let gw = gw_for(&fake).client("boss", "boss-secret", true).serve();
     let user = token_for(&gw, "user-1", None).await;
     let admin = token_for(&gw, "boss", Some("boss-secret")).await;
     let (mut ws, ack) = open_chat(&gw, &user).await;
@@ -649,7 +648,7 @@ async fn sessions_list_is_for_admins_and_metrics_count() {
 async fn hundred_concurrent_sessions_receive_byte_exact_text() {
     let fake = FakeOllama::start().await;
     fake.set(Behavior::Echo);
-    let gw = gw_for(&fake).set("websocket.max_connections", 200).start();
+    let gw = gw_for(&fake).set("websocket.max_connections", 200).serve();
     let token = token_for(&gw, "many", None).await;
     let gw = std::sync::Arc::new(gw);
     let mut tasks = Vec::new();
@@ -678,7 +677,7 @@ async fn hundred_concurrent_sessions_receive_byte_exact_text() {
 async fn tars_chat_cli_streams_an_answer() {
     let fake = FakeOllama::start().await;
     fake.set(Behavior::stream(["Paris", " is", " the", " capital", "."]));
-    let gw = gw_for(&fake).start();
+    let gw = gw_for(&fake).serve();
     let url = format!("wss://localhost:{}", gw.addr.port());
     let ca = gw.cert.clone().unwrap();
     let out = tokio::task::spawn_blocking(move || {

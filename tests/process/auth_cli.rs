@@ -2,13 +2,11 @@
 //! a registered client's `secret_hash`, and tokens minted offline are
 //! accepted by a running gateway with the same configuration.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::jwt::{claims_of, run_tars_input};
+use crate::support::*;
 use serde_json::json;
-use support::jwt::{claims_of, run_tars_input};
-use support::*;
 
 const T: Duration = Duration::from_secs(60);
 

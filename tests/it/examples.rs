@@ -1,5 +1,5 @@
 //! The API reference, executed: the client examples in `docs/examples/` run
-//! against the real gateway (TLS, open enrollment) and a fake Ollama, and the
+//! against the gateway (in-process, TLS, open enrollment) and a fake Ollama, and the
 //! served `/openapi.json` goes through a real OpenAPI 3.1 validator
 //! (`openapi-spec-validator`) and property-based API tests (`schemathesis`).
 //!
@@ -7,17 +7,17 @@
 //! registry, from which they install the examples' packages and the checkers
 //! into a cache under `target/` (reused while the pinned versions stay the
 //! same). When a tool or a registry is missing, a test prints
-//! `SKIPPED: <why>` and passes, so the rest of CI still runs. They are part
-//! of the plain `cargo test` (about 15 s with the cache warm, 45 s cold).
-
-mod support;
+//! `SKIPPED: <why>` and returns locally, and fails under `CI=true`. They are
+//! part of the plain `cargo test` (about 15 s with the cache warm, 45 s cold).
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use support::fake_ollama::{Behavior, FakeOllama};
+use crate::support;
+use crate::support::fake_ollama::{Behavior, FakeOllama};
+use crate::support::tools::{self, have};
 
 /// Python packages: the example's own (docs/examples/requirements.txt) and
 /// the two checkers, pinned so CI does not change under us.
@@ -58,14 +58,6 @@ fn run(cmd: &mut Command, timeout: Duration) -> Output {
 
 fn text(v: &[u8]) -> String {
     String::from_utf8_lossy(v).into_owned()
-}
-
-/// `Err(why)` when `program --version` does not run.
-fn have(program: &str) -> Result<(), String> {
-    match Command::new(program).arg("--version").output() {
-        Ok(o) if o.status.success() => Ok(()),
-        _ => Err(format!("{program} is not installed")),
-    }
 }
 
 /// The cached install in `dir` is current when its stamp lists `packages`.
@@ -159,39 +151,6 @@ fn gateway_builder(fake: &FakeOllama, port: u16) -> support::GatewayBuilder {
         .set("log.level", "info")
 }
 
-/// Start `tars` again on `gw`'s config (same port, key and data), after the
-/// first process was killed. Waits until it listens.
-fn restart(gw: &support::Gateway) -> Child {
-    let port = gw.addr.port();
-    let child = Command::new(env!("CARGO_BIN_EXE_tars"))
-        .arg("--config")
-        .arg(&gw.config)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let end = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < end,
-            "the restarted gateway does not listen"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child
-}
-
-/// Kills a process when dropped.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn assert_streamed(name: &str, o: &Output, expect: &[&str]) {
     let (out, err) = (text(&o.stdout), text(&o.stderr));
     assert!(
@@ -216,7 +175,7 @@ fn assert_streamed(name: &str, o: &Output, expect: &[&str]) {
 async fn client_examples_stream_an_answer() {
     let fake = FakeOllama::start().await;
     fake.set(Behavior::stream(ANSWER));
-    let gw = gateway_builder(&fake, free_port()).start();
+    let gw = gateway_builder(&fake, free_port()).serve();
     let cert = gw.cert.clone().unwrap();
     let url = format!("https://localhost:{}", gw.addr.port());
     let complete = format!("complete: {} tokens", ANSWER.len());
@@ -225,7 +184,7 @@ async fn client_examples_stream_an_answer() {
         .await
         .unwrap();
     match &py {
-        Err(why) => println!("SKIPPED: python_client.py: {why}"),
+        Err(why) => tools::skip("python_client.py", why),
         Ok(python) => {
             let mut cmd = Command::new(python);
             cmd.arg(examples().join("python_client.py"))
@@ -240,8 +199,7 @@ async fn client_examples_stream_an_answer() {
     }
     match &node {
         Err(why) => {
-            println!("SKIPPED: node_client.js: {why}");
-            println!("SKIPPED: seed_client.js: {why}");
+            tools::skip("node_client.js and seed_client.js", why);
         }
         Ok(modules) => {
             let mut cmd = Command::new("node");
@@ -289,13 +247,13 @@ async fn client_examples_reconnect_after_a_drop() {
     let (python, modules) = match (py, node) {
         (Ok(p), Ok(n)) => (p, n),
         (Err(why), _) | (_, Err(why)) => {
-            println!("SKIPPED: reconnect test: {why}");
+            tools::skip("client_examples_reconnect_after_a_drop", &why);
             return;
         }
     };
     let fake = FakeOllama::start().await;
     fake.set(Behavior::stream(ANSWER).delay(Duration::from_millis(400)));
-    let mut gw = gateway_builder(&fake, free_port()).start();
+    let gw = gateway_builder(&fake, free_port()).serve();
     let cert = gw.cert.clone().unwrap();
     let url = format!("https://localhost:{}", gw.addr.port());
     let py = Command::new(python)
@@ -321,12 +279,11 @@ async fn client_examples_reconnect_after_a_drop() {
         gw.logs()
     );
     tokio::time::sleep(Duration::from_millis(900)).await;
-    gw.child.kill().unwrap();
-    gw.child.wait().unwrap();
-    let (second, gw) = tokio::task::spawn_blocking(move || (restart(&gw), gw))
+    // Stopped hard (as a crash would), then up again on the same port,
+    // certificate and key.
+    let gw = tokio::task::spawn_blocking(move || gw.restart())
         .await
         .unwrap();
-    let _second = KillOnDrop(second);
     let complete = format!("complete: {} tokens", ANSWER.len());
     let (po, no) = tokio::task::spawn_blocking(|| {
         (
@@ -354,7 +311,7 @@ async fn openapi_document_is_valid_and_schemathesis_finds_nothing() {
     let python = match tokio::task::spawn_blocking(python_env).await.unwrap() {
         Ok(p) => p,
         Err(why) => {
-            println!("SKIPPED: openapi-spec-validator and schemathesis: {why}");
+            tools::skip("openapi-spec-validator and schemathesis", &why);
             return;
         }
     };
@@ -362,7 +319,7 @@ async fn openapi_document_is_valid_and_schemathesis_finds_nothing() {
     fake.set(Behavior::stream(ANSWER));
     let gw = gateway_builder(&fake, free_port())
         .client("admin", "admin-secret", true)
-        .start();
+        .serve();
     let admin = support::chat::token_for(&gw, "admin", Some("admin-secret")).await;
     let victim = support::chat::token_for(&gw, "victim", None).await;
     let cert = gw.cert.clone().unwrap();

@@ -3,14 +3,12 @@
 //! thinking lines, retries and backoff, statuses, mid-stream faults,
 //! timeouts, cancellation, and the upstream request dropped with the stream.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::fake_ollama::{go_json_string, Behavior, Chunking, FakeOllama};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use serde_json::{json, Value};
-use support::fake_ollama::{go_json_string, Behavior, Chunking, FakeOllama};
 use tars::config::OllamaConfig;
 use tars::metrics::{KindLabel, Metrics};
 use tars::ollama::{

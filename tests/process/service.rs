@@ -2,16 +2,14 @@
 //! certificate files replaced on disk) without dropping live streams, a bad
 //! reload refused, and the SIGTERM drain.
 
-mod support;
-
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::support::chat::*;
+use crate::support::fake_ollama::{Behavior, FakeOllama};
+use crate::support::*;
 use serde_json::json;
-use support::chat::*;
-use support::fake_ollama::{Behavior, FakeOllama};
-use support::*;
 
 /// Read notify datagrams until one contains `needle`; returns it.
 fn wait_notify(sock: &UnixDatagram, needle: &str, seen: &mut Vec<String>) -> String {

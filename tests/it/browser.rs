@@ -1,5 +1,5 @@
-//! The chat page end to end in a real headless Chromium, against the real
-//! gateway binary and the fake Ollama: sign in, stream text byte-exact (HTML
+//! The chat page end to end in a real headless Chromium, against the gateway
+//! (in-process, over real TLS) and the fake Ollama: sign in, stream text byte-exact (HTML
 //! and emoji rendered as text), Stop, reconnect after the gateway restarts,
 //! token refresh, a wrong secret, a pasted token at phone width.
 //!
@@ -9,16 +9,14 @@
 //! certificate: `--ignore-certificate-errors-spki-list` pins the SHA-256 of
 //! its public key (no blanket `--ignore-certificate-errors`). `.ci/run`
 //! installs both packages; where they are missing every browser test prints
-//! `SKIPPED: chromium not available` and passes, so the rest of the suite
-//! still runs. The HTTP-level tests at the end need no browser.
+//! `SKIPPED: ...: chromium not available` and returns locally, and fails
+//! under `CI=true`. The HTTP-level tests at the end need no browser.
 //!
 //! `TARS_CHROMIUM` and `TARS_CHROMEDRIVER` name other binaries (a path that
 //! does not exist skips the browser tests).
-//! `TARS_UPDATE_SCREENSHOT=1 cargo test --test browser` rewrites
+//! `TARS_UPDATE_SCREENSHOT=1 cargo test --test it browser` rewrites
 //! `docs/screenshot.png` (the page mid-answer); otherwise the screenshot goes
 //! to a temporary folder.
-
-mod support;
 
 use std::io::Write;
 use std::net::TcpListener;
@@ -26,12 +24,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::fake_ollama::{Behavior, FakeOllama};
+use crate::support::tools;
+use crate::support::*;
 use base64::Engine;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use support::fake_ollama::{Behavior, FakeOllama};
-use support::*;
 
 const CLIENT: &str = "web";
 const SECRET: &str = "web-secret";
@@ -74,7 +73,7 @@ fn say(line: &str) {
 
 /// `base64(sha256(SubjectPublicKeyInfo))` of the gateway's key: what
 /// Chromium's `--ignore-certificate-errors-spki-list` pins.
-fn spki_pin(gw: &Gateway) -> String {
+fn spki_pin(gw: &Server) -> String {
     use rcgen::PublicKeyData;
     let key = gw.cert.as_ref().unwrap().with_file_name("tars.key");
     let pem = std::fs::read_to_string(&key).unwrap();
@@ -103,17 +102,18 @@ struct Browser {
 impl Browser {
     /// Start Chromium trusting `gw`'s certificate, or `None` (after saying
     /// so) when it is not installed.
-    async fn start(gw: &Gateway, test: &str) -> Option<Browser> {
+    async fn start(gw: &Server, test: &str) -> Option<Browser> {
         Self::start_with(gw, test, None).await
     }
 
     /// [`Self::start`], with chromedriver's `mobileEmulation` set to a
     /// `width`×`height` CSS-pixel screen when given.
-    async fn start_with(gw: &Gateway, test: &str, phone: Option<(u32, u32)>) -> Option<Browser> {
+    async fn start_with(gw: &Server, test: &str, phone: Option<(u32, u32)>) -> Option<Browser> {
         let Some((chromium, driver_bin)) = browser_binaries() else {
-            say(&format!(
-                "SKIPPED: chromium not available (install Debian's chromium and chromium-driver; .ci/run does): {test}"
-            ));
+            tools::skip(
+                test,
+                "chromium not available (install Debian's chromium and chromium-driver; .ci/run does)",
+            );
             return None;
         };
         let lock = BROWSER_LOCK.lock().await;
@@ -180,7 +180,7 @@ impl Browser {
         })
     }
 
-    async fn goto(&self, gw: &Gateway) {
+    async fn goto(&self, gw: &Server) {
         self.c.goto(&format!("{}/", gw.base_url())).await.unwrap();
     }
 
@@ -331,13 +331,13 @@ impl Drop for Browser {
     }
 }
 
-async fn start_gateway(fake: &FakeOllama) -> Gateway {
+async fn start_gateway(fake: &FakeOllama) -> Server {
     gateway()
         .ollama(&fake.url())
         .client(CLIENT, SECRET, false)
         .set("ollama.model", MODELS[0])
         .set("ollama.allowed_models", MODELS.to_vec())
-        .start()
+        .serve()
 }
 
 async fn session_storage(b: &Browser, key: &str) -> Option<String> {
@@ -549,7 +549,7 @@ async fn stop_mid_stream() {
     b.quit().await;
 }
 
-/// The gateway goes away under the page (SIGTERM: it tells the page it is
+/// The gateway goes away under the page (its shutdown: it tells the page it is
 /// shutting down and closes the socket with 1001) and comes back on the
 /// same port, certificate and signing key, as after `systemctl restart`. The
 /// page shows that it is reconnecting, retries with backoff, reconnects on
@@ -582,7 +582,7 @@ async fn reconnects_after_gateway_restart() {
         .unwrap();
     }
 
-    gw.signal("TERM");
+    gw.begin_shutdown();
     let notice = b
         .until(
             "the shutdown notice",
@@ -606,19 +606,26 @@ async fn reconnects_after_gateway_restart() {
         status.as_str().unwrap().starts_with("Disconnected: "),
         "{status}"
     );
-    assert!(gw.wait_exit(Duration::from_secs(15)).is_some());
+    let stopped = gw.wait_stopped(Duration::from_secs(15)).await;
+    assert!(
+        matches!(stopped, Some(Ok(()))),
+        "serve returned {stopped:?}"
+    );
     drop(gw);
-    // Stay down long enough for a few failed attempts (backoff).
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Down long enough for failed attempts (backoff).
     let attempts = b
-        .js("return document.getElementById('status').textContent")
+        .until(
+            "a failed reconnection attempt",
+            "const t = document.getElementById('status').textContent; \
+             return t.includes('(attempt ') && t;",
+        )
         .await;
     assert!(
         attempts.as_str().unwrap().contains("(attempt "),
         "{attempts}"
     );
 
-    let gw = next.start();
+    let gw = next.serve();
     b.wait_connected().await;
     fake.set(Behavior::Echo);
     b.ask("still there?").await;
@@ -761,7 +768,7 @@ async fn phone_width_and_pasted_token() {
 /// security headers, and `If-None-Match` gets 304.
 #[tokio::test]
 async fn page_and_static_files_over_https() {
-    let gw = gateway().start();
+    let gw = gateway().serve();
     let html = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
     let page = request(&gw, "GET", "/", &[("accept", html)], None).await;
     assert_eq!(page.status, 200);
@@ -825,7 +832,7 @@ async fn models_endpoint() {
         .client(CLIENT, SECRET, false)
         .set("ollama.model", MODELS[0])
         .set("ollama.allowed_models", MODELS.to_vec())
-        .start();
+        .serve();
     let r = get(&gw, "/models").await;
     assert_eq!(r.status, 401);
     assert_eq!(r.json()["error"], "missing_token");

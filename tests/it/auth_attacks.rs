@@ -2,14 +2,12 @@
 //! `/auth/validate` with 401 `{valid: false, reason}`; and a full auth flow
 //! at `log.level = "trace"` whose logs must contain no token and no secret.
 
-mod support;
-
+use crate::support::jwt::*;
+use crate::support::*;
 use jsonwebtoken::Algorithm;
 use serde_json::{json, Value};
-use support::jwt::*;
-use support::*;
 
-async fn validate(gw: &Gateway, token: &str) -> HttpResponse {
+async fn validate(gw: &Server, token: &str) -> HttpResponse {
     post_json(gw, "/auth/validate", &json!({}), Some(token)).await
 }
 
@@ -193,13 +191,13 @@ fn cases(
     ]
 }
 
-async fn issue(gw: &Gateway, id: &str) -> HttpResponse {
+async fn issue(gw: &Server, id: &str) -> HttpResponse {
     post_json(gw, "/auth/token", &json!({"client_id": id}), None).await
 }
 
 #[tokio::test]
 async fn attack_matrix_is_refused_by_validate() {
-    let gw = gateway().set("auth.open_enrollment", true).start();
+    let gw = gateway().set("auth.open_enrollment", true).serve();
     let a = issue(&gw, "victim").await.json();
     let access = a["access_token"].as_str().unwrap().to_string();
     let refresh = a["refresh_token"].as_str().unwrap().to_string();
@@ -273,7 +271,7 @@ async fn attack_matrix_is_refused_by_validate() {
 
 #[tokio::test]
 async fn unregistered_subjects_are_refused_without_open_enrollment() {
-    let gw = gateway().client("laptop", "s3cret", false).start();
+    let gw = gateway().client("laptop", "s3cret", false).serve();
     // Signed with the right key but for a client that is not registered.
     let t = sign(
         &good_claims("stranger"),
@@ -298,7 +296,7 @@ async fn no_token_or_secret_in_logs_at_trace_level() {
         .set("log.level", "trace")
         .set("auth.open_enrollment", true)
         .client("laptop", client_secret, true)
-        .start();
+        .serve();
     let mut tokens: Vec<String> = Vec::new();
     let take = |r: &HttpResponse, tokens: &mut Vec<String>| {
         let b = r.json();

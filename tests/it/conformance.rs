@@ -2,12 +2,10 @@
 //! byte over the gateway's real TLS socket — no WebSocket library on the
 //! client side, so nothing is smoothed over.
 
-mod support;
-
 use std::time::Duration;
 
-use support::chat::token_for;
-use support::*;
+use crate::support::chat::token_for;
+use crate::support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const TEXT: u8 = 0x1;
@@ -24,7 +22,7 @@ struct Raw {
 
 impl Raw {
     /// Upgrade with a hand-written request and read the connection_ack.
-    async fn open(gw: &Gateway, token: &str) -> Raw {
+    async fn open(gw: &Server, token: &str) -> Raw {
         let mut io = connect(gw).await;
         let req = format!(
             "GET /ws/chat?token={token} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -155,12 +153,12 @@ impl Raw {
 /// (fin, opcode, payload, masked, rsv bits)
 type RawFrame = (bool, u8, Vec<u8>, bool, u8);
 
-async fn setup() -> (Gateway, String) {
+async fn setup() -> (Server, String) {
     let gw = gateway()
         .set("auth.open_enrollment", true)
         .set("websocket.max_message_bytes", 4096)
         .set("websocket.max_content_bytes", 1024)
-        .start();
+        .serve();
     let token = token_for(&gw, "raw", None).await;
     (gw, token)
 }

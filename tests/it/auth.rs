@@ -4,23 +4,21 @@
 //! and malformed requests. The attack matrix, persistence and CLI live in
 //! `auth_attacks.rs`, `auth_persistence.rs` and `auth_cli.rs`.
 
-mod support;
-
+use crate::support::jwt::claims_of;
+use crate::support::*;
 use serde_json::json;
-use support::jwt::claims_of;
-use support::*;
 
-async fn issue(gw: &Gateway, body: serde_json::Value) -> HttpResponse {
+async fn issue(gw: &Server, body: serde_json::Value) -> HttpResponse {
     post_json(gw, "/auth/token", &body, None).await
 }
 
-async fn validate(gw: &Gateway, token: &str) -> HttpResponse {
+async fn validate(gw: &Server, token: &str) -> HttpResponse {
     post_json(gw, "/auth/validate", &json!({}), Some(token)).await
 }
 
 #[tokio::test]
 async fn seed_curl_examples_with_open_enrollment() {
-    let gw = gateway().set("auth.open_enrollment", true).start();
+    let gw = gateway().set("auth.open_enrollment", true).serve();
     gw.wait_for_log("open_enrollment = true", std::time::Duration::from_secs(5));
     let r = issue(
         &gw,
@@ -87,7 +85,7 @@ async fn configured_lifetimes_and_algorithm() {
         .set("auth.access_ttl_hours", 2)
         .set("auth.refresh_ttl_days", 3)
         .set("auth.algorithm", "HS512")
-        .start();
+        .serve();
     let b = issue(&gw, json!({"client_id": "x"})).await.json();
     assert_eq!(b["expires_in"], 7200);
     let a = claims_of(b["access_token"].as_str().unwrap());
@@ -113,7 +111,7 @@ async fn configured_lifetimes_and_algorithm() {
 
 #[tokio::test]
 async fn registered_clients_need_their_secret() {
-    let gw = gateway().client("laptop", "s3cret", false).start();
+    let gw = gateway().client("laptop", "s3cret", false).serve();
     assert!(!gw.logs().contains("open_enrollment = true"));
     let uniform = json!({"error": "invalid_client", "message": "unknown client or wrong secret"});
 
@@ -152,7 +150,7 @@ async fn open_enrollment_still_checks_registered_clients() {
     let gw = gateway()
         .set("auth.open_enrollment", true)
         .client("laptop", "s3cret", true)
-        .start();
+        .serve();
     // Anyone else: no secret needed.
     assert_eq!(issue(&gw, json!({"client_id": "phone"})).await.status, 200);
     // The registered id cannot be claimed without its secret.
@@ -171,7 +169,7 @@ async fn open_enrollment_still_checks_registered_clients() {
 
 #[tokio::test]
 async fn malformed_requests_are_named() {
-    let gw = gateway().set("auth.open_enrollment", true).start();
+    let gw = gateway().set("auth.open_enrollment", true).serve();
     let r = request(
         &gw,
         "POST",
@@ -221,7 +219,7 @@ async fn failed_attempts_are_limited_per_ip() {
     let gw = gateway()
         .set("auth.max_failed_attempts_per_minute", 2)
         .client("laptop", "s3cret", false)
-        .start();
+        .serve();
     let good = json!({"client_id": "laptop", "client_secret": "s3cret"});
     let bad = json!({"client_id": "laptop", "client_secret": "guess"});
     // Successes do not count.
@@ -247,7 +245,7 @@ async fn failed_attempts_are_limited_per_ip() {
 
 #[tokio::test]
 async fn refresh_rotates_and_reuse_is_refused_and_logged() {
-    let gw = gateway().set("auth.open_enrollment", true).start();
+    let gw = gateway().set("auth.open_enrollment", true).serve();
     let first = issue(&gw, json!({"client_id": "tablet", "device_name": "Tab"}))
         .await
         .json();
@@ -335,7 +333,7 @@ async fn refresh_rotates_and_reuse_is_refused_and_logged() {
 
 #[tokio::test]
 async fn concurrent_refreshes_of_one_token_yield_one_pair() {
-    let gw = gateway().set("auth.open_enrollment", true).start();
+    let gw = gateway().set("auth.open_enrollment", true).serve();
     let pair = issue(&gw, json!({"client_id": "racer"})).await.json();
     let body = json!({"refresh_token": pair["refresh_token"]});
     let p = || post_json(&gw, "/auth/refresh", &body, None);
@@ -354,7 +352,7 @@ async fn concurrent_refreshes_of_one_token_yield_one_pair() {
 
 #[tokio::test]
 async fn validate_without_a_token() {
-    let gw = gateway().start();
+    let gw = gateway().serve();
     let r = request(&gw, "POST", "/auth/validate", &[], None).await;
     assert_eq!(r.status, 401);
     assert_eq!(r.json()["valid"], false);
@@ -382,7 +380,7 @@ async fn validate_without_a_token() {
 
 #[tokio::test]
 async fn revoke_by_header_or_body() {
-    let gw = gateway().set("auth.open_enrollment", true).start();
+    let gw = gateway().set("auth.open_enrollment", true).serve();
     let a = issue(&gw, json!({"client_id": "one"})).await.json();
     let access = a["access_token"].as_str().unwrap();
     let jti = claims_of(access)["jti"].clone();

@@ -3,13 +3,11 @@
 //! happens when the revocation log cannot be written; start-up refusals of a
 //! bad key.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::jwt::{claims_of, run_tars_input};
+use crate::support::*;
 use serde_json::json;
-use support::jwt::{claims_of, restart, run_tars_input};
-use support::*;
 
 async fn validate(gw: &Gateway, token: &str) -> HttpResponse {
     post_json(gw, "/auth/validate", &json!({}), Some(token)).await
@@ -44,7 +42,7 @@ async fn revocation_survives_kill_9() {
     // No grace period: kill at once.
     gw.signal("KILL");
 
-    let gw = restart(gw);
+    let gw = gw.restart();
     gw.wait_for_log("revocation log loaded", Duration::from_secs(5));
     let v = validate(&gw, &revoked).await;
     assert_eq!(v.status, 401, "{}", v.text());
@@ -79,7 +77,7 @@ async fn torn_last_line_is_ignored_at_start() {
     text.push_str("{\"jti\":\"half-writ");
     std::fs::write(&log, text).unwrap();
 
-    let gw = restart(gw);
+    let gw = gw.restart();
     assert_eq!(validate(&gw, &revoked).await.json()["reason"], "revoked");
     let (other, _) = pair(&gw, "c").await;
     assert_eq!(
@@ -149,7 +147,7 @@ async fn generated_key_is_created_once_and_reused() {
     let (access, _) = pair(&gw, "a").await;
     assert!(!gw.logs().contains(key.trim()));
 
-    let gw = restart(gw);
+    let gw = gw.restart();
     assert_eq!(std::fs::read_to_string(&key_path).unwrap(), key);
     let v = validate(&gw, &access).await;
     assert_eq!(

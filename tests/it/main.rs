@@ -1,0 +1,23 @@
+//! The in-process integration tests: one test binary (one link) for every
+//! test that talks to the gateway over its sockets. Each server runs
+//! in-process through `tars::serve` on an ephemeral port
+//! ([`support::server`]), in front of an in-process fake Ollama, and is
+//! reached by real TLS and WebSocket clients. Grouped by subsystem.
+//!
+//! Tests of the process itself (CLI, signals, systemd, exit codes) are in
+//! `tests/process/`.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod auth;
+mod auth_attacks;
+mod browser;
+mod conformance;
+mod embed;
+mod examples;
+mod hardening;
+mod http;
+mod props;
+mod upstream;
+mod ws_chat;

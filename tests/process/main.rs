@@ -1,0 +1,15 @@
+//! Tests of the `tars` process itself, which start the binary as a
+//! subprocess ([`support::process`]): the command line and its exit codes,
+//! bad configurations, signals and the drain, SIGHUP reload, systemd notify
+//! and socket activation, the log file, persistence across `kill -9`, and
+//! the process's descriptor table. One test binary.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod auth_cli;
+mod config_errors;
+mod lifecycle;
+mod persistence;
+mod service;
+mod systemd_unit;
