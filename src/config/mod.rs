@@ -260,8 +260,7 @@ pub fn load_with_env(
 /// Parse and validate TOML `text` as if read from `path`, without the
 /// environment (for tests and fuzzing). Relative paths resolve against
 /// `path`'s folder; nothing is read from disk except certificate existence.
-pub fn from_toml_str(text: &str, source: Option<&Path>) -> Result<Config, ConfigError> {
-    let path = source.unwrap_or(Path::new("<inline config>"));
+pub fn from_toml_str(path: &Path, text: &str) -> Result<Config, ConfigError> {
     let raw = parse_toml(&path.display().to_string(), text)?;
     validate::validate(path, raw)
 }
