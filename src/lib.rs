@@ -2,9 +2,14 @@
 //! Ollama server. LAN clients connect over WSS, present a JWT, send a chat
 //! message and watch Ollama's answer stream back token by token.
 //!
+//! Embedding: [`serve`]`(config, listener, shutdown)` runs a gateway until
+//! `shutdown` resolves and returns after the drain; [`Server`] and [`Handle`]
+//! add reload and status for programs that need them. Nothing process-wide
+//! (signals, logging, systemd, exit codes) happens outside [`cli`].
+//!
 //! Module map (request path top to bottom):
-//! - [`app`]: start-up and serving: certificate, state, listener, signals, reload, systemd.
-//! - [`cli`]: the `tars` command line (serve, check-config, gen-cert, ...).
+//! - [`cli`]: the `tars` command line: logging, signals, systemd glue, exit codes.
+//! - [`app`]: the embeddable server: [`serve`], [`Server`], [`Handle`], [`Error`].
 //! - [`client`]: `tars chat`, the example WSS client.
 //! - [`config`]: `config.toml` + environment → validated, frozen [`config::Config`].
 //! - [`logging`]: tracing subscriber set-up (text, JSON, journald).
@@ -18,8 +23,8 @@
 //! - [`web`]: the embedded browser chat page (`/`, `/static/*`) and `GET /models`.
 //! - [`ollama`]: pooled Ollama client, NDJSON streaming.
 //! - [`ready`]: cached, single-flight Ollama readiness probe.
-//! - [`reload`]: SIGHUP reload and certificate-file polling.
-//! - [`systemd`]: sd_notify (ready, status, reload, stop, watchdog) and socket activation.
+//! - [`reload`]: config reload and certificate-file polling.
+//! - [`systemd`]: sd_notify (ready, status, reload, stop, watchdog) and socket activation (used by [`cli`] only).
 //! - [`limits`]: per-IP connection and auth limits, per-client chat limits.
 //! - [`metrics`]: Prometheus registry and the seed's JSON metrics.
 //! - [`state`]: [`state::AppState`], shared by all of the above.
@@ -44,3 +49,5 @@ pub mod systemd;
 pub mod tls;
 pub mod web;
 pub mod ws;
+
+pub use app::{serve, Error, Handle, Server};

@@ -257,10 +257,16 @@ pub fn load_with_env(
     validate::validate(path, raw).map_err(|e| env::blame(e, get_env))
 }
 
-/// Parse and validate TOML `text` as if read from `path`, without the
-/// environment (for tests and fuzzing). Relative paths resolve against
-/// `path`'s folder; nothing is read from disk except certificate existence.
-pub fn from_toml_str(path: &Path, text: &str) -> Result<Config, ConfigError> {
+/// What [`from_toml_str`] names as the source of a config given no path.
+pub const INLINE_SOURCE: &str = "<inline config>";
+
+/// Parse and validate TOML `text` without the environment (for embedding,
+/// tests and fuzzing). With `source`, relative paths resolve against its
+/// folder, errors name it and a reload re-reads it; without, relative paths
+/// resolve against the working directory and errors name
+/// [`INLINE_SOURCE`]. Nothing is read from disk except certificate existence.
+pub fn from_toml_str(text: &str, source: Option<&Path>) -> Result<Config, ConfigError> {
+    let path = source.unwrap_or(Path::new(INLINE_SOURCE));
     let raw = parse_toml(&path.display().to_string(), text)?;
     validate::validate(path, raw)
 }
