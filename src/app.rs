@@ -14,7 +14,6 @@ use std::future::Future;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::config::{Config, ConfigError};
@@ -65,7 +64,7 @@ impl Server {
     /// Build the state: load (or generate) the TLS certificate, the JWT key
     /// and the revocation store. No task is started and nothing listens yet.
     pub fn new(config: Config) -> Result<Self, Error> {
-        let state = AppState::new(config, CancellationToken::new())?;
+        let state = AppState::new(config)?;
         Ok(Self { state })
     }
 
@@ -104,7 +103,11 @@ impl Server {
             background.extend(crate::reload::spawn_cert_watch(state.clone(), every));
         }
         log_start(&state, addr);
-        crate::server::run(listener, state).await;
+        let service = {
+            let state = state.clone();
+            move |conn, req| crate::routes::handle(state.clone(), conn, req)
+        };
+        crate::server::run(listener, state.listener(), service).await;
         for task in background {
             let _ = task.await;
         }
@@ -157,7 +160,7 @@ impl Handle {
     pub fn status_line(&self) -> String {
         format!(
             "{} sessions, {} streams",
-            self.state.sessions.active(),
+            self.state.ws.sessions.active(),
             self.state.metrics.generations_active.get().max(0)
         )
     }
@@ -201,6 +204,7 @@ fn spawn_housekeeping(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
             }
             state.limits.sweep();
             state
+                .ws
                 .conversations
                 .sweep(state.config().ollama.conversation_idle);
         }

@@ -13,10 +13,12 @@
 //! - [`client`]: `tars chat`, the example WSS client.
 //! - [`config`]: `config.toml` + environment → validated, frozen [`config::Config`].
 //! - [`logging`]: tracing subscriber set-up (text, JSON, journald).
-//! - [`server`]: accept loop, TLS handshake, hyper connections, drain ([`server::run`]).
+//! - [`server`]: accept loop, TLS handshake, hyper connections, drain ([`server::run`]);
+//!   connection facts ([`server::ConnInfo`]) and the origin checks.
 //! - [`tls`]: PEM → rustls config, self-signed generation, swappable certificate.
-//! - [`routes`]: the route table, CORS, `/`, `/health`, `/ready`, `/metrics`.
-//! - [`http`]: response and body helpers shared by handlers.
+//! - [`routes`]: the route table and CORS; hands each handler its subsystem's state.
+//! - [`status`]: `/` (JSON), `/health`, `/ready`, `/metrics`.
+//! - [`response`]: responses, error bodies and bounded request bodies, shared by handlers.
 //! - [`api_doc`]: `GET /openapi.json` (generated from the handlers' types), `/docs` (Swagger UI).
 //! - [`auth`]: JWTs, registered clients, revocation store, `/auth/*`.
 //! - [`ws`]: `/ws/chat` upgrade, sessions, protocol, connection manager.
@@ -27,7 +29,8 @@
 //! - [`systemd`]: sd_notify (ready, status, reload, stop, watchdog) and socket activation (used by [`cli`] only).
 //! - [`limits`]: per-IP connection and auth limits, per-client chat limits.
 //! - [`metrics`]: Prometheus registry and the seed's JSON metrics.
-//! - [`state`]: [`state::AppState`], shared by all of the above.
+//! - [`state`]: [`state::AppState`], one server's state composed from the subsystems'
+//!   own ([`auth::AuthState`], [`ws::WsState`]); only `app`, `routes` and `reload` use it.
 
 pub mod api_doc;
 pub mod app;
@@ -35,16 +38,17 @@ pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod config;
-pub mod http;
 pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod ollama;
 pub mod ready;
 pub mod reload;
+pub mod response;
 pub mod routes;
 pub mod server;
 pub mod state;
+pub mod status;
 pub mod systemd;
 pub mod tls;
 pub mod web;

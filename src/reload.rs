@@ -103,7 +103,7 @@ pub fn reload(state: &AppState) -> Result<(), ReloadError> {
     if ollama_changed {
         state.ollama.store(Arc::new(OllamaClient::new(&new.ollama)));
     }
-    state.auth.reload(&new);
+    state.auth.auth.reload(&new);
     state.replace_config(new);
     Ok(())
 }

@@ -243,6 +243,28 @@ pub struct LimitsConfig {
     pub max_connections_per_ip: usize,
 }
 
+/// The configuration in force, shared by every subsystem of one server and
+/// swapped whole on reload. Cheap to clone (one `Arc`).
+#[derive(Clone)]
+pub struct SharedConfig(std::sync::Arc<arc_swap::ArcSwap<Config>>);
+
+impl SharedConfig {
+    pub fn new(config: Config) -> Self {
+        Self(std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(config)))
+    }
+
+    /// The configuration in force now. Hold the `Arc` for the length of one
+    /// request or generation, not longer.
+    pub fn get(&self) -> std::sync::Arc<Config> {
+        self.0.load_full()
+    }
+
+    /// Replace the configuration (reload). Holders of the old `Arc` keep it.
+    pub fn replace(&self, config: Config) {
+        self.0.store(std::sync::Arc::new(config));
+    }
+}
+
 /// Read, override from the process environment, and validate `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     load_with_env(path, &|k| std::env::var(k).ok())
