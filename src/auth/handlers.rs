@@ -30,10 +30,10 @@ use super::clients::{self, Credential};
 use super::revocation::Revoke;
 use super::tokens::{now_secs, Claims, Subject, TokenType};
 use super::AuthError;
+use super::AuthState;
 use crate::config::valid_client_id;
-use crate::http::{self as h, Resp};
-use crate::routes::ConnInfo;
-use crate::state::AppState;
+use crate::response::{self as h, Resp};
+use crate::server::ConnInfo;
 
 /// Longest `device_name` / `device_type` accepted, in characters.
 const MAX_DEVICE_CHARS: usize = 128;
@@ -205,7 +205,7 @@ fn bad_device(body: &TokenRequest) -> Option<Resp> {
 }
 
 /// `POST /auth/token`.
-pub async fn token(state: &AppState, conn: ConnInfo, req: Request<Incoming>) -> Resp {
+pub async fn token(state: &AuthState, conn: ConnInfo, req: Request<Incoming>) -> Resp {
     let auth = &state.auth;
     let ip = conn.peer.ip();
     let limit = auth.policy().max_failed_attempts_per_minute;
@@ -285,7 +285,7 @@ pub async fn token(state: &AppState, conn: ConnInfo, req: Request<Incoming>) -> 
 
 /// Verify `secret` against `phc` (or a dummy hash when `None`, or when no
 /// secret was sent) off the async workers, with bounded concurrency.
-async fn check_secret(state: &AppState, phc: Option<String>, secret: Option<String>) -> bool {
+async fn check_secret(state: &AuthState, phc: Option<String>, secret: Option<String>) -> bool {
     let Ok(_permit) = state.auth.argon2_slots().acquire().await else {
         return false;
     };
@@ -297,7 +297,7 @@ async fn check_secret(state: &AppState, phc: Option<String>, secret: Option<Stri
 }
 
 /// Persist the revocation of `claims.jti` off the async workers.
-async fn store_revocation(state: &AppState, claims: &Claims) -> std::io::Result<Revoke> {
+async fn store_revocation(state: &AuthState, claims: &Claims) -> std::io::Result<Revoke> {
     let store = state.auth.store().clone();
     let (jti, exp) = (claims.jti.clone(), claims.exp);
     tokio::task::spawn_blocking(move || store.revoke(&jti, exp, now_secs()))
@@ -306,7 +306,7 @@ async fn store_revocation(state: &AppState, claims: &Claims) -> std::io::Result<
 }
 
 /// `POST /auth/refresh`.
-pub async fn refresh(state: &AppState, conn: ConnInfo, req: Request<Incoming>) -> Resp {
+pub async fn refresh(state: &AuthState, conn: ConnInfo, req: Request<Incoming>) -> Resp {
     let max = state.config().limits.max_body_bytes;
     let body: RefreshRequest = match h::read_json(req, max).await {
         Ok(b) => b,
@@ -389,7 +389,7 @@ fn not_valid(e: &AuthError) -> Resp {
 }
 
 /// `POST /auth/validate`.
-pub async fn validate(state: &AppState, _conn: ConnInfo, req: Request<Incoming>) -> Resp {
+pub async fn validate(state: &AuthState, _conn: ConnInfo, req: Request<Incoming>) -> Resp {
     let token = h::bearer(&req).unwrap_or("");
     match state.auth.verify_access(token) {
         Ok(c) => {
@@ -415,7 +415,7 @@ pub async fn validate(state: &AppState, _conn: ConnInfo, req: Request<Incoming>)
 
 /// The token `/auth/revoke` should revoke: `{token}` from a non-empty JSON
 /// body, else the bearer token.
-async fn revoke_target(state: &AppState, req: Request<Incoming>) -> Result<String, Resp> {
+async fn revoke_target(state: &AuthState, req: Request<Incoming>) -> Result<String, Resp> {
     let bearer = h::bearer(&req).map(str::to_string);
     let is_json = req
         .headers()
@@ -446,7 +446,7 @@ async fn revoke_target(state: &AppState, req: Request<Incoming>) -> Result<Strin
 }
 
 /// `POST /auth/revoke`.
-pub async fn revoke(state: &AppState, conn: ConnInfo, req: Request<Incoming>) -> Resp {
+pub async fn revoke(state: &AuthState, conn: ConnInfo, req: Request<Incoming>) -> Resp {
     let token = match revoke_target(state, req).await {
         Ok(t) => t,
         Err(r) => {
@@ -497,7 +497,7 @@ pub async fn revoke(state: &AppState, conn: ConnInfo, req: Request<Incoming>) ->
 }
 
 /// `GET /auth/health`.
-pub fn health(state: &AppState) -> Resp {
+pub fn health(state: &AuthState) -> Resp {
     let policy = state.auth.policy();
     h::json(
         StatusCode::OK,

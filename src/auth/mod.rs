@@ -28,13 +28,38 @@ use tracing::warn;
 pub use error::{AuthError, AuthInitError};
 pub use tokens::{Claims, Subject, TokenPair, TokenType, MAX_TOKEN_BYTES};
 
-use crate::config::{Config, JwtAlgorithm};
+use crate::config::{Config, JwtAlgorithm, SharedConfig};
+use crate::metrics::Metrics;
 use clients::Policy;
 use limiter::FailureLimiter;
 use revocation::RevocationStore;
 use tokens::TokenKeys;
 
-/// The gateway's authentication state, shared through `AppState`.
+/// The sessions of the server, as far as auth needs them: revoking a token
+/// closes the sessions it opened. Implemented by the WebSocket session
+/// manager; auth knows nothing else of WebSockets.
+pub trait LiveSessions: Send + Sync {
+    /// Close every session opened with token `jti` (1008); returns how many.
+    fn revoke_jti(&self, jti: &str) -> usize;
+}
+
+/// What the `/auth/*` endpoints need, and nothing more: built once by
+/// [`crate::state::AppState::new`].
+pub struct AuthState {
+    pub auth: Arc<Auth>,
+    pub metrics: Arc<Metrics>,
+    pub config: SharedConfig,
+    pub sessions: Arc<dyn LiveSessions>,
+}
+
+impl AuthState {
+    /// The configuration in force now.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.get()
+    }
+}
+
+/// The gateway's authentication state: keys, client policy, revocations.
 pub struct Auth {
     keys: TokenKeys,
     algorithm: JwtAlgorithm,

@@ -19,12 +19,12 @@ use super::protocol::{self, code, Chat, Complete};
 use super::token_frame::TokenEncoder;
 use super::writer::Out;
 use super::SessionInfo;
+use super::WsState;
 use crate::config::Config;
 use crate::ollama::{
     parse_chat_line, ChatLine, ChatMessage, ChatOptions, ChatRequest, OllamaError, RetryPolicy,
     Role,
 };
-use crate::state::AppState;
 
 /// A chat accepted by the reader, waiting for its turn.
 #[derive(Debug)]
@@ -76,7 +76,7 @@ fn limits(cfg: &Config) -> Limits {
 }
 
 /// Build the upstream request: system prompt, earlier turns, this message.
-pub fn build_request(state: &AppState, cfg: &Config, client_id: &str, job: &Job) -> ChatRequest {
+pub fn build_request(state: &WsState, cfg: &Config, client_id: &str, job: &Job) -> ChatRequest {
     let mut messages = Vec::new();
     if let Some(system) = job.chat.system.as_ref().filter(|s| !s.is_empty()) {
         messages.push(ChatMessage {
@@ -145,7 +145,7 @@ impl Progress {
 
 /// Run `job` to its end. Sends every frame through `tx`; returns how it ended.
 pub async fn run(
-    state: &Arc<AppState>,
+    state: &Arc<WsState>,
     session: &SessionInfo,
     tx: &mpsc::Sender<Out>,
     job: Job,
@@ -217,7 +217,7 @@ fn complete_frame(job: &Job, conv: Option<&str>, p: &Progress, done_reason: &str
         conversation_id: conv,
         total_tokens: p.tokens,
         latency_ms: ms(job.received_at.elapsed()),
-        timestamp: crate::http::now_rfc3339(),
+        timestamp: crate::response::now_rfc3339(),
         first_token_ms: p.first_token_at.map(|t| ms(t - job.received_at)),
         tokens_per_second: (tps * 100.0).round() / 100.0,
         model: &job.model,
@@ -246,7 +246,7 @@ async fn fail(
 
 #[allow(clippy::too_many_arguments)]
 async fn stream(
-    state: &Arc<AppState>,
+    state: &Arc<WsState>,
     cfg: &Config,
     req: &ChatRequest,
     conv: Option<&str>,

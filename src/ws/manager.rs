@@ -83,14 +83,9 @@ struct Inner {
 /// All open sessions.
 pub struct SessionManager {
     inner: Mutex<Inner>,
-    /// Parent of every session's cancel token: cancelled to force-close all.
-    kill: CancellationToken,
-}
-
-impl Default for SessionManager {
-    fn default() -> Self {
-        Self::new()
-    }
+    /// The server's root token, parent of every session's token: when the
+    /// drain's grace period is over it is cancelled and every session ends.
+    parent: CancellationToken,
 }
 
 /// A slot held between the limit check and the end of the session; frees
@@ -103,10 +98,11 @@ pub struct Slot {
 }
 
 impl SessionManager {
-    pub fn new() -> Self {
+    /// Sessions registered here get child tokens of `parent`.
+    pub fn new(parent: CancellationToken) -> Self {
         Self {
             inner: Mutex::new(Inner::default()),
-            kill: CancellationToken::new(),
+            parent,
         }
     }
 
@@ -167,7 +163,7 @@ impl SessionManager {
             messages: AtomicU64::new(0),
             tokens: AtomicU64::new(0),
             errors: AtomicU64::new(0),
-            cancel: self.kill.child_token(),
+            cancel: self.parent.child_token(),
             close_reason: Mutex::new(None),
             out,
         });
@@ -254,13 +250,11 @@ impl SessionManager {
         }
         hit.len()
     }
+}
 
-    /// End of the drain: close every session now with 1001.
-    pub fn force_close_all(&self) {
-        for s in self.snapshot() {
-            s.close((1001, "server shutting down"));
-        }
-        self.kill.cancel();
+impl crate::auth::LiveSessions for SessionManager {
+    fn revoke_jti(&self, jti: &str) -> usize {
+        SessionManager::revoke_jti(self, jti)
     }
 }
 
@@ -296,7 +290,7 @@ impl SessionRow {
     pub fn from_info(s: &SessionInfo) -> Self {
         let fmt = |t: SystemTime| {
             let mut v = Vec::with_capacity(32);
-            crate::http::write_rfc3339(&mut v, time::OffsetDateTime::from(t));
+            crate::response::write_rfc3339(&mut v, time::OffsetDateTime::from(t));
             String::from_utf8(v).unwrap_or_default()
         };
         let last = s.connected_at
@@ -324,7 +318,7 @@ mod tests {
 
     #[test]
     fn limits_count_reservations_and_sessions() {
-        let m = Arc::new(SessionManager::new());
+        let m = Arc::new(SessionManager::new(CancellationToken::new()));
         let metrics = Arc::new(Metrics::new());
         let a = m.reserve("c1", 2, Some(1)).unwrap();
         assert_eq!(

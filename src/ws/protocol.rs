@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::http::now_rfc3339;
+use crate::response::now_rfc3339;
 
 /// Longest `conversation_id` accepted.
 pub const MAX_CONVERSATION_ID: usize = 128;

@@ -26,9 +26,9 @@ use super::mask_guard::{is_unmasked, MaskGuard};
 use super::protocol::{self, code, parse_client_message, ClientMessage};
 use super::queue::{JobQueue, PushError};
 use super::writer::{self, Out, WriterEnd};
+use super::WsState;
 use crate::metrics::Direction;
-use crate::routes::ConnInfo;
-use crate::state::AppState;
+use crate::server::ConnInfo;
 
 /// What the upgrade handler learned about the client.
 pub struct Client {
@@ -43,7 +43,7 @@ const CLOSE_FLUSH: Duration = Duration::from_secs(2);
 
 /// Run a session to its end.
 pub async fn run(
-    state: Arc<AppState>,
+    state: Arc<WsState>,
     ws: WebSocket<TokioIo<Upgraded>>,
     mut slot: Slot,
     client: Client,
@@ -131,10 +131,13 @@ pub async fn run(
         let read_res = tokio::select! {
             biased;
             _ = info.cancel.cancelled() => {
-                let (code, reason) = info.close_reason().unwrap_or((1001, "session closed"));
+                // Cancelled without a reason while draining: the grace period
+                // is over and the server's root token was cancelled.
+                let fallback = if state.draining.is_cancelled() { "server shutting down" } else { "session closed" };
+                let (code, reason) = info.close_reason().unwrap_or((1001, fallback));
                 break Some((code, reason.to_string()));
             }
-            _ = state.shutdown.cancelled(), if !draining => {
+            _ = state.draining.cancelled(), if !draining => {
                 // The shutdown notice was broadcast before this fired
                 // (AppState::begin_shutdown), so it precedes any close.
                 draining = true;
@@ -221,7 +224,7 @@ fn protocol_close(e: &WebSocketError) -> Option<(u16, String)> {
 
 /// The reader's state between frames.
 struct Reader<'a> {
-    state: &'a Arc<AppState>,
+    state: &'a Arc<WsState>,
     info: &'a Arc<SessionInfo>,
     tx: &'a mpsc::Sender<Out>,
     queue: &'a Arc<JobQueue>,
@@ -377,7 +380,7 @@ impl Reader<'_> {
 
 /// Take chats off the queue one at a time and run them.
 async fn run_jobs(
-    state: Arc<AppState>,
+    state: Arc<WsState>,
     info: Arc<SessionInfo>,
     tx: mpsc::Sender<Out>,
     queue: Arc<JobQueue>,
