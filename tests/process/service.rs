@@ -493,8 +493,11 @@ async fn metrics_after_a_scripted_session_show_the_right_counts() {
 fn socket_activation_serves_on_the_passed_socket() {
     // A tiny launcher does what systemd does for tars.socket: bind, put the
     // socket at fd 3, set LISTEN_FDS/LISTEN_PID, exec tars.
-    let Ok(py) = which("python3") else {
-        eprintln!("SKIPPED: python3 not available to play systemd's part");
+    let Some(py) = tools::which("python3") else {
+        tools::skip(
+            "socket_activation_serves_on_the_passed_socket",
+            "python3 not available to play systemd's part",
+        );
         return;
     };
     let b = gateway().set("server.listen", "127.0.0.1:1");
@@ -566,17 +569,4 @@ os.execv(sys.argv[1], [sys.argv[1], "--config", sys.argv[2]])
         logs.contains("using the socket passed by systemd"),
         "{logs}"
     );
-}
-
-fn which(bin: &str) -> Result<String, ()> {
-    let out = std::process::Command::new("sh")
-        .args(["-c", &format!("command -v {bin}")])
-        .output()
-        .map_err(|_| ())?;
-    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    if out.status.success() && !path.is_empty() {
-        Ok(path)
-    } else {
-        Err(())
-    }
 }
