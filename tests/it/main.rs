@@ -19,5 +19,6 @@ mod examples;
 mod hardening;
 mod http;
 mod props;
+mod reload;
 mod upstream;
 mod ws_chat;

@@ -32,7 +32,7 @@ async fn hash_secret_output_registers_a_client() {
     }
     let gw = gateway()
         .set("auth.clients", toml::Value::Array(clients))
-        .start();
+        .serve();
     for id in ["a", "b", "c"] {
         let r = post_json(
             &gw,
@@ -65,7 +65,7 @@ fn hash_secret_refuses_empty_input() {
 
 #[tokio::test]
 async fn offline_tokens_are_accepted_by_the_gateway() {
-    let gw = gateway().client("laptop", "s3cret", false).start();
+    let gw = gateway().client("laptop", "s3cret", false).serve();
     let config = gw.config.to_str().unwrap().to_string();
     let (code, out, err) = run_tars_input(
         &[
@@ -168,7 +168,7 @@ async fn offline_tokens_use_the_generated_key() {
         !b.dir().join("data/revoked.log").exists(),
         "tars token touched the revocation log"
     );
-    let gw = b.start();
+    let gw = b.serve();
     let pair: serde_json::Value = serde_json::from_str(&out).unwrap();
     let v = post_json(
         &gw,

@@ -9,11 +9,11 @@ use crate::support::jwt::{claims_of, run_tars_input};
 use crate::support::*;
 use serde_json::json;
 
-async fn validate(gw: &Gateway, token: &str) -> HttpResponse {
+async fn validate(gw: &Endpoint, token: &str) -> HttpResponse {
     post_json(gw, "/auth/validate", &json!({}), Some(token)).await
 }
 
-async fn pair(gw: &Gateway, id: &str) -> (String, String) {
+async fn pair(gw: &Endpoint, id: &str) -> (String, String) {
     let b = post_json(gw, "/auth/token", &json!({"client_id": id}), None)
         .await
         .json();
@@ -97,7 +97,7 @@ async fn torn_last_line_is_ignored_at_start() {
 
 #[tokio::test]
 async fn unwritable_revocation_log_answers_500_and_revokes_nothing() {
-    let gw = gateway().set("auth.open_enrollment", true).start();
+    let gw = gateway().set("auth.open_enrollment", true).serve();
     let (access, refresh) = pair(&gw, "a").await;
     // A full disk: every write fails with ENOSPC.
     let log = gw.dir.path().join("data/revoked.log");
@@ -137,7 +137,7 @@ async fn generated_key_is_created_once_and_reused() {
     let gw = gateway()
         .unset("auth.secret")
         .set("auth.open_enrollment", true)
-        .start();
+        .serve();
     let key_path = gw.dir.path().join("data/jwt.secret");
     use std::os::unix::fs::PermissionsExt;
     let meta = std::fs::metadata(&key_path).unwrap();

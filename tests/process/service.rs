@@ -1,6 +1,7 @@
-//! Running as a service: the systemd notify protocol, reload (SIGHUP and
-//! certificate files replaced on disk) without dropping live streams, a bad
-//! reload refused, and the SIGTERM drain.
+//! Running as a service: the systemd notify protocol, SIGHUP reload without
+//! dropping live streams, a bad reload refused, the SIGTERM drain, the log
+//! file, socket activation. (Certificate files picked up without a signal and
+//! the metrics of a session run in-process: `tests/it/reload.rs`.)
 
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
@@ -98,16 +99,16 @@ async fn handshake_trusting(gw: &Gateway, cert: &Path) -> bool {
     connector.connect(name, tcp).await.is_ok()
 }
 
-async fn reload_swaps_certificate(use_signal: bool) {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_swaps_the_certificate_while_a_session_streams() {
     let fake = FakeOllama::start().await;
     fake.set(Behavior::Endless {
         delay: Duration::from_millis(20),
     });
-    let watch = if use_signal { 0 } else { 1 };
     let gw = gateway()
         .ollama(&fake.url())
         .set("auth.open_enrollment", true)
-        .set("tls.watch_interval_secs", watch)
+        .set("tls.watch_interval_secs", 0)
         .start();
     let scratch = tempfile::tempdir().unwrap();
     let old_cert = scratch.path().join("old.crt");
@@ -119,12 +120,8 @@ async fn reload_swaps_certificate(use_signal: bool) {
 
     let (crt, key) = new_pair(scratch.path());
     install_pair(&gw, &crt, &key);
-    if use_signal {
-        gw.signal("HUP");
-        gw.wait_for_log("configuration reloaded", Duration::from_secs(10));
-    } else {
-        gw.wait_for_log("certificate files changed", Duration::from_secs(10));
-    }
+    gw.signal("HUP");
+    gw.wait_for_log("configuration reloaded", Duration::from_secs(10));
     assert!(
         handshake_trusting(&gw, &crt).await,
         "new handshakes see the new certificate"
@@ -137,16 +134,6 @@ async fn reload_swaps_certificate(use_signal: bool) {
     for _ in 0..5 {
         assert_eq!(recv(&mut ws).await["type"], "token");
     }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sighup_swaps_the_certificate_while_a_session_streams() {
-    reload_swaps_certificate(true).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn certificate_files_replaced_on_disk_are_picked_up_without_a_signal() {
-    reload_swaps_certificate(false).await;
 }
 
 fn edit_config(gw: &Gateway, f: impl FnOnce(&mut toml::Table)) {
@@ -377,116 +364,6 @@ async fn log_file_is_written_and_never_holds_a_token_or_secret() {
     ] {
         assert!(line.contains(field), "{field} missing: {line}");
     }
-}
-
-/// The value of one sample line of the Prometheus text, e.g.
-/// `tars_tokens_streamed_total`.
-fn sample(text: &str, name_and_labels: &str) -> f64 {
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(name_and_labels)
-                .and_then(|rest| rest.strip_prefix(' '))
-        })
-        .unwrap_or_else(|| panic!("no sample {name_and_labels}"))
-        .trim()
-        .parse()
-        .unwrap()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metrics_after_a_scripted_session_show_the_right_counts() {
-    let fake = FakeOllama::start().await;
-    let gw = gateway()
-        .ollama(&fake.url())
-        .set("auth.open_enrollment", true)
-        .start();
-    let token = token_for(&gw, "m", None).await;
-    let bad = post_json(&gw, "/auth/token", &json!({"client_id": "bad id!"}), None).await;
-    assert_eq!(bad.status, 400);
-    let (mut ws, _) = open_chat(&gw, &token).await;
-    fake.set(Behavior::stream(["a", "b", "c"]));
-    assert_eq!(chat(&mut ws, "one", None).await.end["type"], "complete");
-    fake.set(Behavior::Endless {
-        delay: Duration::from_millis(5),
-    });
-    send(&mut ws, &json!({"type": "chat", "content": "two"})).await;
-    assert_eq!(recv(&mut ws).await["type"], "token");
-    send(&mut ws, &json!({"type": "cancel"})).await;
-    loop {
-        let v = recv(&mut ws).await;
-        if v["type"] == "complete" {
-            assert_eq!(v["done_reason"], "cancelled");
-            break;
-        }
-    }
-    fake.set(Behavior::Status(
-        404,
-        "model 'x' not found, try pulling it first".into(),
-    ));
-    assert_eq!(
-        chat(&mut ws, "three", None).await.end["code"],
-        "upstream_error"
-    );
-    send(&mut ws, &json!({"type": "nonsense"})).await;
-    assert_eq!(recv(&mut ws).await["code"], "invalid_message");
-
-    let t = get(&gw, "/metrics").await.text();
-    assert_eq!(
-        sample(
-            &t,
-            "tars_auth_requests_total{endpoint=\"token\",outcome=\"ok\"}"
-        ),
-        1.0
-    );
-    assert_eq!(
-        sample(
-            &t,
-            "tars_auth_requests_total{endpoint=\"token\",outcome=\"bad_request\"}"
-        ),
-        1.0
-    );
-    assert_eq!(sample(&t, "tars_sessions_active"), 1.0);
-    assert_eq!(sample(&t, "tars_sessions_total"), 1.0);
-    assert_eq!(sample(&t, "tars_generations_total{kind=\"complete\"}"), 1.0);
-    assert_eq!(
-        sample(&t, "tars_generations_total{kind=\"cancelled\"}"),
-        1.0
-    );
-    assert_eq!(
-        sample(&t, "tars_generations_total{kind=\"upstream_error\"}"),
-        1.0
-    );
-    assert_eq!(
-        sample(&t, "tars_ws_messages_total{direction=\"in\",kind=\"chat\"}"),
-        3.0
-    );
-    assert_eq!(
-        sample(
-            &t,
-            "tars_ws_messages_total{direction=\"in\",kind=\"cancel\"}"
-        ),
-        1.0
-    );
-    assert_eq!(
-        sample(
-            &t,
-            "tars_ws_messages_total{direction=\"in\",kind=\"invalid\"}"
-        ),
-        1.0
-    );
-    assert_eq!(sample(&t, "tars_upstream_requests_total"), 3.0);
-    assert_eq!(
-        sample(&t, "tars_upstream_failures_total{kind=\"status_4xx\"}"),
-        1.0
-    );
-    assert_eq!(sample(&t, "tars_time_to_first_token_seconds_count"), 2.0);
-    assert_eq!(sample(&t, "tars_generation_duration_seconds_count"), 3.0);
-    let tokens = sample(&t, "tars_tokens_streamed_total");
-    assert!(tokens >= 4.0, "{tokens}");
-    assert_eq!(sample(&t, "tars_token_added_delay_seconds_count"), tokens);
-    assert!(sample(&t, "tars_process_resident_memory_bytes") > 1e6);
-    assert!(sample(&t, "tars_process_open_fds") > 3.0);
-    assert_eq!(sample(&t, "tars_generations_active"), 0.0);
 }
 
 #[test]
