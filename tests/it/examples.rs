@@ -278,7 +278,12 @@ async fn client_examples_reconnect_after_a_drop() {
         "both clients should be streaming; gateway logs:\n{}",
         gw.logs()
     );
-    tokio::time::sleep(Duration::from_millis(900)).await;
+    // A few tokens into both answers (one every 400 ms each) before the crash.
+    support::wait_until("tokens to both clients", Duration::from_secs(10), || {
+        let n = fake.lines_written();
+        async move { n >= 4 }
+    })
+    .await;
     // Stopped hard (as a crash would), then up again on the same port,
     // certificate and key.
     let gw = tokio::task::spawn_blocking(move || gw.restart())

@@ -6,6 +6,7 @@
 use std::time::{Duration, Instant};
 
 use crate::support::fake_ollama::{go_json_string, Behavior, Chunking, FakeOllama};
+use crate::support::wait_until;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use serde_json::{json, Value};
@@ -248,8 +249,14 @@ async fn refused_then_up_during_backoff_succeeds() {
         ..policy()
     };
     let fake = s.fake.clone();
+    let retries = s.metrics.upstream_retries.clone();
     tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        // Up again once a refused attempt has put the client in its backoff.
+        wait_until("a refused attempt", Duration::from_secs(5), || {
+            let n = retries.get();
+            async move { n >= 1 }
+        })
+        .await;
         fake.restart().await;
     });
     s.fake.set(Behavior::stream(["up", " again"]));
@@ -542,8 +549,14 @@ async fn cancel_during_backoff_returns_at_once() {
         ..policy()
     };
     let cancel = s.cancel.clone();
+    let retries = s.metrics.upstream_retries.clone();
     tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Cancelled once the first attempt has failed: during the backoff.
+        wait_until("the backoff to start", Duration::from_secs(5), || {
+            let n = retries.get();
+            async move { n >= 1 }
+        })
+        .await;
         cancel.cancel();
     });
     let t = Instant::now();
@@ -564,6 +577,8 @@ async fn cancel_while_waiting_for_the_head_drops_the_request() {
     // a request without an answer.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
+    let arrived = std::sync::Arc::new(tokio::sync::Notify::new());
+    let signal = arrived.clone();
     let server = tokio::spawn(async move {
         let (mut sock, _) = listener.accept().await.unwrap();
         let mut buf = vec![0u8; 4096];
@@ -572,7 +587,7 @@ async fn cancel_while_waiting_for_the_head_drops_the_request() {
             use tokio::io::AsyncReadExt;
             match sock.read(&mut buf).await {
                 Ok(0) | Err(_) => return Instant::now(),
-                Ok(_) => {}
+                Ok(_) => signal.notify_one(),
             }
         }
     });
@@ -580,7 +595,8 @@ async fn cancel_while_waiting_for_the_head_drops_the_request() {
     let cancel = CancellationToken::new();
     let c2 = cancel.clone();
     let t = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Cancelled once the request has reached the server (no answer yet).
+        arrived.notified().await;
         c2.cancel();
         Instant::now()
     });

@@ -370,7 +370,8 @@ async fn upstream_refused_then_up_is_retried() {
     let (mut ws, _) = open_chat(&gw, &token).await;
     fake.stop().await;
     send(&mut ws, &json!({"type": "chat", "content": "hello"})).await;
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Up again once an attempt has been refused and a retry is scheduled.
+    gw.wait_log("retrying", Duration::from_secs(5)).await;
     fake.restart().await;
     let g = collect(&mut ws).await;
     assert_eq!(g.end["type"], "complete", "{}", g.end);
