@@ -26,7 +26,7 @@ use tracing::{debug, info};
 use super::generation::{self, Job, Outcome};
 use super::manager::{SessionInfo, Slot};
 use super::mask_guard::{is_unmasked, MaskGuard};
-use super::protocol::{self, code, parse_client_message, ClientMessage};
+use super::protocol::{self, parse_client_message, ClientMessage, ErrorCode};
 use super::queue::{JobQueue, PushError};
 use super::writer::{self, Out, WriterEnd};
 use super::WsState;
@@ -155,7 +155,7 @@ pub async fn run(
                     draining = true;
                     let (removed, running) = queue.close();
                     for job in removed {
-                        let _ = tx.try_send(Out::Text(protocol::error(code::SHUTTING_DOWN, "server shutting down: chat not started", job.chat.conversation_id.as_deref()).into()));
+                        let _ = tx.try_send(Out::Text(protocol::error(ErrorCode::ShuttingDown, "server shutting down: chat not started", job.chat.conversation_id.as_deref()).into()));
                     }
                     if !running {
                         break Some((1001, "server shutting down".into()));
@@ -310,7 +310,7 @@ impl Reader<'_> {
         };
         if !is_text {
             self.reply_error(
-                code::INVALID_MESSAGE,
+                ErrorCode::InvalidMessage,
                 "binary messages are not supported: send JSON text",
                 None,
             )
@@ -325,7 +325,7 @@ impl Reader<'_> {
             }
             Err(e) => {
                 self.state.metrics.ws_message(Direction::In, "invalid");
-                self.reply_error(code::INVALID_MESSAGE, &e.to_string(), None)
+                self.reply_error(ErrorCode::InvalidMessage, &e.to_string(), None)
                     .await;
             }
         }
@@ -335,7 +335,7 @@ impl Reader<'_> {
     async fn on_message(&mut self, msg: ClientMessage) {
         match msg {
             ClientMessage::Ping => {
-                self.send(protocol::heartbeat("pong"), "pong").await;
+                self.send(protocol::pong(), "pong").await;
             }
             ClientMessage::Pong => {}
             ClientMessage::Cancel { conversation_id } => {
@@ -366,7 +366,7 @@ impl Reader<'_> {
                         "model {model:?} is not allowed for this client; allowed: {}",
                         self.models.join(", ")
                     );
-                    self.reply_error(code::MODEL_NOT_ALLOWED, &msg, conv.as_deref())
+                    self.reply_error(ErrorCode::ModelNotAllowed, &msg, conv.as_deref())
                         .await;
                     return;
                 }
@@ -389,11 +389,12 @@ impl Reader<'_> {
                             "{} chats are already waiting; wait for an answer or send cancel",
                             self.queue_size
                         );
-                        self.reply_error(code::BUSY, &msg, conv.as_deref()).await;
+                        self.reply_error(ErrorCode::Busy, &msg, conv.as_deref())
+                            .await;
                     }
                     Err(PushError::Closed) => {
                         self.reply_error(
-                            code::SHUTTING_DOWN,
+                            ErrorCode::ShuttingDown,
                             "server shutting down: no new chats",
                             conv.as_deref(),
                         )
@@ -409,7 +410,7 @@ impl Reader<'_> {
         let _ = self.tx.send(Out::Text(frame.into())).await;
     }
 
-    async fn reply_error(&self, code: &'static str, message: &str, conversation_id: Option<&str>) {
+    async fn reply_error(&self, code: ErrorCode, message: &str, conversation_id: Option<&str>) {
         self.info.errors.fetch_add(1, Ordering::Relaxed);
         self.state.metrics.errors_total.inc();
         self.send(protocol::error(code, message, conversation_id), "error")

@@ -71,7 +71,7 @@ pub async fn run<S: AsyncWrite + Unpin>(
             },
             _ = tick.tick() => {
                 metrics.ws_message(crate::metrics::Direction::Out, "ping");
-                Out::Text(crate::ws::protocol::heartbeat("ping").into())
+                Out::Text(crate::ws::protocol::ping().into())
             }
         };
         let mut next = Some(first);
