@@ -28,6 +28,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::response::{self as h, Resp};
+use crate::ws::protocol::{ErrorCode, ServerFrame};
 
 /// The OpenAPI document.
 #[derive(OpenApi)]
@@ -38,7 +39,8 @@ use crate::response::{self as h, Resp};
             `POST /auth/token`, then open the WebSocket `GET /ws/chat?token=<access_token>` and \
             stream answers token by token. The WebSocket protocol (every frame, close codes, \
             ordering) is described in `docs/protocol.md` of the repository; this document covers \
-            the HTTP endpoints and the upgrade.\n\n\
+            the HTTP endpoints and the upgrade, and lists the server's frames (`ServerFrame`) and \
+            error codes (`ErrorCode`) among its schemas.\n\n\
             Errors are always `{\"error\": CODE, \"message\": TEXT}` (the `/auth/*` token refusals \
             add a `reason`). `GET` endpoints also answer `HEAD`; `OPTIONS` answers CORS \
             preflights; any other method gets 405 with `Allow`.",
@@ -62,7 +64,7 @@ use crate::response::{self as h, Resp};
         paths::docs,
         paths::redoc,
     ),
-    components(schemas(h::ErrorBody)),
+    components(schemas(h::ErrorBody, ServerFrame, ErrorCode)),
     modifiers(&BearerScheme),
     tags(
         (name = "gateway", description = "Health, readiness, metrics and this reference"),
@@ -578,6 +580,21 @@ mod tests {
         assert_eq!(s["type"], "http");
         assert_eq!(s["scheme"], "bearer");
         assert!(d["components"]["schemas"]["ErrorBody"].is_object());
+        // The WebSocket frames and error codes come from the protocol's own types.
+        let frames = serde_json::to_string(&d["components"]["schemas"]["ServerFrame"]).unwrap();
+        for t in ["connection_ack", "token", "complete", "error", "system"] {
+            assert!(
+                frames.contains(&format!("\"{t}\"")),
+                "{t} missing: {frames}"
+            );
+        }
+        let codes = &d["components"]["schemas"]["ErrorCode"]["enum"];
+        for c in ErrorCode::ALL {
+            assert!(
+                codes.as_array().unwrap().contains(&c.as_str().into()),
+                "{codes}"
+            );
+        }
         assert_eq!(
             d["paths"]["/ws/sessions"]["get"]["security"][0][BEARER],
             serde_json::json!([])

@@ -1,8 +1,16 @@
-//! Abuse limits for a gateway with nothing in front of it: new connections
-//! per IP per second and open connections per IP (checked at accept, before
-//! any TLS work), `/auth/*` requests per IP per minute, and chat messages per
+//! Every abuse limit of a server, in one [`Limits`]: new connections per IP
+//! per second and open connections per IP (checked at accept, before any
+//! TLS work), `/auth/*` requests per IP per minute, failed `/auth/token`
+//! attempts per IP per minute ([`FailureLimiter`]), and chat messages per
 //! client per minute. Rates use governor's keyed GCRA limiters; the
 //! open-connection count is a plain counted map with a guard.
+//!
+//! Failed attempts use a token bucket per address instead of GCRA: every
+//! attempt takes a token up front (so parallel guesses cannot overshoot the
+//! limit, and a limited address costs no argon2 work) and an attempt that did
+//! not fail on credentials gives it back ([`FailureLimiter::refund`]). Full
+//! buckets are forgotten when the map grows, so memory stays bounded by the
+//! number of recently failing addresses.
 //!
 //! IPv6 clients are counted per /64 (one host usually owns a whole /64), and
 //! IPv4-mapped IPv6 addresses as the IPv4 address.
@@ -11,7 +19,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -62,6 +70,9 @@ pub struct Limits {
     chat: DefaultKeyedRateLimiter<String>,
     open: Arc<Mutex<HashMap<IpAddr, usize>>>,
     max_open: usize,
+    /// Failed `/auth/token` attempts (its rate is reloadable, so it is
+    /// passed on each call from `auth.max_failed_attempts_per_minute`).
+    pub auth_failures: FailureLimiter,
 }
 
 /// Holds one open-connection slot of an address; frees it on drop.
@@ -91,6 +102,7 @@ impl Limits {
             chat: RateLimiter::keyed(Quota::per_minute(nz(cfg.chat_per_minute))),
             open: Arc::new(Mutex::new(HashMap::new())),
             max_open: cfg.max_connections_per_ip,
+            auth_failures: FailureLimiter::new(),
         }
     }
 
@@ -144,6 +156,76 @@ impl Limits {
     /// Addresses with an open connection now.
     pub fn open_addresses(&self) -> usize {
         self.open.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+/// Forget full buckets once the map holds this many addresses.
+const PRUNE_AT: usize = 4096;
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    updated: Instant,
+}
+
+/// Failed-attempt buckets by client address (IPv6 by /64, as everywhere here).
+#[derive(Debug, Default)]
+pub struct FailureLimiter {
+    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+}
+
+fn refill(b: &mut Bucket, per_minute: u32, now: Instant) {
+    let cap = f64::from(per_minute);
+    let elapsed = now.saturating_duration_since(b.updated).as_secs_f64();
+    b.tokens = (b.tokens + elapsed * cap / 60.0).min(cap);
+    b.updated = now;
+}
+
+impl FailureLimiter {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Take one attempt for `ip`. `Err(secs)` when the address is limited:
+    /// retry after that many seconds (at least 1).
+    pub fn acquire(&self, ip: IpAddr, per_minute: u32, now: Instant) -> Result<(), u64> {
+        let per_minute = per_minute.max(1);
+        let mut map = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= PRUNE_AT {
+            let cap = f64::from(per_minute);
+            map.retain(|_, b| {
+                refill(b, per_minute, now);
+                b.tokens < cap
+            });
+        }
+        let b = map.entry(ip_key(ip)).or_insert(Bucket {
+            tokens: f64::from(per_minute),
+            updated: now,
+        });
+        refill(b, per_minute, now);
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            Ok(())
+        } else {
+            let secs = (1.0 - b.tokens) * 60.0 / f64::from(per_minute);
+            Err((secs.ceil() as u64).max(1))
+        }
+    }
+
+    /// Give back the attempt taken by [`Self::acquire`]: it did not fail on
+    /// credentials.
+    pub fn refund(&self, ip: IpAddr, per_minute: u32, now: Instant) {
+        let per_minute = per_minute.max(1);
+        let mut map = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(b) = map.get_mut(&ip_key(ip)) {
+            refill(b, per_minute, now);
+            b.tokens = (b.tokens + 1.0).min(f64::from(per_minute));
+        }
+    }
+
+    /// Addresses tracked now.
+    pub fn tracked(&self) -> usize {
+        self.buckets.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 }
 
@@ -213,5 +295,49 @@ mod tests {
         assert_eq!(ip_key(a), ip_key(b));
         let m: IpAddr = "::ffff:192.168.1.5".parse().unwrap();
         assert_eq!(ip_key(m), "192.168.1.5".parse::<IpAddr>().unwrap());
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn limit_then_refill() {
+        let l = FailureLimiter::new();
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            l.acquire(ip("10.0.0.1"), 3, t0).unwrap();
+        }
+        let retry = l.acquire(ip("10.0.0.1"), 3, t0).unwrap_err();
+        assert_eq!(retry, 20);
+        // Another address is unaffected.
+        l.acquire(ip("10.0.0.2"), 3, t0).unwrap();
+        // One token back after 20 s.
+        l.acquire(ip("10.0.0.1"), 3, t0 + Duration::from_secs(20))
+            .unwrap();
+        assert!(l
+            .acquire(ip("10.0.0.1"), 3, t0 + Duration::from_secs(20))
+            .is_err());
+    }
+
+    #[test]
+    fn refund_returns_the_attempt() {
+        let l = FailureLimiter::new();
+        let t0 = Instant::now();
+        for _ in 0..10 {
+            l.acquire(ip("10.0.0.1"), 2, t0).unwrap();
+            l.refund(ip("10.0.0.1"), 2, t0);
+        }
+    }
+
+    #[test]
+    fn failure_buckets_group_ipv6_by_64_and_unwrap_mapped_v4() {
+        let l = FailureLimiter::new();
+        let t0 = Instant::now();
+        l.acquire(ip("2001:db8::1"), 1, t0).unwrap();
+        assert!(l.acquire(ip("2001:db8::ffff:2"), 1, t0).is_err());
+        l.acquire(ip("::ffff:10.0.0.9"), 1, t0).unwrap();
+        assert!(l.acquire(ip("10.0.0.9"), 1, t0).is_err());
+        assert_eq!(l.tracked(), 2);
     }
 }

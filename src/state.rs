@@ -124,6 +124,7 @@ impl AppState {
             metrics: metrics.clone(),
             config: config.clone(),
             sessions,
+            limits: limits.clone(),
         });
         Ok(Arc::new(Self {
             config,

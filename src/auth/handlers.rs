@@ -209,7 +209,11 @@ pub async fn token(state: &AuthState, conn: ConnInfo, req: Request<Incoming>) ->
     let auth = &state.auth;
     let ip = conn.peer.ip();
     let limit = auth.policy().max_failed_attempts_per_minute;
-    if let Err(secs) = auth.limiter().acquire(ip, limit, Instant::now()) {
+    if let Err(secs) = state
+        .limits
+        .auth_failures
+        .acquire(ip, limit, Instant::now())
+    {
         state.metrics.auth("token", "rate_limited");
         warn!(peer = %ip, retry_after_secs = secs, "too many failed token requests from this address");
         let mut r = h::error(
@@ -220,7 +224,7 @@ pub async fn token(state: &AuthState, conn: ConnInfo, req: Request<Incoming>) ->
         r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
         return r;
     }
-    let refund = || auth.limiter().refund(ip, limit, Instant::now());
+    let refund = || state.limits.auth_failures.refund(ip, limit, Instant::now());
     let max = state.config().limits.max_body_bytes;
     let body: TokenRequest = match h::read_json(req, max).await {
         Ok(b) => b,

@@ -6,7 +6,6 @@
 //! - [`secret`]: the signing key (inline, file, or generated in `data_dir`).
 //! - [`clients`]: the reloadable [`clients::Policy`] and argon2 helpers.
 //! - [`revocation`]: `{data_dir}/revoked.log`, fsynced before a 200.
-//! - [`limiter`]: per-IP limit on failed `/auth/token` attempts.
 //! - [`handlers`]: the `/auth/*` endpoints.
 //!
 //! [`Auth`] ties them together; the WebSocket upgrade calls
@@ -15,7 +14,6 @@
 pub mod clients;
 mod error;
 pub mod handlers;
-pub mod limiter;
 pub mod revocation;
 pub mod secret;
 pub mod tokens;
@@ -29,9 +27,9 @@ pub use error::{AuthError, AuthInitError};
 pub use tokens::{Claims, Subject, TokenPair, TokenType, MAX_TOKEN_BYTES};
 
 use crate::config::{Config, JwtAlgorithm, SharedConfig};
+use crate::limits::Limits;
 use crate::metrics::Metrics;
 use clients::Policy;
-use limiter::FailureLimiter;
 use revocation::RevocationStore;
 use tokens::TokenKeys;
 
@@ -50,6 +48,8 @@ pub struct AuthState {
     pub metrics: Arc<Metrics>,
     pub config: SharedConfig,
     pub sessions: Arc<dyn LiveSessions>,
+    /// The server's limits: failed `/auth/token` attempts per IP.
+    pub limits: Arc<Limits>,
 }
 
 impl AuthState {
@@ -67,7 +67,6 @@ pub struct Auth {
     policy: ArcSwap<Policy>,
     /// Shared with `spawn_blocking` writers.
     store: Arc<RevocationStore>,
-    limiter: FailureLimiter,
     /// Bounds concurrent argon2 verifications (each takes ~19 MiB and a core
     /// for tens of milliseconds).
     argon2_slots: tokio::sync::Semaphore,
@@ -112,7 +111,6 @@ impl Auth {
             algorithm: cfg.auth.algorithm,
             policy: ArcSwap::from_pointee(Policy::from_config(&cfg.auth)),
             store: Arc::new(store),
-            limiter: FailureLimiter::new(),
             argon2_slots: tokio::sync::Semaphore::new(slots),
         })
     }
@@ -194,10 +192,6 @@ impl Auth {
 
     pub(crate) fn store(&self) -> &Arc<RevocationStore> {
         &self.store
-    }
-
-    pub(crate) fn limiter(&self) -> &FailureLimiter {
-        &self.limiter
     }
 
     pub(crate) fn argon2_slots(&self) -> &tokio::sync::Semaphore {

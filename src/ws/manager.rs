@@ -39,8 +39,10 @@ pub struct SessionInfo {
     pub cancel: CancellationToken,
     /// Why `cancel` fired; read by the session when it closes.
     close_reason: Mutex<Option<CloseReason>>,
-    /// The session's outgoing queue, for notices.
-    pub out: mpsc::Sender<Out>,
+    /// The session's outgoing queue, for notices. Weak: the manager never
+    /// keeps a queue open, so once the session and its generation drop
+    /// their senders the writer drains what is queued and ends.
+    pub out: mpsc::WeakSender<Out>,
 }
 
 impl SessionInfo {
@@ -150,7 +152,7 @@ impl SessionManager {
         id: String,
         jti: String,
         peer: SocketAddr,
-        out: mpsc::Sender<Out>,
+        out: mpsc::WeakSender<Out>,
     ) -> Arc<SessionInfo> {
         let info = Arc::new(SessionInfo {
             id: id.clone(),
@@ -229,7 +231,11 @@ impl SessionManager {
         self.snapshot()
             .iter()
             .filter(|s| client_id.is_none_or(|c| c == s.client_id))
-            .filter(|s| s.out.try_send(Out::Text(frame.clone())).is_ok())
+            .filter(|s| {
+                s.out
+                    .upgrade()
+                    .is_some_and(|tx| tx.try_send(Out::Text(frame.clone())).is_ok())
+            })
             .count()
     }
 
@@ -245,7 +251,9 @@ impl SessionManager {
             "the token of this session was revoked: closing",
         ));
         for s in &hit {
-            let _ = s.out.try_send(Out::Text(notice.clone()));
+            if let Some(tx) = s.out.upgrade() {
+                let _ = tx.try_send(Out::Text(notice.clone()));
+            }
             s.close((1008, "token revoked"));
         }
         hit.len()
@@ -334,7 +342,7 @@ mod tests {
             "s2".into(),
             "j2".into(),
             peer(),
-            tx,
+            tx.downgrade(),
         );
         assert_eq!(m.active(), 1);
         assert_eq!(metrics.sessions_active.get(), 1);
