@@ -9,7 +9,7 @@
 //! status codes and examples — is written once in [`paths`], and the unit
 //! tests hold it to the route table: a route without a documented operation,
 //! or an operation without a route, fails `cargo test`. Schemathesis checks
-//! the rest against the running gateway (`tests/examples.rs`).
+//! the rest against the running gateway (`tests/it/examples.rs`).
 //!
 //! Swagger UI's files come from the `utoipa-swagger-ui` crate's vendored
 //! copy, compiled into the binary (no download at build or run time, no

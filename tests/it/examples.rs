@@ -348,7 +348,7 @@ async fn openapi_document_is_valid_and_schemathesis_finds_nothing() {
     println!("openapi-spec-validator: {}", text(&o.stdout).trim());
 
     let config = format!(
-        r#"# schemathesis settings for the gateway (written by tests/examples.rs)
+        r#"# schemathesis settings for the gateway (written by tests/it/examples.rs)
 headers = {{ Authorization = "Bearer {admin}" }}
 
 [[operations]]

@@ -4,6 +4,9 @@
 //! ([`support::server`]), in front of an in-process fake Ollama, and is
 //! reached by real TLS and WebSocket clients. Grouped by subsystem.
 //!
+//! Also here, to keep to one link: the crate's module graph
+//! (`module_graph`), which reads `src/`.
+//!
 //! Tests of the process itself (CLI, signals, systemd, exit codes) are in
 //! `tests/process/`.
 
@@ -18,7 +21,9 @@ mod embed;
 mod examples;
 mod hardening;
 mod http;
+mod module_graph;
 mod props;
 mod reload;
+mod shutdown_midframe;
 mod upstream;
 mod ws_chat;

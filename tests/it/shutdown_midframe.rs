@@ -7,7 +7,7 @@
 //! it can stop in the middle of a masked frame. The server runs in-process
 //! through `tars::serve` with the shared fake Ollama of tests/support.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
