@@ -127,11 +127,12 @@ window.TarsChat = (() => {
       return parts;
     }
 
-    function endTurnView(parts, turn) {
+    /** Show `turn` as ended (`streamed`: its answer is on screen already). */
+    function endTurnView(parts, turn, streamed) {
       parts.box.classList.remove("streaming");
       parts.box.dataset.done = turn.done;
       parts.phase.hidden = true;
-      parts.answer.replaceChildren(TarsMarkdown.fragment(turn.answer));
+      if (!streamed) TarsMarkdown.render(parts.answer, turn.answer);
       parts.stats.textContent = turn.stats || "";
       parts.stats.className = `stats ${turn.done}`;
       parts.stats.hidden = !turn.stats;
@@ -139,7 +140,7 @@ window.TarsChat = (() => {
     }
 
     /** Mark where the turns that the gateway no longer sends to the model
-     *  end (ADR 0005): past `history_turns`, or all of them once the
+     *  end (ADR 0006): past `history_turns`, or all of them once the
      *  conversation sat unused longer than the gateway keeps it. */
     function placeHistoryNote() {
       for (const n of ui.log.querySelectorAll(".notice.forgotten")) n.remove();
@@ -309,7 +310,7 @@ window.TarsChat = (() => {
       c.render.flush();
       Object.assign(c.turn, { done, stats: stats || "" });
       if (error) c.turn.error = error;
-      endTurnView(c, c.turn);
+      endTurnView(c, c.turn, true);
       if (conv.id === c.conversationId) conv.updated = Date.now();
       placeHistoryNote();
       save();

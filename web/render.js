@@ -65,6 +65,20 @@ window.TarsMarkdown = (() => {
     } catch {
       html = `<p>${escapeHtml(source)}</p>`;
     }
+    return sanitized(html);
+  }
+
+  /** Some of a lexed document's tokens → HTML (`raw`: their source, shown
+   *  as text should marked fail). */
+  function renderTokens(tokens, raw) {
+    try {
+      return md.parser(tokens).trim();
+    } catch {
+      return `<p>${escapeHtml(raw)}</p>`;
+    }
+  }
+
+  function sanitized(html) {
     const frag = DOMPurify.sanitize(html, PURIFY);
     for (const pre of frag.querySelectorAll("pre")) addCopyButton(pre);
     return frag;
@@ -103,13 +117,37 @@ window.TarsMarkdown = (() => {
   }
 
   /** Renders `elem` from a growing source at most once per animation
-   *  frame; `flush()` renders at once (an answer's end, a hidden tab). */
+   *  frame; `flush()` renders at once (an answer's end, a hidden tab).
+   *  Only the top-level blocks whose source changed are rendered again
+   *  (while an answer streams, the last one), so a frame costs a lex of the
+   *  whole answer plus the render of one block, not a render of it all. */
   function streamer(elem) {
     let source = "";
     let queued = 0;
+    let blocks = []; // [{raw, nodes}] in order, as in `elem`
     const draw = () => {
       queued = 0;
-      elem.replaceChildren(fragment(source));
+      let tokens;
+      try {
+        tokens = md.lexer(source);
+      } catch {
+        blocks = [];
+        elem.replaceChildren(fragment(source));
+        return;
+      }
+      if (!blocks.length) elem.replaceChildren();
+      let same = 0;
+      while (same < blocks.length && same < tokens.length && blocks[same].raw === tokens[same].raw) {
+        same += 1;
+      }
+      for (const b of blocks.splice(same)) for (const n of b.nodes) n.remove();
+      for (const t of tokens.slice(same)) {
+        const one = [t];
+        one.links = tokens.links; // reference-style links defined anywhere
+        const frag = sanitized(renderTokens(one, t.raw));
+        blocks.push({ raw: t.raw, nodes: [...frag.childNodes] });
+        elem.append(frag);
+      }
     };
     return {
       set(s) {
@@ -123,5 +161,12 @@ window.TarsMarkdown = (() => {
     };
   }
 
-  return { fragment, streamer, handleCopyClicks };
+  /** Render `source` into `elem` at once (a stored answer). */
+  function render(elem, source) {
+    const r = streamer(elem);
+    r.set(source);
+    r.flush();
+  }
+
+  return { render, streamer, handleCopyClicks };
 })();

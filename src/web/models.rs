@@ -3,7 +3,7 @@
 //! "conversation_idle_secs": S}`. `default` is `[ollama] model` when the
 //! client may use it, else the first model it may use (`null` when it may
 //! use none). The two bounds of the gateway's conversation memory let the
-//! page mark which stored turns the model no longer sees (ADR 0005).
+//! page mark which stored turns the model no longer sees (ADR 0006).
 
 use http::header::{HeaderValue, CACHE_CONTROL, WWW_AUTHENTICATE};
 use http::{Request, StatusCode};

@@ -84,6 +84,10 @@ async fn show_last_question(b: &Browser) {
     .unwrap();
 }
 
+/// The last answer's rendered HTML.
+const LAST_HTML: &str =
+    "return [...document.querySelectorAll('.msg.assistant .answer')].pop().innerHTML";
+
 /// [user texts, answer texts] of the transcript shown.
 const TRANSCRIPT: &str = "return [\
     [...document.querySelectorAll('.msg.user .text')].map(e => e.textContent), \
@@ -172,6 +176,8 @@ async fn markdown_renders_while_streaming() {
         ])
     );
 
+    let streamed = b.js(LAST_HTML).await;
+
     // The copy button puts exactly the code on the clipboard.
     let copy = b.c.find_all(Locator::Css("pre button.copy")).await.unwrap();
     copy.last().unwrap().click().await.unwrap();
@@ -208,6 +214,11 @@ async fn markdown_renders_while_streaming() {
     prompt.clear().await.unwrap();
     show_last_question(&b).await;
     screenshot(&b, "screenshot.png").await;
+
+    // Rendered from storage after a reload: the same DOM as streamed.
+    b.c.refresh().await.unwrap();
+    b.wait_connected().await;
+    assert_eq!(b.js(LAST_HTML).await, streamed);
     b.quit().await;
 }
 
@@ -456,5 +467,90 @@ async fn light_system_theme_and_a_stored_dark_choice() {
     )
     .await;
     assert_eq!(b.js(theme).await, json!([false, "dark", "dark", "true"]));
+    b.quit().await;
+}
+
+/// Issue 17's frames, ahead of the gateway sending them: the page's own
+/// socket handler is given `status` and `error` frames (the socket is
+/// caught when the page sends its chat) while the real answer waits on a
+/// slow first token. "waiting (2 ahead)", then "loading model…", replace the
+/// silent cursor; the first token clears them; `resumed_elsewhere` and
+/// `resume_unavailable` end the answer with a line, not an error notice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_frames_and_resume_errors() {
+    let fake = FakeOllama::start().await;
+    let gw = start_gateway(&fake).await;
+    let Some(b) = signed_in(&gw, "status_frames_and_resume_errors", &[]).await else {
+        return;
+    };
+    // Catch the page's socket when it sends, and list the frames it gets
+    // (this listener runs after the page's own handler).
+    b.js("const send = WebSocket.prototype.send; window.seen = []; \
+         WebSocket.prototype.send = function (d) { \
+             if (window.sock !== this) this.addEventListener('message', \
+                 e => window.seen.push(JSON.parse(e.data).type)); \
+             window.sock = this; return send.call(this, d); }; \
+         window.frame = (f) => window.sock.onmessage({ data: JSON.stringify(Object.assign( \
+             { conversation_id: sessionStorage.getItem('tars.conversation_id') }, f)) });")
+        .await;
+    let phase = "const a = [...document.querySelectorAll('.msg.assistant')].pop(); \
+                 const p = a.querySelector('.phase'); return p.hidden ? '' : p.textContent;";
+
+    fake.set(Behavior::stream(["first token"]).first_delay(Duration::from_secs(3)));
+    b.ask("slow").await;
+    b.until("the socket", "return !!window.sock").await;
+    assert_eq!(b.js(phase).await, "");
+    b.js("frame({type: 'status', phase: 'queued', position: 2}); return 1")
+        .await;
+    assert_eq!(b.js(phase).await, "waiting (2 ahead)");
+    b.js("frame({type: 'status', phase: 'loading_model', model: 'mistral:7b-instruct'}); return 1")
+        .await;
+    assert_eq!(b.js(phase).await, "loading model…");
+    let a = b.answer_done().await;
+    assert_eq!(a["text"], "first token");
+    assert_eq!(b.js(phase).await, "");
+
+    let mut completes = 1;
+    for (code, done, line) in [
+        (
+            "resumed_elsewhere",
+            "moved",
+            "This answer goes on in another window or tab of this client.",
+        ),
+        (
+            "resume_unavailable",
+            "interrupted",
+            "The rest of this answer could not be recovered: ask again.",
+        ),
+    ] {
+        fake.set(Behavior::stream(["late"]).first_delay(Duration::from_secs(2)));
+        b.ask(code).await;
+        b.js(&format!(
+            "frame({{type: 'error', code: '{code}', message: 'x'}}); return 1"
+        ))
+        .await;
+        let a = b.last_answer().await;
+        assert_eq!(
+            (a["done"].as_str(), a["stats"].as_str()),
+            (Some(done), Some(line))
+        );
+        // The real answer that arrives later is not this page's any more.
+        completes += 1;
+        b.until(
+            "the gateway's own complete",
+            &format!("return window.seen.filter(t => t === 'complete').length === {completes}"),
+        )
+        .await;
+        let errors = b
+            .js("return document.querySelectorAll('.notice.error').length")
+            .await;
+        assert_eq!(errors, 0);
+        assert_eq!(b.last_answer().await["text"], "");
+        b.until(
+            "Send to be enabled",
+            "return !document.getElementById('send').disabled",
+        )
+        .await;
+    }
     b.quit().await;
 }
