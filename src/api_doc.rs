@@ -528,7 +528,8 @@ mod paths {
         security(("bearer" = [])),
         responses(
             (status = 200, description = "The client's models and its default", body = ModelsBody,
-             example = json!({"default": "mistral:7b-instruct", "models": ["mistral:7b-instruct", "llama3.2"]})),
+             example = json!({"default": "mistral:7b-instruct", "models": ["mistral:7b-instruct", "llama3.2"],
+                              "history_turns": 20, "conversation_idle_secs": 3600})),
             (status = 401, description = "No token or a refused one", body = ErrorBody,
              headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
         ),

@@ -1,9 +1,11 @@
-// T.A.R.S. chat page: sign in, keep the access token fresh, speak the
-// /ws/chat protocol (see README "WebSocket protocol").
+// T.A.R.S. chat page, part 4 of 4: sign in, keep the access token fresh,
+// speak the /ws/chat protocol (docs/protocol.md), the colour theme. The
+// transcript is TarsChat's (chat.js).
 //
-// Safety rule of this file: text from the model, the server or the user is
-// only ever put into the page as text (Text nodes, textContent), never parsed
-// as HTML. Tokens live in sessionStorage only (gone when the tab closes).
+// Safety rule of this file: text from the server or the user is only ever
+// put into the page as text (textContent), never parsed as HTML. Tokens live
+// in sessionStorage only (gone when the tab closes); localStorage holds the
+// conversations and the theme, never a token.
 "use strict";
 
 (() => {
@@ -21,6 +23,11 @@
     signInError: $("sign-in-error"),
     chatView: $("chat-view"),
     model: $("model"),
+    menu: $("menu"),
+    theme: $("theme"),
+    sidebar: $("sidebar"),
+    backdrop: $("backdrop"),
+    conversationList: $("conversation-list"),
     newConversation: $("new-conversation"),
     log: $("log"),
     composer: $("composer"),
@@ -36,9 +43,10 @@
     expiresAt: "tars.expires_at", // access token expiry, ms since the epoch
     lifetime: "tars.expires_in", // access token lifetime, seconds
     client: "tars.client_id",
-    conversation: "tars.conversation_id",
     model: "tars.model",
   };
+  /** localStorage: "dark" or "light" when it differs from the system's. */
+  const THEME_KEY = "tars.theme";
   const store = window.sessionStorage;
 
   const RECONNECT_BASE_MS = 500;
@@ -54,7 +62,7 @@
   let reconnectTimer = 0;
   let refreshTimer = 0;
   let refreshing = null; // the running refresh, shared by its callers
-  let current = null; // the answer being streamed
+  const chat = TarsChat.create({ ui, send: sendFrame, changed: updateComposer, session: store });
 
   // ---- small helpers -------------------------------------------------------
 
@@ -63,53 +71,14 @@
     ui.status.textContent = text;
   }
 
-  function nearBottom() {
-    const l = ui.log;
-    return l.scrollHeight - l.scrollTop - l.clientHeight < 80;
-  }
-
-  function keepScrolled(wasNearBottom) {
-    if (wasNearBottom) ui.log.scrollTop = ui.log.scrollHeight;
-  }
-
-  /** A notice line in the conversation: kind is "error", "system" or "info". */
   function notice(kind, text) {
-    const stick = nearBottom();
-    const p = document.createElement("p");
-    p.className = `notice ${kind}`;
-    p.setAttribute("role", kind === "error" ? "alert" : "status");
-    p.textContent = text;
-    ui.log.append(p);
-    keepScrolled(stick);
+    chat.notice(kind, text);
   }
 
   function showSignInMessage(text, isError) {
     ui.signInError.textContent = text;
     ui.signInError.classList.toggle("error", isError);
     ui.signInError.hidden = !text;
-  }
-
-  function newId() {
-    if (crypto.randomUUID) return crypto.randomUUID();
-    // Plain-HTTP pages are not a secure context: build a v4 UUID by hand.
-    const b = crypto.getRandomValues(new Uint8Array(16));
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    const h = Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
-    return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
-  }
-
-  function conversationId() {
-    let id = store.getItem(KEY.conversation);
-    if (!id) {
-      id = newId();
-      store.setItem(KEY.conversation, id);
-    }
-    return id;
-  }
-
-  function fmtMs(ms) {
-    return ms < 1000 ? `${Math.round(ms)} ms` : `${(ms / 1000).toFixed(2)} s`;
   }
 
   /** fetch a JSON endpoint of the gateway; resolves to {ok, status, data}. */
@@ -281,7 +250,7 @@
     ui.signInView.hidden = true;
     ui.chatView.hidden = false;
     ui.signOut.hidden = false;
-    conversationId();
+    chat.open(store.getItem(KEY.client) || "");
     scheduleRefresh();
     loadModels();
     connect();
@@ -297,9 +266,8 @@
     ws = null;
     wsOpen = connected = false;
     if (sock) sock.close(1000, "signed out");
-    current = null;
+    chat.close();
     for (const k of [KEY.access, KEY.refresh, KEY.expiresAt, KEY.lifetime]) store.removeItem(k);
-    ui.log.replaceChildren();
     ui.chatView.hidden = true;
     ui.signOut.hidden = true;
     ui.signInView.hidden = false;
@@ -350,6 +318,9 @@
     const wanted = store.getItem(KEY.model);
     ui.model.value = models.includes(wanted) ? wanted : r.data.default || models[0] || "";
     if (!models.length) notice("error", "This client may not use any model.");
+    if (r.data.history_turns > 0) {
+      chat.setLimits({ historyTurns: r.data.history_turns, idleSecs: r.data.conversation_idle_secs || 0 });
+    }
   }
 
   // ---- the socket --------------------------------------------------------------
@@ -386,7 +357,7 @@
     const wasOpen = wsOpen;
     ws = null;
     wsOpen = connected = false;
-    if (current) finishAnswer("interrupted", "Connection lost: the answer was interrupted.");
+    if (chat.busy()) chat.finish("interrupted", "Connection lost: the answer was interrupted.");
     updateComposer();
     if (!signedIn) return;
     // A refused token never gets a handshake (the browser shows no reason),
@@ -423,19 +394,19 @@
         updateComposer();
         break;
       case "token":
-        if (current) appendText(current.answer, f.token);
+        chat.onToken(f);
         break;
       case "thinking":
-        if (current) {
-          current.thinking.hidden = false;
-          appendText(current.thinking, f.token);
-        }
+        chat.onThinking(f);
+        break;
+      case "status":
+        chat.onStatus(f);
         break;
       case "complete":
-        onComplete(f);
+        chat.onComplete(f);
         break;
       case "error":
-        onError(f);
+        chat.onError(f);
         break;
       case "system":
         notice("system", f.message);
@@ -448,120 +419,51 @@
     }
   }
 
-  // ---- the conversation --------------------------------------------------------
-
-  /** Append model text to an element whose only child is one Text node. */
-  function appendText(elem, s) {
-    if (typeof s !== "string" || !s) return;
-    const stick = nearBottom();
-    elem.firstChild.appendData(s);
-    keepScrolled(stick);
-  }
-
-  function textBlock(className) {
-    const d = document.createElement("div");
-    d.className = className;
-    d.append(document.createTextNode(""));
-    return d;
-  }
-
-  function addMessage(role, who) {
-    const box = document.createElement("div");
-    box.className = `msg ${role}`;
-    const label = document.createElement("div");
-    label.className = "who";
-    label.textContent = who;
-    box.append(label);
-    ui.log.append(box);
-    return box;
-  }
+  // ---- asking --------------------------------------------------------------------
 
   function onSend(ev) {
     ev.preventDefault();
     const content = ui.prompt.value;
-    if (!content.trim() || !connected || current) return;
-    const conv = conversationId();
+    if (!content.trim() || !connected || chat.busy()) return;
     const model = ui.model.value;
-    const msg = { type: "chat", content, conversation_id: conv };
-    if (model) {
-      msg.model = model;
-      store.setItem(KEY.model, model);
-    }
-    sendFrame(msg);
-    ui.prompt.value = "";
-
-    const user = addMessage("user", "You");
-    const q = textBlock("text");
-    q.firstChild.appendData(content);
-    user.append(q);
-
-    const box = addMessage("assistant streaming", model || "model");
-    const thinking = textBlock("thinking");
-    thinking.hidden = true;
-    const answer = textBlock("text answer");
-    const stats = document.createElement("div");
-    stats.className = "stats";
-    stats.hidden = true;
-    box.append(thinking, answer, stats);
-    current = { box, thinking, answer, stats, conversationId: conv };
-    ui.log.scrollTop = ui.log.scrollHeight;
-    updateComposer();
-  }
-
-  function finishAnswer(kind, text) {
-    const c = current;
-    current = null;
-    if (!c) return;
-    c.box.classList.remove("streaming");
-    c.box.dataset.done = kind;
-    c.stats.textContent = text;
-    if (kind) c.stats.classList.add(kind);
-    c.stats.hidden = !text;
-    updateComposer();
-  }
-
-  function onComplete(f) {
-    const parts = [`${f.total_tokens} tokens`];
-    if (f.first_token_ms != null) parts.push(`first token ${fmtMs(f.first_token_ms)}`);
-    if (typeof f.tokens_per_second === "number") parts.push(`${f.tokens_per_second.toFixed(1)} tokens/s`);
-    if (typeof f.latency_ms === "number") parts.push(`${fmtMs(f.latency_ms)} total`);
-    let kind = "stop";
-    if (f.done_reason === "cancelled") {
-      kind = "cancelled";
-      parts.unshift("Stopped");
-    } else if (f.done_reason === "length") {
-      kind = "length";
-      parts.unshift("Cut at the token limit");
-    }
-    finishAnswer(kind, parts.join(" · "));
-  }
-
-  function onError(f) {
-    if (current && (!f.conversation_id || f.conversation_id === current.conversationId)) {
-      finishAnswer("error", "");
-    }
-    notice("error", `${f.message || "error"} (${f.code || "error"})`);
+    if (model) store.setItem(KEY.model, model);
+    if (chat.ask(content, model)) ui.prompt.value = "";
   }
 
   function onStop() {
-    if (!current) return;
-    sendFrame({ type: "cancel", conversation_id: current.conversationId });
+    chat.stop();
     ui.stop.disabled = true;
   }
 
-  function onNewConversation() {
-    if (current) return;
-    store.setItem(KEY.conversation, newId());
-    ui.log.replaceChildren();
-    notice("info", "New conversation.");
-    ui.prompt.focus();
+  function updateComposer() {
+    const busy = chat.busy();
+    ui.send.disabled = !connected || busy;
+    ui.stop.hidden = !busy;
+    ui.stop.disabled = !busy;
+    ui.newConversation.disabled = busy;
   }
 
-  function updateComposer() {
-    ui.send.disabled = !connected || !!current;
-    ui.stop.hidden = !current;
-    ui.stop.disabled = !current;
-    ui.newConversation.disabled = !!current;
+  // ---- the theme ------------------------------------------------------------------
+
+  const darkScheme = window.matchMedia("(prefers-color-scheme: dark)");
+
+  /** `dark` or `light` class on <html>: the stored choice, else the system's. */
+  function applyTheme() {
+    const chosen = localStorage.getItem(THEME_KEY);
+    const dark = chosen ? chosen === "dark" : darkScheme.matches;
+    document.documentElement.classList.toggle("dark", dark);
+    document.documentElement.classList.toggle("light", !dark);
+    ui.theme.setAttribute("aria-pressed", String(dark));
+    ui.theme.title = dark ? "Dark mode (click for light)" : "Light mode (click for dark)";
+  }
+
+  /** Flip the theme; a choice equal to the system's is not stored, so the
+   *  page follows the system again. */
+  function toggleTheme() {
+    const dark = !document.documentElement.classList.contains("dark");
+    if (dark === darkScheme.matches) localStorage.removeItem(THEME_KEY);
+    else localStorage.setItem(THEME_KEY, dark ? "dark" : "light");
+    applyTheme();
   }
 
   // ---- wiring ------------------------------------------------------------------
@@ -571,7 +473,11 @@
   ui.signOut.addEventListener("click", onSignOut);
   ui.composer.addEventListener("submit", onSend);
   ui.stop.addEventListener("click", onStop);
-  ui.newConversation.addEventListener("click", onNewConversation);
+  ui.theme.addEventListener("click", toggleTheme);
+  darkScheme.addEventListener("change", applyTheme);
+  window.addEventListener("storage", (ev) => {
+    if (ev.key === THEME_KEY) applyTheme();
+  });
   ui.model.addEventListener("change", () => store.setItem(KEY.model, ui.model.value));
   ui.prompt.addEventListener("keydown", (ev) => {
     if (ev.key === "Enter" && !ev.shiftKey && !ev.isComposing) {
@@ -586,6 +492,7 @@
     if (document.visibilityState === "visible" && signedIn && needsRefresh()) refreshTokens();
   });
 
+  applyTheme();
   ui.clientId.value = store.getItem(KEY.client) || "";
   if (store.getItem(KEY.access)) enterChat();
   else updateComposer();

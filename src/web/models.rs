@@ -1,7 +1,9 @@
 //! `GET /models`: the models the bearer's client may use, for the page's
-//! model picker: `{"default": "...", "models": [...]}`. `default` is
-//! `[ollama] model` when the client may use it, else the first model it may
-//! use (`null` when it may use none).
+//! model picker: `{"default": "...", "models": [...], "history_turns": N,
+//! "conversation_idle_secs": S}`. `default` is `[ollama] model` when the
+//! client may use it, else the first model it may use (`null` when it may
+//! use none). The two bounds of the gateway's conversation memory let the
+//! page mark which stored turns the model no longer sees (ADR 0006).
 
 use http::header::{HeaderValue, CACHE_CONTROL, WWW_AUTHENTICATE};
 use http::{Request, StatusCode};
@@ -27,6 +29,12 @@ pub struct ModelsBody<'a> {
     pub default: Option<&'a str>,
     /// The models this client may name in a `chat` message.
     pub models: &'a [String],
+    /// `[ollama] history_turns`: how many earlier turns of a conversation
+    /// the gateway sends to the model.
+    pub history_turns: usize,
+    /// `[ollama] conversation_idle_secs`: a conversation unused this long is
+    /// forgotten by the gateway.
+    pub conversation_idle_secs: u64,
 }
 
 /// `GET /models` with `Authorization: Bearer <access token>`.
@@ -57,6 +65,8 @@ pub fn models<B>(auth: &Auth, cfg: &Config, req: &Request<B>) -> Resp {
         &ModelsBody {
             default: default.map(String::as_str),
             models: &models,
+            history_turns: cfg.ollama.history_turns,
+            conversation_idle_secs: cfg.ollama.conversation_idle.as_secs(),
         },
     );
     r.headers_mut()

@@ -15,7 +15,6 @@ mod support;
 
 mod auth;
 mod auth_attacks;
-mod browser;
 mod conformance;
 mod embed;
 mod examples;

@@ -1,7 +1,10 @@
-//! The chat page end to end in a real headless Chromium, against the gateway
-//! (in-process, over real TLS) and the fake Ollama: sign in, stream text byte-exact (HTML
+//! The chat page end to end in a real headless Chromium, against the real
+//! gateway binary and the fake Ollama: sign in, stream text byte-exact (HTML
 //! and emoji rendered as text), Stop, reconnect after the gateway restarts,
-//! token refresh, a wrong secret, a pasted token at phone width.
+//! token refresh, a wrong secret, a pasted token at phone width (with the
+//! conversation drawer). `browser/page.rs`: Markdown while it streams,
+//! hostile HTML in model output, conversations kept across a reload, the
+//! dark theme. `browser/harness.rs`: Chromium behind chromedriver.
 //!
 //! Chromium is Debian's `chromium` package, driven through its
 //! `chromium-driver` (chromedriver, W3C WebDriver on loopback) by the
@@ -9,361 +12,28 @@
 //! certificate: `--ignore-certificate-errors-spki-list` pins the SHA-256 of
 //! its public key (no blanket `--ignore-certificate-errors`). `.ci/run`
 //! installs both packages; where they are missing every browser test prints
-//! `SKIPPED: ...: chromium not available` and returns locally, and fails
-//! under `CI=true`. The HTTP-level tests at the end need no browser.
+//! `SKIPPED: chromium not available` and passes locally, so the rest of the
+//! suite still runs, but FAILS under `CI=true`. The HTTP-level tests at the
+//! end need no browser.
 //!
 //! `TARS_CHROMIUM` and `TARS_CHROMEDRIVER` name other binaries (a path that
-//! does not exist skips the browser tests).
-//! `TARS_UPDATE_SCREENSHOT=1 cargo test --test it browser` rewrites
-//! `docs/screenshot.png` (the page mid-answer); otherwise the screenshot goes
-//! to a temporary folder.
+//! does not exist counts as missing).
+//! `TARS_UPDATE_SCREENSHOT=1 cargo test --test browser` rewrites
+//! `docs/screenshot.png` and `docs/screenshot-dark.png` (and two more
+//! never committed); otherwise the screenshots go to a temporary folder.
 
-use std::io::Write;
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+#[path = "browser/harness.rs"]
+mod harness;
+#[path = "browser/page.rs"]
+mod page;
+mod support;
+
 use std::time::{Duration, Instant};
 
-use crate::support::fake_ollama::{Behavior, FakeOllama};
-use crate::support::tools;
-use crate::support::*;
-use base64::Engine;
-use fantoccini::{Client, ClientBuilder, Locator};
-use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
-
-const CLIENT: &str = "web";
-const SECRET: &str = "web-secret";
-const MODELS: [&str; 2] = ["mistral:7b-instruct", "llama3.2:3b"];
-/// How long any one condition in the page may take to come true.
-const WAIT: Duration = Duration::from_secs(20);
-
-/// Browser tests share 2 cores: one Chromium at a time.
-static BROWSER_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-// ---- Chromium ------------------------------------------------------------
-
-/// The Chromium binary and chromedriver, when installed.
-fn browser_binaries() -> Option<(PathBuf, PathBuf)> {
-    // An explicit path wins (and, when it does not exist, skips the tests);
-    // /usr/lib/chromium/chromium is the real binary behind Debian's
-    // /usr/bin/chromium wrapper script.
-    let find = |var: &str, defaults: [&str; 2]| match std::env::var_os(var) {
-        Some(p) => Some(PathBuf::from(p)).filter(|p| p.is_file()),
-        None => defaults
-            .map(PathBuf::from)
-            .into_iter()
-            .find(|p| p.is_file()),
-    };
-    let chromium = find(
-        "TARS_CHROMIUM",
-        ["/usr/lib/chromium/chromium", "/usr/bin/chromium"],
-    )?;
-    let driver = find(
-        "TARS_CHROMEDRIVER",
-        ["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"],
-    )?;
-    Some((chromium, driver))
-}
-
-/// Print past the test harness's output capture, so a skip is seen.
-fn say(line: &str) {
-    let _ = writeln!(std::io::stderr(), "{line}");
-}
-
-/// `base64(sha256(SubjectPublicKeyInfo))` of the gateway's key: what
-/// Chromium's `--ignore-certificate-errors-spki-list` pins.
-fn spki_pin(gw: &Server) -> String {
-    use rcgen::PublicKeyData;
-    let key = gw.cert.as_ref().unwrap().with_file_name("tars.key");
-    let pem = std::fs::read_to_string(&key).unwrap();
-    let spki = rcgen::KeyPair::from_pem(&pem)
-        .unwrap()
-        .subject_public_key_info();
-    base64::engine::general_purpose::STANDARD.encode(Sha256::digest(spki))
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A headless Chromium behind its own chromedriver, with a fresh profile.
-struct Browser {
-    c: Client,
-    driver: Child,
-    _profile: tempfile::TempDir,
-    _lock: tokio::sync::MutexGuard<'static, ()>,
-}
-
-impl Browser {
-    /// Start Chromium trusting `gw`'s certificate, or `None` (after saying
-    /// so) when it is not installed.
-    async fn start(gw: &Server, test: &str) -> Option<Browser> {
-        Self::start_with(gw, test, None).await
-    }
-
-    /// [`Self::start`], with chromedriver's `mobileEmulation` set to a
-    /// `width`×`height` CSS-pixel screen when given.
-    async fn start_with(gw: &Server, test: &str, phone: Option<(u32, u32)>) -> Option<Browser> {
-        let Some((chromium, driver_bin)) = browser_binaries() else {
-            tools::skip(
-                test,
-                "chromium not available (install Debian's chromium and chromium-driver; .ci/run does)",
-            );
-            return None;
-        };
-        let lock = BROWSER_LOCK.lock().await;
-        let profile = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let log = std::fs::File::create(profile.path().join("chromedriver.log")).unwrap();
-        let mut driver = Command::new(&driver_bin)
-            .arg(format!("--port={port}"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start chromedriver");
-        let url = format!("http://127.0.0.1:{port}");
-        let end = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < end, "chromedriver did not listen");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let data_dir = profile.path().join("profile");
-        let args = vec![
-            "--headless=new".to_string(),
-            "--no-sandbox".into(),
-            "--disable-gpu".into(),
-            "--disable-quic".into(),
-            "--no-first-run".into(),
-            "--no-default-browser-check".into(),
-            "--disable-background-networking".into(),
-            "--disable-component-update".into(),
-            "--disable-sync".into(),
-            "--disable-extensions".into(),
-            "--disable-dev-shm-usage".into(),
-            "--window-size=960,720".into(),
-            format!("--user-data-dir={}", data_dir.display()),
-            format!("--ignore-certificate-errors-spki-list={}", spki_pin(gw)),
-        ];
-        let mut caps = serde_json::Map::new();
-        let mut options = json!({"binary": chromium, "args": args});
-        if let Some((width, height)) = phone {
-            options["mobileEmulation"] = json!({
-                "deviceMetrics": {"width": width, "height": height, "pixelRatio": 2, "touch": true}
-            });
-        }
-        caps.insert("goog:chromeOptions".into(), options);
-        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        let c = match ClientBuilder::new(connector)
-            .capabilities(caps)
-            .connect(&url)
-            .await
-        {
-            Ok(c) => c,
-            Err(e) => {
-                let _ = driver.kill();
-                let log = std::fs::read_to_string(profile.path().join("chromedriver.log"))
-                    .unwrap_or_default();
-                panic!("chromium did not start through chromedriver: {e}\n{log}");
-            }
-        };
-        Some(Browser {
-            c,
-            driver,
-            _profile: profile,
-            _lock: lock,
-        })
-    }
-
-    async fn goto(&self, gw: &Server) {
-        self.c.goto(&format!("{}/", gw.base_url())).await.unwrap();
-    }
-
-    /// Run `script` (a function body) in the page and return its value.
-    async fn js(&self, script: &str) -> Value {
-        self.c
-            .execute(script, vec![])
-            .await
-            .unwrap_or_else(|e| panic!("script failed: {e}\n{script}"))
-    }
-
-    /// Poll `script` until it returns something truthy; return that value.
-    async fn until(&self, what: &str, script: &str) -> Value {
-        let end = Instant::now() + WAIT;
-        loop {
-            let v = self.js(script).await;
-            let truthy = match &v {
-                Value::Null => false,
-                Value::Bool(b) => *b,
-                Value::String(s) => !s.is_empty(),
-                Value::Number(n) => n.as_f64() != Some(0.0),
-                _ => true,
-            };
-            if truthy {
-                return v;
-            }
-            if Instant::now() > end {
-                let page = self.js(PAGE_STATE).await;
-                panic!("timed out waiting for {what}; page: {page:#}");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn fill(&self, css: &str, text: &str) {
-        let e = self.c.find(Locator::Css(css)).await.unwrap();
-        e.clear().await.unwrap();
-        e.send_keys(text).await.unwrap();
-    }
-
-    async fn click(&self, css: &str) {
-        self.c
-            .find(Locator::Css(css))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
-    }
-
-    /// Fill the sign-in form and submit it.
-    async fn sign_in(&self, client: &str, secret: &str) {
-        self.fill("#client-id", client).await;
-        self.fill("#client-secret", secret).await;
-        self.click("#sign-in").await;
-    }
-
-    async fn wait_connected(&self) {
-        self.until(
-            "the page to connect",
-            "return document.getElementById('status').dataset.state === 'connected'",
-        )
-        .await;
-    }
-
-    /// Type a prompt and press Send.
-    async fn ask(&self, prompt: &str) {
-        self.until(
-            "Send to be enabled",
-            "return !document.getElementById('send').disabled",
-        )
-        .await;
-        // The value is set by script: chromedriver's send_keys cannot type
-        // characters outside the Basic Multilingual Plane (emoji).
-        self.c
-            .execute(
-                "document.getElementById('prompt').value = arguments[0];",
-                vec![json!(prompt)],
-            )
-            .await
-            .unwrap();
-        self.click("#send").await;
-    }
-
-    /// The last answer: text, thinking, stats, how it ended, and whether any
-    /// element was created inside the answer text.
-    async fn last_answer(&self) -> Value {
-        self.js(LAST_ANSWER).await
-    }
-
-    /// Wait until the last answer has ended; return [`Self::last_answer`].
-    async fn answer_done(&self) -> Value {
-        self.until(
-            "the answer to end",
-            "const a = [...document.querySelectorAll('.msg.assistant')].pop(); \
-             return !!(a && a.dataset.done);",
-        )
-        .await;
-        self.last_answer().await
-    }
-
-    async fn quit(mut self) {
-        let _ = self.c.clone().close().await;
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
-    }
-}
-
-const LAST_ANSWER: &str = r#"
-    const a = [...document.querySelectorAll('.msg.assistant')].pop();
-    if (!a) return null;
-    const text = a.querySelector('.answer');
-    return {
-        text: text.textContent,
-        elements_inside: text.querySelectorAll('*').length,
-        thinking: a.querySelector('.thinking').textContent,
-        thinking_shown: !a.querySelector('.thinking').hidden,
-        stats: a.querySelector('.stats').textContent,
-        done: a.dataset.done || null,
-        who: a.querySelector('.who').textContent,
-    };
-"#;
-
-/// [viewport width, nothing wider than it, the visible view's last control
-/// on screen].
-const FITS: &str = r#"
-    const w = window.innerWidth;
-    const view = document.getElementById('chat-view').hidden ? '#sign-in-view' : '#composer';
-    const r = document.querySelector(view).getBoundingClientRect();
-    return [w, document.documentElement.scrollWidth <= w,
-            r.right <= w && r.bottom <= window.innerHeight];
-"#;
-
-const PAGE_STATE: &str = r#"
-    return {
-        status: document.getElementById('status').textContent,
-        state: document.getElementById('status').dataset.state,
-        sign_in_error: document.getElementById('sign-in-error').textContent,
-        log: document.getElementById('log').innerText,
-    };
-"#;
-
-/// `Drop` kills chromedriver even when a test panics.
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
-    }
-}
-
-async fn start_gateway(fake: &FakeOllama) -> Server {
-    gateway()
-        .ollama(&fake.url())
-        .client(CLIENT, SECRET, false)
-        .set("ollama.model", MODELS[0])
-        .set("ollama.allowed_models", MODELS.to_vec())
-        .serve()
-}
-
-async fn session_storage(b: &Browser, key: &str) -> Option<String> {
-    b.c.execute(
-        "return sessionStorage.getItem(arguments[0]);",
-        vec![json!(key)],
-    )
-    .await
-    .unwrap()
-    .as_str()
-    .map(str::to_string)
-}
-
-fn screenshot_path() -> (PathBuf, bool) {
-    if std::env::var_os("TARS_UPDATE_SCREENSHOT").is_some() {
-        (
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/screenshot.png"),
-            true,
-        )
-    } else {
-        (
-            std::env::temp_dir().join("tars-browser-screenshot.png"),
-            false,
-        )
-    }
-}
+use harness::*;
+use serde_json::json;
+use support::fake_ollama::{Behavior, FakeOllama};
+use support::*;
 
 // ---- the browser tests ---------------------------------------------------------
 
@@ -387,7 +57,8 @@ async fn sign_in_and_stream_text_byte_exact() {
     b.sign_in(CLIENT, SECRET).await;
     b.wait_connected().await;
 
-    // Tokens live in sessionStorage only.
+    // Tokens live in sessionStorage only (localStorage is for the
+    // conversations, none yet, and the theme, not chosen).
     let storage = b
         .js("return [!!sessionStorage.getItem('tars.access_token'), \
              !!sessionStorage.getItem('tars.refresh_token'), localStorage.length, document.cookie]")
@@ -424,8 +95,16 @@ async fn sign_in_and_stream_text_byte_exact() {
     let prompt = "Say <b>hi</b> 👋";
     b.ask(prompt).await;
     let a = b.answer_done().await;
+    // The answer is kept byte-exact and rendered as Markdown in which the
+    // model's HTML is text: a paragraph whose text is the same bytes.
+    assert_eq!(a["source"], json!(expected), "{a:#}");
     assert_eq!(a["text"], json!(expected), "{a:#}");
-    assert_eq!(a["elements_inside"], 0, "model output became HTML: {a:#}");
+    assert_eq!(
+        a["foreign_elements"],
+        json!([]),
+        "model output became HTML: {a:#}"
+    );
+    assert_eq!(a["handler_attributes"], json!([]), "{a:#}");
     assert_eq!(a["thinking"], "Let me think <i>carefully</i>.");
     assert_eq!(a["thinking_shown"], true);
     assert_eq!(a["done"], "stop");
@@ -446,6 +125,14 @@ async fn sign_in_and_stream_text_byte_exact() {
              document.querySelector('.msg.user .text').textContent]")
         .await;
     assert_eq!(clean, json!([true, 0, prompt]));
+    // localStorage now holds the conversation, and still no token.
+    let leaked = b
+        .js("const t = [sessionStorage.getItem('tars.access_token'), \
+                        sessionStorage.getItem('tars.refresh_token')]; \
+             const all = Object.keys(localStorage).map(k => k + localStorage.getItem(k)).join(); \
+             return [localStorage.length > 0, t.some(x => all.includes(x))];")
+        .await;
+    assert_eq!(leaked, json!([true, false]));
     // The CSP is in force: an inline script does not run (and the page's own
     // wss:// connection, made under `connect-src 'self'`, did).
     let blocked = b
@@ -471,13 +158,9 @@ async fn sign_in_and_stream_text_byte_exact() {
          return a.textContent.length > 40;",
     )
     .await;
-    let png = b.c.screenshot().await.unwrap();
-    assert!(png.starts_with(b"\x89PNG"));
-    let (path, committed) = screenshot_path();
-    std::fs::write(&path, &png).unwrap();
-    if committed {
-        say(&format!("screenshot written to {}", path.display()));
-    }
+    // Mid-answer: the streaming cursor (docs/screenshot*.png come from
+    // browser/page.rs, with Markdown on screen).
+    screenshot(&b, "mid-answer.png").await;
     let a = b.answer_done().await;
     assert_eq!(a["text"], json!(slow.concat()));
     let second = fake.requests().last().unwrap().clone();
@@ -549,7 +232,7 @@ async fn stop_mid_stream() {
     b.quit().await;
 }
 
-/// The gateway goes away under the page (its shutdown: it tells the page it is
+/// The gateway goes away under the page (SIGTERM: it tells the page it is
 /// shutting down and closes the socket with 1001) and comes back on the
 /// same port, certificate and signing key, as after `systemctl restart`. The
 /// page shows that it is reconnecting, retries with backoff, reconnects on
@@ -582,7 +265,7 @@ async fn reconnects_after_gateway_restart() {
         .unwrap();
     }
 
-    gw.begin_shutdown();
+    gw.signal("TERM");
     let notice = b
         .until(
             "the shutdown notice",
@@ -606,26 +289,19 @@ async fn reconnects_after_gateway_restart() {
         status.as_str().unwrap().starts_with("Disconnected: "),
         "{status}"
     );
-    let stopped = gw.wait_stopped(Duration::from_secs(15)).await;
-    assert!(
-        matches!(stopped, Some(Ok(()))),
-        "serve returned {stopped:?}"
-    );
+    assert!(gw.wait_exit(Duration::from_secs(15)).is_some());
     drop(gw);
-    // Down long enough for failed attempts (backoff).
+    // Stay down long enough for a few failed attempts (backoff).
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let attempts = b
-        .until(
-            "a failed reconnection attempt",
-            "const t = document.getElementById('status').textContent; \
-             return t.includes('(attempt ') && t;",
-        )
+        .js("return document.getElementById('status').textContent")
         .await;
     assert!(
         attempts.as_str().unwrap().contains("(attempt "),
         "{attempts}"
     );
 
-    let gw = next.serve();
+    let gw = next.start();
     b.wait_connected().await;
     fake.set(Behavior::Echo);
     b.ask("still there?").await;
@@ -717,7 +393,7 @@ async fn phone_width_and_pasted_token() {
     let fake = FakeOllama::start().await;
     let gw = start_gateway(&fake).await;
     let phone = Some((360, 740));
-    let Some(b) = Browser::start_with(&gw, "phone_width_and_pasted_token", phone).await else {
+    let Some(b) = Browser::start_with(&gw, "phone_width_and_pasted_token", phone, &[]).await else {
         return;
     };
     let token = chat::token_for(&gw, CLIENT, Some(SECRET)).await;
@@ -735,8 +411,31 @@ async fn phone_width_and_pasted_token() {
     b.ask("wide?").await;
     b.answer_done().await;
     assert_eq!(b.js(FITS).await, json!([360, true, true]), "chat view");
-    let png = b.c.screenshot().await.unwrap();
-    std::fs::write(std::env::temp_dir().join("tars-browser-phone.png"), png).unwrap();
+    screenshot(&b, "phone.png").await;
+
+    // The conversation list is a drawer: off screen until ☰ opens it, then
+    // on screen and no wider than the phone; picking a conversation closes it.
+    let drawer = "const r = document.getElementById('sidebar').getBoundingClientRect(); \
+                  return [r.right <= 0, r.left >= 0 && r.right <= window.innerWidth && r.width > 200];";
+    assert_eq!(b.js(drawer).await, json!([true, false]), "closed drawer");
+    b.click("#menu").await;
+    b.until(
+        "the drawer to open",
+        &format!("return ({})()[1];", drawer_fn(drawer)),
+    )
+    .await;
+    assert_eq!(b.js(FITS).await, json!([360, true, true]), "open drawer");
+    let items = b
+        .js("return [...document.querySelectorAll('#conversation-list .conv-open')].map(e => e.textContent)")
+        .await;
+    assert_eq!(items, json!(["wide?"]));
+    screenshot(&b, "phone-drawer.png").await;
+    b.click("#conversation-list .conv-open").await;
+    b.until(
+        "the drawer to close",
+        &format!("return ({})()[0];", drawer_fn(drawer)),
+    )
+    .await;
 
     b.click("#sign-out").await;
     let state = b
@@ -762,13 +461,36 @@ async fn phone_width_and_pasted_token() {
     b.quit().await;
 }
 
+/// `gzip -9 | wc -c` of `bytes`.
+fn gzip9_len(bytes: &[u8]) -> usize {
+    use std::io::Write as _;
+    let mut gz = std::process::Command::new("gzip")
+        .arg("-9c")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run gzip");
+    let mut stdin = gz.stdin.take().unwrap();
+    let input = bytes.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let out = gz.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(out.status.success());
+    out.stdout.len()
+}
+
+/// A function expression of a script body, to call from another script.
+fn drawer_fn(body: &str) -> String {
+    format!("() => {{ {body} }}")
+}
+
 // ---- HTTP level (no browser needed) ------------------------------------------------
 
 /// `/` is negotiated, the static files carry their types, validators and the
 /// security headers, and `If-None-Match` gets 304.
 #[tokio::test]
 async fn page_and_static_files_over_https() {
-    let gw = gateway().serve();
+    let gw = gateway().start();
     let html = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
     let page = request(&gw, "GET", "/", &[("accept", html)], None).await;
     assert_eq!(page.status, 200);
@@ -814,6 +536,19 @@ async fn page_and_static_files_over_https() {
         assert_eq!(head.status, 200);
         assert!(head.body.is_empty());
     }
+    // Everything the page loads, as served, under 200 KB compressed.
+    let mut gzipped = 0;
+    for (path, accept) in [
+        ("/", html),
+        ("/static/app.js", "*/*"),
+        ("/static/app.css", "*/*"),
+    ] {
+        let r = request(&gw, "GET", path, &[("accept", accept)], None).await;
+        assert_eq!(r.status, 200, "{path}");
+        gzipped += gzip9_len(&r.body);
+    }
+    say(&format!("chat page assets: {gzipped} bytes gzip -9"));
+    assert!(gzipped < 200 * 1024, "{gzipped} bytes compressed");
     for path in [
         "/static/",
         "/static/../Cargo.toml",
@@ -832,7 +567,7 @@ async fn models_endpoint() {
         .client(CLIENT, SECRET, false)
         .set("ollama.model", MODELS[0])
         .set("ollama.allowed_models", MODELS.to_vec())
-        .serve();
+        .start();
     let r = get(&gw, "/models").await;
     assert_eq!(r.status, 401);
     assert_eq!(r.json()["error"], "missing_token");
@@ -852,6 +587,10 @@ async fn models_endpoint() {
     let bearer = format!("Bearer {token}");
     let r = request(&gw, "GET", "/models", &[("authorization", &bearer)], None).await;
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.json(), json!({"default": MODELS[0], "models": MODELS}));
+    assert_eq!(
+        r.json(),
+        json!({"default": MODELS[0], "models": MODELS, "history_turns": 20,
+               "conversation_idle_secs": 3600})
+    );
     assert_eq!(r.header("cache-control"), Some("no-store"));
 }
