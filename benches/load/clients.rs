@@ -305,6 +305,14 @@ pub async fn direct_stream(sender: &mut SendRequest<Full<Bytes>>, w: Window) -> 
         while let Some(line) = split.next_line()? {
             if memmem::find(line, br#""done":true"#).is_some() {
                 s.completed = true;
+                // Read the body to its end (through nginx the last chunk
+                // may arrive later): a body dropped unread closes the
+                // connection instead of keeping it alive for the next chat.
+                while let Ok(Some(f)) =
+                    tokio::time::timeout_at(w.deadline.into(), body.frame()).await
+                {
+                    f?;
+                }
                 return Ok(s);
             }
             if let Some(i) = memmem::find(line, br#""content":""#) {

@@ -519,11 +519,14 @@ async fn burst(sides: &Arc<Sides>, side: Side, n: usize) -> Result<(Vec<u32>, Ve
             // Every client reaches the second barrier, even after an error,
             // so that none waits forever.
             again.wait().await;
-            let (mut c, setup, s) = first?;
-            let s = s?;
+            let (mut c, setup, s) = first.with_context(|| format!("{side:?}: connecting"))?;
+            let s = s.with_context(|| format!("{side:?}: first chat"))?;
             ensure!(s.completed, "{side:?}: an answer did not complete");
             let fresh = setup + s.first_token.context("no token")?;
-            let s2 = c.stream(Window::whole_answer()).await?;
+            let s2 = c
+                .stream(Window::whole_answer())
+                .await
+                .with_context(|| format!("{side:?}: second chat"))?;
             ensure!(s2.completed, "{side:?}: an answer did not complete");
             let open = s2.first_token.context("no token")?;
             c.close().await;
