@@ -249,3 +249,12 @@ async def test_a_stream_left_early_does_not_leak_into_the_next(gateway: Gateway,
         ollama.tokens, ollama.delay = ["fresh"], 0
         assert await client.chat("next") == "fresh"
         assert client.last_complete.total_tokens == 1
+
+
+def test_bad_settings_are_refused_naming_the_fix() -> None:
+    with pytest.raises(ValueError, match="64 hex digits"):
+        TARSClient(base_url="https://nas.local:8443", fingerprint="AB:CD")
+    with pytest.raises(ValueError, match="needs an https:// base_url"):
+        TARSClient(base_url="http://nas.local:8080", fingerprint="ab" * 32)
+    with pytest.raises(ValueError, match="https://HOST:PORT"):
+        TARSClient(base_url="ftp://nas.local")

@@ -203,6 +203,8 @@ class TARSClient:
     @fingerprint.setter
     def fingerprint(self, fp: Optional[str]) -> None:
         self._pin = transport.normalize_fingerprint(fp) if fp else None
+        if self._pin and not self._ep.tls:
+            raise ValueError(f"fingerprint= needs an https:// base_url (got {self.base_url!r})")
         self._ctx = transport.tls_context(self.ca, self._pin, self.insecure)
 
     @property
