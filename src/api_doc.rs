@@ -11,14 +11,14 @@
 //! or an operation without a route, fails `cargo test`. Schemathesis checks
 //! the rest against the running gateway (`tests/it/examples.rs`).
 //!
-//! Swagger UI's files come from the `utoipa-swagger-ui` crate's vendored
-//! copy, compiled into the binary (no download at build or run time, no
-//! CDN). Its stock page starts it with an inline script; ours loads its own
+//! Swagger UI's files come from the vendored Swagger UI release (crate
+//! `utoipa-swagger-ui-vendored`): build.rs takes the three that `/docs`
+//! loads out of its zip and they are compiled into the binary (no download
+//! at build or run time, no CDN, no source maps). Its stock page starts it with an inline script; ours loads its own
 //! initializer as a file, so `/docs` is served under the same strict
 //! Content-Security-Policy as the chat page (`script-src 'self'`).
 
-use std::borrow::Cow;
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 
 use bytes::Bytes;
 use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, LOCATION};
@@ -199,10 +199,21 @@ const DOCS_INIT: &str = r##"window.addEventListener("load", function () {
 /// The files under `/docs/` that come from the vendored Swagger UI.
 pub const VENDORED: &[&str] = &["swagger-ui.css", "swagger-ui-bundle.js", "index.css"];
 
-/// Config for `utoipa_swagger_ui::serve`; only its initializer would use
-/// it, and we serve our own, so it just names the document.
-static SWAGGER_CONFIG: LazyLock<Arc<utoipa_swagger_ui::Config<'static>>> =
-    LazyLock::new(|| Arc::new(utoipa_swagger_ui::Config::from("/openapi.json")));
+/// A [`VENDORED`] file's bytes: build.rs takes exactly these out of the
+/// vendored Swagger UI zip, so nothing else of it is in the binary.
+fn vendored(name: &str) -> Option<&'static [u8]> {
+    macro_rules! swagger_file {
+        ($name:literal) => {
+            include_bytes!(concat!(env!("OUT_DIR"), "/swagger-ui/", $name))
+        };
+    }
+    match name {
+        "swagger-ui.css" => Some(swagger_file!("swagger-ui.css")),
+        "swagger-ui-bundle.js" => Some(swagger_file!("swagger-ui-bundle.js")),
+        "index.css" => Some(swagger_file!("index.css")),
+        _ => None,
+    }
+}
 
 fn file(content_type: HeaderValue, bytes: Bytes, cache: &'static str) -> Resp {
     let mut r = Response::new(Full::new(bytes));
@@ -231,24 +242,16 @@ pub fn docs<B>(req: &Request<B>) -> Resp {
             "no-cache",
         );
     }
-    if !VENDORED.contains(&name) {
-        return h::error(StatusCode::NOT_FOUND, "not_found", "no such file");
-    }
-    match utoipa_swagger_ui::serve(name, SWAGGER_CONFIG.clone()) {
-        Ok(Some(f)) => {
-            let ct = match name.rsplit('.').next() {
-                Some("js") => HeaderValue::from_static("text/javascript; charset=utf-8"),
-                Some("css") => HeaderValue::from_static("text/css; charset=utf-8"),
-                _ => HeaderValue::from_str(&f.content_type)
-                    .unwrap_or(HeaderValue::from_static("application/octet-stream")),
+    match vendored(name).filter(|_| VENDORED.contains(&name)) {
+        Some(bytes) => {
+            let ct = if name.ends_with(".js") {
+                HeaderValue::from_static("text/javascript; charset=utf-8")
+            } else {
+                HeaderValue::from_static("text/css; charset=utf-8")
             };
-            let bytes = match f.bytes {
-                Cow::Borrowed(b) => Bytes::from_static(b),
-                Cow::Owned(v) => Bytes::from(v),
-            };
-            file(ct, bytes, "public, max-age=86400")
+            file(ct, Bytes::from_static(bytes), "public, max-age=86400")
         }
-        _ => h::error(StatusCode::NOT_FOUND, "not_found", "no such file"),
+        None => h::error(StatusCode::NOT_FOUND, "not_found", "no such file"),
     }
 }
 
@@ -659,6 +662,8 @@ mod tests {
             assert_eq!(r.status(), 200, "{f}");
             assert!(DOCS_PAGE.contains(&format!("/docs/{f}")), "{f} not loaded");
         }
+        let bundle = vendored("swagger-ui-bundle.js").unwrap();
+        assert!(bundle.windows(15).any(|w| w == b"SwaggerUIBundle"));
         assert_eq!(get("/docs/swagger-ui.js.map").status(), 404);
         assert_eq!(get("/docs/../Cargo.toml").status(), 404);
         assert_eq!(redoc().headers()[LOCATION], "/docs");
