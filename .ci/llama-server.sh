@@ -23,6 +23,15 @@
 # pinned versions below: changing a pin makes a new venv beside the old one.
 # A lock makes concurrent `setup`s (CI and a developer) wait for each other.
 #
+# One thread by default (TARS_LLAMA_THREADS): on a 2-core machine busy with
+# cargo, two llama.cpp threads wait for each other at every step (measured:
+# 1.5 tokens/s with 2 threads, 17 with 1, under the same load).
+#
+# llama-cpp-python 0.3.36 ignores `stream_options.include_usage`: its streams
+# have no usage chunk (finish_reason chunk, then `data: [DONE]`), so a client
+# counts the deltas. Its events are `data: <json.dumps>` + "\n\n", with
+# `: ping - <time>` comments every 15 s.
+#
 # The build uses CMAKE_ARGS="-DGGML_NATIVE=OFF" so the binary runs on any
 # x86-64 (a cached venv may move to another machine). The server runs with
 # `--interrupt_requests false`: by default llama-cpp-python cuts a running
@@ -120,7 +129,7 @@ start() {
     # setsid: its own process group, so `stop` and the watchdog end it all.
     setsid "$PY" -m llama_cpp.server --model "$model" --model_alias "$MODEL_ALIAS" \
         --host 127.0.0.1 --port "$port" --interrupt_requests false \
-        --n_ctx 2048 --n_threads "${TARS_LLAMA_THREADS:-2}" --verbose false \
+        --n_ctx 2048 --n_threads "${TARS_LLAMA_THREADS:-1}" --verbose false \
         </dev/null >"$log" 2>&1 &
     local pid=$!
     echo "$pid" >"$RUN_DIR/server-$port.pid"
@@ -168,32 +177,37 @@ transcript() {
     start "$port" --watch $$ >/dev/null
     trap 'stop '"$port"' 2>/dev/null || true' EXIT
     local body='{"model":"smollm2","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Name three colors and say why the sky is blue, in two sentences."}],"stream":true,"stream_options":{"include_usage":true},"temperature":0.2,"max_tokens":128}'
-    local t0 t1
-    t0=$(date +%s.%N)
-    curl -fsS -N --max-time 120 -H 'Content-Type: application/json' -d "$body" \
-        "http://127.0.0.1:$port/v1/chat/completions" >"$out"
-    t1=$(date +%s.%N)
+    # curl streams the body; a reader stamps each line as it arrives, so the
+    # speed is measured between the first and the last token.
+    curl -fsS -N --max-time 300 -H 'Content-Type: application/json' -d "$body" \
+        "http://127.0.0.1:$port/v1/chat/completions" | tee "$out" | python3 -c "$SPEED"
     grep -q '^data: \[DONE\]' "$out" || die "no data: [DONE] in $out"
-    python3 - "$out" "$t0" "$t1" <<'EOF'
-import json, sys
-path, t0, t1 = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
-usage, deltas = None, 0
-for line in open(path, encoding="utf-8"):
+    echo "saved $out"
+}
+
+# Reads an SSE body on stdin as it streams; prints what it said and how fast.
+SPEED='
+import json, sys, time
+t0 = time.monotonic()
+first = last = None
+deltas, usage, finish = 0, None, None
+for line in sys.stdin:
     line = line.rstrip("\r\n")
     if not line.startswith("data: ") or line == "data: [DONE]":
         continue
     ev = json.loads(line[6:])
-    if ev.get("usage"):
-        usage = ev["usage"]
+    usage = ev.get("usage") or usage
     for c in ev.get("choices") or []:
+        finish = c.get("finish_reason") or finish
         if (c.get("delta") or {}).get("content"):
             deltas += 1
-secs = t1 - t0
-n = usage["completion_tokens"]
-print(f"saved {path}: {deltas} deltas, usage {usage}")
-print(f"{n} tokens in {secs:.2f}s (request to [DONE], prompt included): {n / secs:.1f} tokens/s")
-EOF
-}
+            last = time.monotonic()
+            first = first or last
+print(f"{deltas} deltas, finish_reason {finish}, usage {usage}")
+print(f"first token after {first - t0:.2f}s (prompt processing included)")
+if deltas > 1:
+    print(f"{(deltas - 1) / (last - first):.1f} tokens/s between the first and the last token")
+'
 
 case "${1:-}" in
 setup) setup ;;

@@ -837,4 +837,24 @@ data: {"error":{"code":1}}
         }
         assert_eq!(got, vec![delta("\"a\""), delta("\"b\"")]);
     }
+
+    /// A real answer of llama.cpp's server (llama-cpp-python 0.3.36,
+    /// SmolLM2-135M-Instruct), captured by `.ci/llama-server.sh transcript`.
+    /// It asked for `include_usage`, which that server ignores: no usage.
+    const REAL: &[u8] = include_bytes!("../tests/data/openai_sse_smollm2.txt");
+
+    #[test]
+    fn the_real_transcript_of_llama_cpp() {
+        let evs = parse(&[REAL], 64 * 1024).unwrap();
+        let n = evs.len();
+        assert_eq!(evs[n - 2..], [Ev::Finish("stop".into()), Ev::Done]);
+        assert_eq!(n - 2, 96, "one delta per token");
+        assert!(evs[..n - 2].iter().all(|e| matches!(e, Ev::Delta(_))));
+        let text = text(&evs);
+        assert!(text.starts_with("The sky is blue because"), "{text}");
+        assert!(text.ends_with("this type of light."), "{text}");
+        // Cut everywhere in 7-byte pieces, the answer is the same.
+        let chunks: Vec<&[u8]> = REAL.chunks(7).collect();
+        assert_eq!(parse(&chunks, 64 * 1024).unwrap(), evs);
+    }
 }

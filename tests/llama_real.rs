@@ -2,7 +2,8 @@
 //! `llama-cpp-python[server]`) serving SmolLM2-135M-Instruct, started through
 //! `.ci/llama-server.sh start`, streams one chat completion that the SSE
 //! parser (`src/upstream_openai_sse.rs`) reads to its end: text, then
-//! `finish_reason`, `usage`, `[DONE]`.
+//! `finish_reason`, `usage` (when the server honours `include_usage`;
+//! llama-cpp-python 0.3.36 does not), `[DONE]`.
 //!
 //! The server comes from the venv `.ci/llama-server.sh setup` makes (`.ci/run`
 //! does). Without it the test prints `SKIPPED: ...` and passes locally, but
@@ -203,13 +204,23 @@ async fn llama_cpp_streams_a_chat_to_finish_usage_and_done() {
             }
         }
     }
-    assert_eq!(tail, ["finish", "usage", "done"]);
-    assert!(!text.trim().is_empty(), "no text");
-    let completion_tokens = completion_tokens.expect("usage.completion_tokens");
+    // llama-cpp-python 0.3.36 ignores `include_usage` (no usage chunk);
+    // a server that honours it sends usage between finish and done.
     assert!(
-        deltas > 0 && deltas <= completion_tokens && completion_tokens <= 24,
-        "{deltas} deltas, {completion_tokens} completion tokens"
+        tail == ["finish", "done"] || tail == ["finish", "usage", "done"],
+        "{tail:?}"
     );
-    eprintln!("llama.cpp answered {completion_tokens} tokens: {text:?}");
+    assert!(!text.trim().is_empty(), "no text");
+    assert!(
+        (1..=24).contains(&deltas),
+        "{deltas} deltas for max_tokens 24"
+    );
+    if let Some(c) = completion_tokens {
+        assert!(
+            deltas <= c && c <= 24,
+            "{deltas} deltas, {c} completion tokens"
+        );
+    }
+    eprintln!("llama.cpp answered {deltas} deltas: {text:?}");
     drop(server);
 }
