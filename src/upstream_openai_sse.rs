@@ -167,8 +167,8 @@ impl SseParser {
     /// The next event, or `None` when more input is needed (or, after
     /// [`end`](Self::end), at the end of a complete answer). After
     /// [`SseEvent::Done`] only `None`. Ending without `[DONE]` is
-    /// [`SseError::Truncated`] unless a `finish_reason` came (some servers
-    /// simply close then).
+    /// [`SseError::Truncated`] unless a `finish_reason` or an error event
+    /// came (some servers simply close then).
     pub fn next_event(&mut self) -> Result<Option<SseEvent<'_>>, SseError> {
         loop {
             if let Some(p) = self.pending.pop_front() {
