@@ -106,7 +106,7 @@ fn start() -> Result<Server, String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn llama_cpp_streams_a_chat_to_finish_usage_and_done() {
+async fn llama_cpp_streams_a_chat_to_finish_and_done() {
     let ready = Command::new(script())
         .arg("model")
         .stdout(Stdio::null())
