@@ -1,12 +1,16 @@
-//! The end-to-end load tool (issue 6): the real gateway binary (release
-//! build, TLS on, the shipped `config.toml` with a raised connection limit
-//! and open enrollment) in front of the fake Ollama of the tests, driven by
-//! N WSS clients in this process, measured against the same streams read
-//! straight from the fake (the limit no gateway can beat).
+//! The end-to-end load tool (issues 6 and 14): the real gateway binary
+//! (release build, TLS on, the shipped `config.toml` with a raised
+//! connection limit and open enrollment) in front of the fake Ollama of the
+//! tests, driven by N WSS clients in this process, measured against the same
+//! streams read straight from the fake (the limit no gateway can beat), the
+//! same gateway with TLS off, and nginx TLS in front of the same fake (when
+//! an `nginx` binary is found; never required). With `strace` found, the
+//! saturated scenario also counts the gateway's socket syscalls per token.
 //!
 //! ```sh
 //! cargo bench --bench load -- --scenario all --repeat 3 --json load.json
-//! cargo bench --bench load -- --scenario latency --streams 1,100 --duration 5
+//! cargo bench --bench load -- --scenario saturate --streams 50 --repeat 3
+//! cargo bench --bench load -- --scenario paced --streams 1,100 --duration 5
 //! cargo bench --bench load -- --smoke          # tiny, asserts only that it works (CI)
 //! ```
 //!
@@ -18,8 +22,13 @@
 //! machine's cores; nothing is pinned.
 //!
 //! - [`gateway`]: the gateway process, its config and resident memory.
-//! - [`clients`]: the WSS client, the direct NDJSON client, HTTPS requests.
-//! - [`scenarios`]: the seven scenarios of the issue.
+//! - [`nginx`]: nginx TLS in front of the fake, its config and processes.
+//! - [`syscalls`]: `strace -c` attached to a serving process.
+//! - [`clients`]: the WSS client, the NDJSON client (direct or through
+//!   nginx), HTTPS requests.
+//! - [`sides`]: direct, gateway, gateway (plain) and nginx side by side.
+//! - [`streaming`]: the streaming scenarios (paced, saturate, ttft).
+//! - [`scenarios`]: the plan, and idle, connect, validate, leak, soak.
 //! - [`report`]: percentiles, tables, medians of repeats, JSON.
 
 /// The fake Ollama of the tests (`tests/support/fake_ollama.rs`).
@@ -32,10 +41,18 @@ mod support {
 mod clients;
 #[path = "load/gateway.rs"]
 mod gateway;
+#[path = "load/nginx.rs"]
+mod nginx;
 #[path = "load/report.rs"]
 mod report;
 #[path = "load/scenarios.rs"]
 mod scenarios;
+#[path = "load/sides.rs"]
+mod sides;
+#[path = "load/streaming.rs"]
+mod streaming;
+#[path = "load/syscalls.rs"]
+mod syscalls;
 
 use support::fake_ollama;
 
@@ -56,9 +73,9 @@ struct Args {
     #[arg(long, value_enum, value_delimiter = ',', default_value = "all")]
     scenario: Vec<Which>,
     /// Concurrency of the chosen scenarios (comma-separated list), instead of
-    /// each scenario's defaults: streams (latency, saturate), workers (ttft,
-    /// connect), sessions (idle), keep-alive connections (validate),
-    /// sessions (leak).
+    /// each scenario's defaults: streams (paced, saturate), chats at once
+    /// (ttft), workers (connect), sessions (idle), keep-alive connections
+    /// (validate), sessions (leak).
     #[arg(long, value_delimiter = ',')]
     streams: Option<Vec<usize>>,
     /// Seconds each measurement runs (idle: how long sessions are held).
@@ -77,6 +94,12 @@ struct Args {
     /// The gateway binary (default: the one cargo built for this bench).
     #[arg(long)]
     tars: Option<PathBuf>,
+    /// Leave nginx out even when it is installed.
+    #[arg(long)]
+    no_nginx: bool,
+    /// Leave the strace syscall count out even when strace is installed.
+    #[arg(long)]
+    no_strace: bool,
     /// Worker threads of this tool's client runtime.
     #[arg(long, default_value_t = 2)]
     client_threads: usize,
@@ -88,7 +111,10 @@ struct Args {
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 enum Which {
     All,
-    Latency,
+    /// N streams at one token per ms (eased to a quarter of the direct
+    /// limit); also `latency`, its name in issue 6.
+    #[value(alias = "latency")]
+    Paced,
     Saturate,
     Ttft,
     Idle,
@@ -117,7 +143,7 @@ fn main() -> ExitCode {
     let bin = std::fs::canonicalize(&bin).unwrap_or(bin);
     let which: Vec<Which> = if args.scenario.contains(&Which::All) {
         vec![
-            Which::Latency,
+            Which::Paced,
             Which::Saturate,
             Which::Ttft,
             Which::Idle,
@@ -134,6 +160,18 @@ fn main() -> ExitCode {
     let machine = Machine::probe(args.client_threads, nofile);
     println!("{}", machine.describe());
     println!("gateway binary: {}", bin.display());
+    let nginx = (!args.no_nginx).then(nginx::find).flatten();
+    let strace = (!args.no_strace)
+        .then(|| nginx::find_tool("strace"))
+        .flatten();
+    match &nginx {
+        Some(n) => println!("nginx: {}", n.display()),
+        None => println!("nginx: not found (or --no-nginx): no nginx columns"),
+    }
+    match &strace {
+        Some(s) => println!("strace: {}", s.display()),
+        None => println!("strace: not found (or --no-strace): no syscall counts"),
+    }
 
     let fake = start_fake();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -147,6 +185,9 @@ fn main() -> ExitCode {
         smoke: args.smoke,
         duration: args.duration,
         streams: args.streams.clone(),
+        nginx,
+        strace,
+        nofile,
     };
     let mut tables: Vec<Table> = Vec::new();
     let mut failures: Vec<String> = Vec::new();
@@ -157,24 +198,25 @@ fn main() -> ExitCode {
                 println!("\n--- {w:?}: run {} of {}", r + 1, args.repeat);
             }
             let res = rt.block_on(async {
+                let one = |r: anyhow::Result<Table>| r.map(|t| vec![t]);
                 match w {
-                    Which::Latency => scenarios::latency(&plan).await,
-                    Which::Saturate => scenarios::saturate(&plan).await,
-                    Which::Ttft => scenarios::ttft(&plan).await,
-                    Which::Idle => scenarios::idle(&plan).await,
-                    Which::Connect => scenarios::connect(&plan).await,
-                    Which::Validate => scenarios::validate(&plan).await,
-                    Which::Leak => scenarios::leak(&plan).await,
-                    Which::Soak => scenarios::soak(&plan).await,
+                    Which::Paced => one(streaming::paced(&plan).await),
+                    Which::Saturate => streaming::saturate(&plan).await,
+                    Which::Ttft => one(streaming::ttft(&plan).await),
+                    Which::Idle => one(scenarios::idle(&plan).await),
+                    Which::Connect => one(scenarios::connect(&plan).await),
+                    Which::Validate => one(scenarios::validate(&plan).await),
+                    Which::Leak => one(scenarios::leak(&plan).await),
+                    Which::Soak => one(scenarios::soak(&plan).await),
                     Which::All => unreachable!("expanded above"),
                 }
             });
             match res {
-                Ok(t) => {
+                Ok(ts) => {
                     if args.repeat > 1 {
-                        t.print();
+                        ts.iter().for_each(Table::print);
                     }
-                    runs.push(t);
+                    runs.push(ts);
                 }
                 Err(e) => {
                     eprintln!("load: scenario {w:?} failed: {e:#}");
@@ -183,8 +225,10 @@ fn main() -> ExitCode {
                 }
             }
         }
-        if !runs.is_empty() {
-            let t = Table::median(runs);
+        // A scenario may give several tables: the median of each across runs.
+        let count = runs.first().map_or(0, Vec::len);
+        for i in 0..count {
+            let t = Table::median(runs.iter().map(|ts| ts[i].clone()).collect());
             t.print();
             tables.push(t);
         }

@@ -1,13 +1,16 @@
-//! The load clients: a WSS client of the gateway (fastwebsockets over
-//! tokio-rustls, cheap per frame: frames are classified by a byte search,
-//! never parsed as JSON), a direct NDJSON client of the fake Ollama (hyper
-//! HTTP/1.1 keep-alive), and HTTPS requests to the gateway.
+//! The load clients: a WSS (or plain WS) client of the gateway
+//! (fastwebsockets over tokio-rustls, cheap per frame: frames are classified
+//! by a byte search, never parsed as JSON), an NDJSON client of the fake
+//! Ollama (hyper HTTP/1.1 keep-alive; straight to the fake, or through nginx
+//! over TLS, where the same chunked body arrives), and HTTPS requests to the
+//! gateway.
 //!
 //! Both stream readers take the fake's clock out of the token text and
 //! record `now - written` in nanoseconds for every token written at or after
-//! a warm-up cut-off.
+//! a warm-up cut-off, and count every token in [`TOKENS_READ`].
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -27,6 +30,10 @@ use tars::ollama::NdjsonSplitter;
 
 pub type Ws = WebSocket<TokioIo<Upgraded>>;
 
+/// Every token any stream reader of this process has read: the syscall
+/// count divides by the tokens read while strace was attached.
+pub static TOKENS_READ: AtomicU64 = AtomicU64::new(0);
+
 /// Nanoseconds since the UNIX epoch (the fake's clock).
 pub fn now_ns() -> u64 {
     SystemTime::now()
@@ -35,29 +42,34 @@ pub fn now_ns() -> u64 {
         .as_nanos() as u64
 }
 
-/// Where and how to reach the gateway.
+/// Where and how to reach the gateway (or nginx).
 #[derive(Clone)]
 pub struct Target {
     pub addr: SocketAddr,
-    pub tls: TlsConnector,
+    /// `None`: plain TCP (the gateway with `tls.enabled = false`).
+    pub tls: Option<TlsConnector>,
     /// An access token (one client id for every session).
     pub token: Arc<str>,
 }
 
-async fn tls_connect(t: &Target) -> Result<tokio_rustls::client::TlsStream<TcpStream>> {
-    let tcp = TcpStream::connect(t.addr).await.context("TCP connect")?;
+async fn tcp_connect(addr: SocketAddr) -> Result<TcpStream> {
+    let tcp = TcpStream::connect(addr).await.context("TCP connect")?;
     tcp.set_nodelay(true)?;
-    let tls = t
-        .tls
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .context("TLS handshake")?;
-    Ok(tls)
+    Ok(tcp)
 }
 
-/// Connect, TLS, upgrade and wait for `connection_ack`.
+async fn tls_wrap(
+    tls: &TlsConnector,
+    tcp: TcpStream,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    tls.connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .context("TLS handshake")
+}
+
+/// Connect, TLS (unless plain), upgrade and wait for `connection_ack`.
 pub async fn open_session(t: &Target) -> Result<Ws> {
-    let tls = tls_connect(t).await?;
+    let tcp = tcp_connect(t.addr).await?;
     let req = http::Request::get(format!("/ws/chat?token={}", t.token))
         .header("host", "localhost")
         .header("upgrade", "websocket")
@@ -68,9 +80,15 @@ pub async fn open_session(t: &Target) -> Result<Ws> {
         )
         .header("sec-websocket-version", "13")
         .body(Empty::<Bytes>::new())?;
-    let (mut ws, _) = fastwebsockets::handshake::client(&TokioExecutor::new(), req, tls)
-        .await
-        .map_err(|e| anyhow!("upgrade: {e}"))?;
+    let exec = TokioExecutor::new();
+    let (mut ws, _) = match &t.tls {
+        Some(tls) => {
+            let tls = tls_wrap(tls, tcp).await?;
+            fastwebsockets::handshake::client(&exec, req, tls).await
+        }
+        None => fastwebsockets::handshake::client(&exec, req, tcp).await,
+    }
+    .map_err(|e| anyhow!("upgrade: {e}"))?;
     ws.set_auto_close(true);
     ws.set_auto_pong(true);
     loop {
@@ -203,6 +221,7 @@ impl Window {
 impl Samples {
     fn token(&mut self, written: u64, w: &Window) {
         self.tokens += 1;
+        TOKENS_READ.fetch_add(1, Ordering::Relaxed);
         let now = now_ns();
         let at = if w.by_read { now } else { written };
         if at >= w.from_ns && at < w.until_ns {
@@ -254,8 +273,9 @@ pub async fn direct_connect(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>
 
 const DIRECT_BODY: &str = r#"{"model":"mistral:7b-instruct","messages":[{"role":"user","content":"Tell me the time, one token at a time."}],"stream":true}"#;
 
-/// `POST /api/chat` straight to the fake and read its NDJSON lines as the
-/// gateway would (the same splitter), until the final line or the deadline.
+/// `POST /api/chat` on `sender` (straight to the fake, or through nginx) and
+/// read its NDJSON lines as the gateway would (the same splitter), until the
+/// final line or the deadline.
 pub async fn direct_stream(sender: &mut SendRequest<Full<Bytes>>, w: Window) -> Result<Samples> {
     let mut s = Samples::default();
     let sent = Instant::now();
@@ -285,6 +305,14 @@ pub async fn direct_stream(sender: &mut SendRequest<Full<Bytes>>, w: Window) -> 
         while let Some(line) = split.next_line()? {
             if memmem::find(line, br#""done":true"#).is_some() {
                 s.completed = true;
+                // Read the body to its end (through nginx the last chunk
+                // may arrive later): a body dropped unread closes the
+                // connection instead of keeping it alive for the next chat.
+                while let Ok(Some(f)) =
+                    tokio::time::timeout_at(w.deadline.into(), body.frame()).await
+                {
+                    f?;
+                }
                 return Ok(s);
             }
             if let Some(i) = memmem::find(line, br#""content":""#) {
@@ -298,12 +326,23 @@ pub async fn direct_stream(sender: &mut SendRequest<Full<Bytes>>, w: Window) -> 
     }
 }
 
-/// A keep-alive HTTPS connection to the gateway.
+/// A keep-alive HTTP/1.1 connection to `t`: HTTPS, or plain HTTP when
+/// `t.tls` is `None`.
 pub async fn https_connect(t: &Target) -> Result<SendRequest<Full<Bytes>>> {
-    let tls = tls_connect(t).await?;
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
-    tokio::spawn(conn);
-    Ok(sender)
+    let tcp = tcp_connect(t.addr).await?;
+    match &t.tls {
+        Some(tls) => {
+            let tls = tls_wrap(tls, tcp).await?;
+            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
+            tokio::spawn(conn);
+            Ok(sender)
+        }
+        None => {
+            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
+            tokio::spawn(conn);
+            Ok(sender)
+        }
+    }
 }
 
 /// One request on a keep-alive connection: (status, body).

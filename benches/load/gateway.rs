@@ -1,6 +1,7 @@
 //! The gateway under test: the real `tars` binary started on
 //! `127.0.0.1:0` with a config derived from the shipped `config.toml`
-//! (TLS on with a certificate it generates, a raised connection limit, open
+//! (TLS on with a certificate it generates, or off for the `plain` column;
+//! a raised connection limit, open
 //! enrollment, the per-IP and per-client rate limits lifted since every load
 //! client is 127.0.0.1 with one client id, Ollama pointing at the fake), its
 //! log in a file, and its resident memory read from `/proc`.
@@ -23,8 +24,9 @@ pub const MAX_CONNECTIONS: i64 = 20_000;
 pub struct Gateway {
     child: Child,
     pub addr: SocketAddr,
-    /// Trusts exactly the certificate the gateway generated.
-    pub tls: TlsConnector,
+    /// Trusts exactly the certificate the gateway generated; `None` when
+    /// the gateway serves plain HTTP (`tls.enabled = false`).
+    pub tls: Option<TlsConnector>,
     log: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -32,6 +34,8 @@ pub struct Gateway {
 /// What differs between scenarios.
 pub struct Options {
     pub heartbeat_secs: u64,
+    /// `tls.enabled`.
+    pub tls: bool,
 }
 
 impl Gateway {
@@ -57,6 +61,7 @@ impl Gateway {
         set(&mut t, "limits.connections_per_second", 1_000_000i64.into());
         set(&mut t, "limits.max_connections_per_ip", 1_000_000i64.into());
         set(&mut t, "ollama.host", ollama.into());
+        set(&mut t, "tls.enabled", opts.tls.into());
         let config = dir.path().join("config.toml");
         std::fs::write(&config, toml::to_string(&t)?)?;
         let log = dir.path().join("tars.log");
@@ -88,14 +93,7 @@ impl Gateway {
         let mut gw = Self {
             child,
             addr: "127.0.0.1:0".parse().unwrap(),
-            tls: TlsConnector::from(Arc::new(
-                rustls::ClientConfig::builder_with_provider(Arc::new(
-                    rustls::crypto::ring::default_provider(),
-                ))
-                .with_safe_default_protocol_versions()?
-                .with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth(),
-            )),
+            tls: None,
             log,
             _dir: dir,
         };
@@ -112,8 +110,17 @@ impl Gateway {
             }
             std::thread::sleep(Duration::from_millis(20));
         };
-        gw.tls = connector(&gw._dir.path().join("certs/tars.crt"))?;
+        if opts.tls {
+            gw.tls = Some(connector(&gw.cert_files().0)?);
+        }
         Ok(gw)
+    }
+
+    /// The certificate and key the gateway generated (PEM; they exist only
+    /// when TLS is on). nginx serves the same pair.
+    pub fn cert_files(&self) -> (PathBuf, PathBuf) {
+        let certs = self._dir.path().join("certs");
+        (certs.join("tars.crt"), certs.join("tars.key"))
     }
 
     pub fn pid(&self) -> u32 {
@@ -132,26 +139,32 @@ impl Gateway {
 
     /// CPU time (user + system) the gateway has used so far, in seconds.
     pub fn cpu_secs(&self) -> f64 {
-        let Ok(s) = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())) else {
-            return 0.0;
-        };
-        // Fields after the parenthesised command name; utime and stime are
-        // the 14th and 15th fields, in clock ticks.
-        let rest = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: f64 = [11, 12]
-            .iter()
-            .filter_map(|&i| f.get(i)?.parse::<f64>().ok())
-            .sum();
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-        ticks / hz
+        cpu_secs(self.pid())
     }
 
     /// OS threads of the gateway process.
     pub fn threads(&self) -> u64 {
         status_field(self.pid(), "Threads:").unwrap_or(0)
     }
+}
+
+/// CPU time (user + system, all threads) process `pid` has used so far, in
+/// seconds; 0 when it is gone.
+pub fn cpu_secs(pid: u32) -> f64 {
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields, in clock ticks.
+    let rest = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|&i| f.get(i)?.parse::<f64>().ok())
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    ticks / hz
 }
 
 impl Drop for Gateway {
@@ -185,7 +198,7 @@ fn listen_addr(line: &str) -> Option<SocketAddr> {
 }
 
 /// A TLS connector trusting exactly the PEM certificate(s) in `cert`.
-fn connector(cert: &Path) -> Result<TlsConnector> {
+pub fn connector(cert: &Path) -> Result<TlsConnector> {
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_file_iter(cert)
         .with_context(|| format!("reading {}", cert.display()))?

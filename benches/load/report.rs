@@ -14,6 +14,7 @@ pub fn pct_us(sorted: &[u32], p: f64) -> f64 {
 }
 
 /// p50, p99, p99.9 and max of `samples` (sorted here), in µs.
+#[derive(Clone, Debug)]
 pub struct Summary {
     pub n: usize,
     pub p50: f64,
