@@ -3,7 +3,7 @@
 //! - [`upgrade`]: checks before the upgrade (origin, token, limits), then spawns the session.
 //! - [`session`]: one session: reader loop, heartbeat, generation runner.
 //! - [`mask_guard`]: closes on unmasked client frames (RFC 6455 §5.1), under fastwebsockets.
-//! - [`writer`]: the task that owns the socket's write half; bounded queue = backpressure.
+//! - [`writer`]: the task that owns the socket's raw write half; bounded queue = backpressure; one write per batch of queued frames.
 //! - [`queue`]: the per-session chat queue and cancel.
 //! - [`generation`]: one chat → Ollama → `token` frames → `complete`/`error`.
 //! - [`token_frame`]: the allocation-light `token` frame encoder (the hot path).

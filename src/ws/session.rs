@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use fastwebsockets::{Frame, OpCode, Payload, WebSocket, WebSocketError, WebSocketRead};
+use fastwebsockets::{Frame, OpCode, Payload, Role, WebSocket, WebSocketError, WebSocketRead};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncRead;
@@ -75,10 +75,12 @@ async fn run_session(
     let cfg = state.config();
     let wscfg = cfg.websocket.clone();
     drop(cfg);
-    let (mut read, write) = ws.split(|io| {
-        let (r, w) = tokio::io::split(io);
-        (MaskGuard::new(r), w)
-    });
+    // The writer owns the raw write half and encodes frames itself (one
+    // write per batch); fastwebsockets only reads. Its write half here is a
+    // sink that is never used.
+    let (r, write) = tokio::io::split(ws.into_inner());
+    let (mut read, _) =
+        fastwebsockets::after_handshake_split(MaskGuard::new(r), tokio::io::sink(), Role::Server);
     // fastwebsockets refuses frames of at least this size; our own
     // reassembly below caps whole messages.
     read.set_max_message_size(wscfg.max_message_bytes + 1);

@@ -1,19 +1,38 @@
-//! The writing half of a session: one task owns the WebSocket write half and
-//! drains a bounded queue of outgoing frames, so the generation, the
+//! The writing half of a session: one task owns the socket's raw write half
+//! and drains a bounded queue of outgoing frames, so the generation, the
 //! heartbeat, the reader's protocol replies and broadcast notices never
 //! contend for the socket. The queue's bound is the backpressure: when a
 //! client reads slowly the queue fills, the generation waits on it, and
 //! Ollama is read no faster than the client takes tokens.
+//!
+//! Everything already queued when the writer wakes goes out together: the
+//! frames are encoded into one buffer (up to [`BATCH_BYTES`]) and written
+//! with one `write_all` and one `flush`, so under TLS a burst of tokens
+//! costs one record set and one socket write instead of one per token. A
+//! lone frame is never held back to wait for company (no timer): batching
+//! only takes what is already in the queue (docs/adr/0006-pipe-coalesced-writes.md).
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use fastwebsockets::{Frame, Payload, WebSocketWrite};
-use tokio::io::AsyncWrite;
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tracing::debug;
 
 use crate::metrics::Metrics;
+
+/// A batch stops taking queued frames once it holds this many bytes; the
+/// rest go out in the next write.
+pub const BATCH_BYTES: usize = 64 * 1024;
+
+/// A buffer that grew past this (one very large frame) is given back after
+/// its write instead of being kept for the next batch.
+const KEEP_BYTES: usize = 2 * BATCH_BYTES;
+
+/// RFC 6455 opcodes the server sends.
+const OP_TEXT: u8 = 0x1;
+const OP_CLOSE: u8 = 0x8;
+const OP_PONG: u8 = 0xA;
 
 /// One outgoing frame.
 #[derive(Debug)]
@@ -44,63 +63,99 @@ pub enum WriterEnd {
     Failed,
 }
 
-/// Drain `rx` into `ws` until a close frame is written, the queue closes
-/// (every sender dropped: the session and its generation ended; queued
-/// frames are written first), or a write fails or stalls past
-/// `write_timeout`. Frames available at once
-/// are written back to back and flushed together. Every `heartbeat` the
-/// writer also sends the protocol's JSON `ping` (the heartbeat lives here so
-/// a session costs one task fewer).
+/// Append one final, unmasked (server-to-client) frame to `buf`: the RFC 6455
+/// §5.2 header (2, 4 or 10 bytes) followed by the payload, given as parts
+/// that are written back to back.
+pub fn encode_frame(buf: &mut BytesMut, opcode: u8, parts: &[&[u8]]) {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    buf.reserve(10 + len);
+    buf.put_u8(0x80 | (opcode & 0x0F));
+    if len < 126 {
+        buf.put_u8(len as u8);
+    } else if len <= u16::MAX as usize {
+        buf.put_u8(126);
+        buf.put_u16(len as u16);
+    } else {
+        buf.put_u8(127);
+        buf.put_u64(len as u64);
+    }
+    for p in parts {
+        buf.put_slice(p);
+    }
+}
+
+/// Encode `out` into `buf`; token read instants go to `delays`. Returns
+/// whether it was a close frame (the last thing the writer sends).
+fn encode(buf: &mut BytesMut, delays: &mut Vec<Instant>, out: Out) -> bool {
+    match out {
+        Out::Text(b) => encode_frame(buf, OP_TEXT, &[&b]),
+        Out::Token(b, read_at) => {
+            delays.push(read_at);
+            encode_frame(buf, OP_TEXT, &[&b]);
+        }
+        Out::Pong(b) => encode_frame(buf, OP_PONG, &[&b]),
+        Out::Close(code, reason) => {
+            encode_frame(buf, OP_CLOSE, &[&code.to_be_bytes(), reason.as_bytes()]);
+            return true;
+        }
+        Out::CloseRaw(b) => {
+            encode_frame(buf, OP_CLOSE, &[&b]);
+            return true;
+        }
+    }
+    false
+}
+
+/// Drain `rx` into `io` (the socket's write half, after the handshake)
+/// until a close frame is written, the queue closes (every sender dropped:
+/// the session and its generation ended; queued frames are written first),
+/// or a write fails or stalls past `write_timeout`. Each wake-up writes
+/// everything queued at that moment (up to [`BATCH_BYTES`]) with one write
+/// and one flush. Every `heartbeat` the writer also sends the protocol's
+/// JSON `ping` (the heartbeat lives here so a session costs one task fewer);
+/// a heartbeat that finds the session idle since the previous one gives the
+/// batch buffer back, so an idle session holds no write buffer.
 pub async fn run<S: AsyncWrite + Unpin>(
-    mut ws: WebSocketWrite<S>,
+    mut io: S,
     mut rx: mpsc::Receiver<Out>,
     write_timeout: Duration,
     heartbeat: Duration,
     metrics: &Metrics,
 ) -> WriterEnd {
-    // Grows only once tokens flow: an idle session holds no buffer here.
+    // Both allocate on first use only.
+    let mut buf = BytesMut::new();
     let mut delays: Vec<Instant> = Vec::new();
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut active = false;
     loop {
+        let mut release = false;
         let first = tokio::select! {
             biased;
             m = rx.recv() => match m {
-                Some(m) => m,
+                Some(m) => {
+                    active = true;
+                    m
+                }
                 None => return WriterEnd::Drained,
             },
             _ = tick.tick() => {
+                release = !active;
+                active = false;
                 metrics.ws_message(crate::metrics::Direction::Out, "ping");
                 Out::Text(crate::ws::protocol::ping().into())
             }
         };
-        let mut next = Some(first);
-        let mut closed = false;
-        let res = tokio::time::timeout(write_timeout, async {
-            while let Some(out) = next.take() {
-                let frame = match &out {
-                    Out::Text(b) => Frame::text(Payload::Borrowed(b)),
-                    Out::Token(b, read_at) => {
-                        delays.push(*read_at);
-                        Frame::text(Payload::Borrowed(b))
-                    }
-                    Out::Pong(b) => Frame::pong(Payload::Borrowed(b)),
-                    Out::Close(code, reason) => {
-                        closed = true;
-                        Frame::close(*code, reason.as_bytes())
-                    }
-                    Out::CloseRaw(payload) => {
-                        closed = true;
-                        Frame::close_raw(Payload::Borrowed(payload))
-                    }
-                };
-                ws.write_frame(frame).await?;
-                if closed {
-                    break;
-                }
-                next = rx.try_recv().ok();
+        let mut closed = encode(&mut buf, &mut delays, first);
+        while !closed && buf.len() < BATCH_BYTES {
+            match rx.try_recv() {
+                Ok(out) => closed = encode(&mut buf, &mut delays, out),
+                Err(_) => break,
             }
-            ws.flush().await
+        }
+        let res = tokio::time::timeout(write_timeout, async {
+            io.write_all(&buf).await?;
+            io.flush().await
         })
         .await;
         match res {
@@ -120,5 +175,41 @@ pub async fn run<S: AsyncWrite + Unpin>(
             }
             Err(_) => return WriterEnd::TimedOut,
         }
+        buf.clear();
+        if release || buf.capacity() > KEEP_BYTES {
+            buf = BytesMut::new();
+            delays = Vec::new();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(len: usize) -> Vec<u8> {
+        let mut b = BytesMut::new();
+        encode_frame(&mut b, OP_TEXT, &[&vec![b'x'; len]]);
+        b[..b.len() - len].to_vec()
+    }
+
+    #[test]
+    fn headers_use_the_shortest_length_form() {
+        assert_eq!(head(0), [0x81, 0]);
+        assert_eq!(head(125), [0x81, 125]);
+        assert_eq!(head(126), [0x81, 126, 0, 126]);
+        assert_eq!(head(65_535), [0x81, 126, 0xFF, 0xFF]);
+        assert_eq!(head(65_536), [0x81, 127, 0, 0, 0, 0, 0, 1, 0, 0]);
+    }
+
+    #[test]
+    fn close_carries_code_then_reason() {
+        let mut b = BytesMut::new();
+        let mut d = Vec::new();
+        assert!(encode(&mut b, &mut d, Out::Close(1001, "bye".into())));
+        assert_eq!(&b[..], [0x88, 5, 0x03, 0xE9, b'b', b'y', b'e']);
+        b.clear();
+        assert!(!encode(&mut b, &mut d, Out::Pong(Bytes::from_static(b"p"))));
+        assert_eq!(&b[..], [0x8A, 1, b'p']);
     }
 }
