@@ -26,3 +26,4 @@ mod reload;
 mod shutdown_midframe;
 mod upstream;
 mod ws_chat;
+mod ws_writer;
