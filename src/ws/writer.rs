@@ -10,7 +10,7 @@
 //! with one `write_all` and one `flush`, so under TLS a burst of tokens
 //! costs one record set and one socket write instead of one per token. A
 //! lone frame is never held back to wait for company (no timer): batching
-//! only takes what is already in the queue (docs/adr/0006-pipe-coalesced-writes.md).
+//! only takes what is already in the queue (docs/adr/0011-coalesced-writes.md).
 
 use std::time::{Duration, Instant};
 
