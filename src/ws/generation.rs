@@ -101,7 +101,8 @@ pub fn build_request(state: &AppState, cfg: &Config, client_id: &str, job: &Job)
             temperature: Some(o.temperature.unwrap_or(d.temperature)),
             top_p: Some(o.top_p.unwrap_or(d.top_p)),
             top_k: Some(o.top_k.unwrap_or(d.top_k)),
-            num_predict: Some(o.max_tokens.unwrap_or(d.max_tokens)),
+            // `[ollama] max_tokens` is a ceiling, not only a default.
+            num_predict: Some(o.max_tokens.map_or(d.max_tokens, |m| m.min(d.max_tokens))),
         },
         keep_alive: d.keep_alive.clone(),
     }
