@@ -4,8 +4,10 @@
 //! client per minute. Rates use governor's keyed GCRA limiters; the
 //! open-connection count is a plain counted map with a guard.
 //!
-//! IPv6 clients are counted per /64 (one host usually owns a whole /64), and
-//! IPv4-mapped IPv6 addresses as the IPv4 address.
+//! IPv6 clients are counted per `[limits] ipv6_prefix_len` leading bits
+//! (default 128: each address alone; 64 groups the hosts of one network, for
+//! clients that rotate privacy addresses), and IPv4-mapped IPv6 addresses as
+//! the IPv4 address ([`ip_key`]).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -18,15 +20,18 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use crate::config::LimitsConfig;
 
-/// The key an address is counted under.
-pub fn ip_key(ip: IpAddr) -> IpAddr {
+/// The key an address is counted under: an IPv4 address (mapped ones
+/// unwrapped) as it is, an IPv6 address with all but its first
+/// `v6_prefix_len` bits (1-128; larger counts as 128) cleared.
+pub fn ip_key(ip: IpAddr, v6_prefix_len: u8) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => IpAddr::V4(v4),
             None => {
-                let s = v6.segments();
-                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+                let keep = u32::from(v6_prefix_len.min(128));
+                let mask = u128::MAX.checked_shl(128 - keep).unwrap_or(0);
+                IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & mask))
             }
         },
     }
@@ -62,6 +67,8 @@ pub struct Limits {
     chat: DefaultKeyedRateLimiter<String>,
     open: Arc<Mutex<HashMap<IpAddr, usize>>>,
     max_open: usize,
+    /// `[limits] ipv6_prefix_len`, for [`ip_key`].
+    v6_prefix: u8,
 }
 
 /// Holds one open-connection slot of an address; frees it on drop.
@@ -91,13 +98,14 @@ impl Limits {
             chat: RateLimiter::keyed(Quota::per_minute(nz(cfg.chat_per_minute))),
             open: Arc::new(Mutex::new(HashMap::new())),
             max_open: cfg.max_connections_per_ip,
+            v6_prefix: cfg.ipv6_prefix_len,
         }
     }
 
     /// Admit a new connection from `ip`, or say why not. Keep the guard for
     /// as long as the connection is open.
     pub fn admit_connection(&self, ip: IpAddr) -> Result<ConnGuard, ConnRefusal> {
-        let key = ip_key(ip);
+        let key = ip_key(ip, self.v6_prefix);
         let mut g = self.open.lock().unwrap_or_else(|p| p.into_inner());
         let n = g.get(&key).copied().unwrap_or(0);
         if n >= self.max_open {
@@ -122,7 +130,7 @@ impl Limits {
 
     /// One `/auth/*` request from `ip`; `Err` is how long to wait.
     pub fn auth(&self, ip: IpAddr) -> Result<(), Duration> {
-        self.wait(self.auth.check_key(&ip_key(ip)))
+        self.wait(self.auth.check_key(&ip_key(ip, self.v6_prefix)))
     }
 
     /// One chat message from `client_id`; `Err` is how long to wait.
@@ -158,6 +166,7 @@ mod tests {
             auth_per_minute: 3,
             connections_per_second: 3,
             max_connections_per_ip: 2,
+            ipv6_prefix_len: 128,
         }
     }
 
@@ -207,11 +216,38 @@ mod tests {
     }
 
     #[test]
-    fn ipv6_grouped_by_64_and_mapped_v4_unwrapped() {
-        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
-        let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().unwrap();
-        assert_eq!(ip_key(a), ip_key(b));
-        let m: IpAddr = "::ffff:192.168.1.5".parse().unwrap();
-        assert_eq!(ip_key(m), "192.168.1.5".parse::<IpAddr>().unwrap());
+    fn ipv6_per_prefix_and_mapped_v4_unwrapped() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let (a, b) = (ip("2001:db8:1:2:aaaa::1"), ip("2001:db8:1:2:bbbb::2"));
+        assert_ne!(ip_key(a, 128), ip_key(b, 128));
+        assert_eq!(ip_key(a, 128), a);
+        assert_eq!(ip_key(a, 64), ip_key(b, 64));
+        assert_eq!(ip_key(a, 64), ip("2001:db8:1:2::"));
+        assert_eq!(ip_key(a, 56), ip("2001:db8:1::"));
+        assert_eq!(ip_key(a, 1), ip("::"));
+        assert_ne!(ip_key(ip("2001:db8:1:3::1"), 64), ip_key(a, 64));
+        let m = ip("::ffff:192.168.1.5");
+        assert_eq!(ip_key(m, 64), ip("192.168.1.5"));
+        assert_eq!(ip_key(ip("10.1.2.3"), 1), ip("10.1.2.3"));
+    }
+
+    #[test]
+    fn ipv6_prefix_groups_open_connections() {
+        let per_address = Limits::new(&cfg());
+        let (a, b) = (
+            "2001:db8::1".parse().unwrap(),
+            "2001:db8::2".parse().unwrap(),
+        );
+        let _g = [
+            per_address.admit_connection(a),
+            per_address.admit_connection(a),
+        ];
+        assert!(per_address.admit_connection(b).is_ok());
+        let per_net = Limits::new(&LimitsConfig {
+            ipv6_prefix_len: 64,
+            ..cfg()
+        });
+        let _h = [per_net.admit_connection(a), per_net.admit_connection(b)];
+        assert_eq!(per_net.admit_connection(a).err(), Some(ConnRefusal::Open));
     }
 }

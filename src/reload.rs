@@ -60,11 +60,13 @@ fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
         ol.auth_per_minute,
         ol.connections_per_second,
         ol.max_connections_per_ip,
+        ol.ipv6_prefix_len,
     ) != (
         nl.chat_per_minute,
         nl.auth_per_minute,
         nl.connections_per_second,
         nl.max_connections_per_ip,
+        nl.ipv6_prefix_len,
     ) {
         v.push("limits (rates and per-IP connections)");
     }

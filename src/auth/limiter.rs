@@ -6,8 +6,8 @@
 //! parallel guesses cannot overshoot the limit, and a limited address costs
 //! no argon2 work); an attempt that did not fail on credentials gives it back
 //! ([`FailureLimiter::refund`]). An empty bucket answers 429 with the seconds
-//! until the next token. IPv6 addresses are grouped by /64, the block one host
-//! usually controls. Full buckets are forgotten when the map grows, so memory
+//! until the next token. Addresses are keyed as every per-IP limit is
+//! ([`crate::limits::ip_key`], `[limits] ipv6_prefix_len`). Full buckets are forgotten when the map grows, so memory
 //! stays bounded by the number of recently failing addresses.
 
 use std::collections::HashMap;
@@ -30,6 +30,8 @@ struct Bucket {
 #[derive(Debug, Default)]
 pub struct FailureLimiter {
     buckets: Mutex<HashMap<IpAddr, Bucket>>,
+    /// `[limits] ipv6_prefix_len` (0 until set: treated as 128).
+    v6_prefix: u8,
 }
 
 fn refill(b: &mut Bucket, per_minute: u32, now: Instant) {
@@ -40,8 +42,23 @@ fn refill(b: &mut Bucket, per_minute: u32, now: Instant) {
 }
 
 impl FailureLimiter {
-    pub fn new() -> Self {
-        Self::default()
+    /// Buckets keyed by [`crate::limits::ip_key`] with `v6_prefix_len`.
+    pub fn new(v6_prefix_len: u8) -> Self {
+        Self {
+            buckets: Mutex::default(),
+            v6_prefix: v6_prefix_len,
+        }
+    }
+
+    fn key(&self, ip: IpAddr) -> IpAddr {
+        key(
+            ip,
+            if self.v6_prefix == 0 {
+                128
+            } else {
+                self.v6_prefix
+            },
+        )
     }
 
     /// Take one attempt for `ip`. `Err(secs)` when the address is limited:
@@ -56,7 +73,7 @@ impl FailureLimiter {
                 b.tokens < cap
             });
         }
-        let b = map.entry(key(ip)).or_insert(Bucket {
+        let b = map.entry(self.key(ip)).or_insert(Bucket {
             tokens: f64::from(per_minute),
             updated: now,
         });
@@ -75,7 +92,7 @@ impl FailureLimiter {
     pub fn refund(&self, ip: IpAddr, per_minute: u32, now: Instant) {
         let per_minute = per_minute.max(1);
         let mut map = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(b) = map.get_mut(&key(ip)) {
+        if let Some(b) = map.get_mut(&self.key(ip)) {
             refill(b, per_minute, now);
             b.tokens = (b.tokens + 1.0).min(f64::from(per_minute));
         }
@@ -98,7 +115,7 @@ mod tests {
 
     #[test]
     fn limit_then_refill() {
-        let l = FailureLimiter::new();
+        let l = FailureLimiter::new(128);
         let t0 = Instant::now();
         for _ in 0..3 {
             l.acquire(ip("10.0.0.1"), 3, t0).unwrap();
@@ -117,7 +134,7 @@ mod tests {
 
     #[test]
     fn refund_returns_the_attempt() {
-        let l = FailureLimiter::new();
+        let l = FailureLimiter::new(128);
         let t0 = Instant::now();
         for _ in 0..10 {
             l.acquire(ip("10.0.0.1"), 2, t0).unwrap();
@@ -126,8 +143,8 @@ mod tests {
     }
 
     #[test]
-    fn ipv6_grouped_by_64_and_mapped_v4_unwrapped() {
-        let l = FailureLimiter::new();
+    fn ipv6_grouped_by_prefix_and_mapped_v4_unwrapped() {
+        let l = FailureLimiter::new(64);
         let t0 = Instant::now();
         l.acquire(ip("2001:db8::1"), 1, t0).unwrap();
         assert!(l.acquire(ip("2001:db8::ffff:2"), 1, t0).is_err());

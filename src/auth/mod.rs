@@ -87,7 +87,7 @@ impl Auth {
             algorithm: cfg.auth.algorithm,
             policy: ArcSwap::from_pointee(Policy::from_config(&cfg.auth)),
             store: Arc::new(store),
-            limiter: FailureLimiter::new(),
+            limiter: FailureLimiter::new(cfg.limits.ipv6_prefix_len),
             argon2_slots: tokio::sync::Semaphore::new(slots),
         })
     }

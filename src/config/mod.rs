@@ -241,6 +241,10 @@ pub struct LimitsConfig {
     pub connections_per_second: u32,
     /// TCP connections one IP may hold open at once.
     pub max_connections_per_ip: usize,
+    /// IPv6 clients are counted per this many leading address bits in every
+    /// per-IP limit (128: each address alone; 64: one home network's hosts
+    /// together).
+    pub ipv6_prefix_len: u8,
 }
 
 /// Read, override from the process environment, and validate `path`.

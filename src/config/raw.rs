@@ -233,6 +233,7 @@ pub struct RawLimits {
     pub auth_per_minute: u32,
     pub connections_per_second: u32,
     pub max_connections_per_ip: usize,
+    pub ipv6_prefix_len: u8,
 }
 
 impl Default for RawLimits {
@@ -243,6 +244,7 @@ impl Default for RawLimits {
             auth_per_minute: 30,
             connections_per_second: 20,
             max_connections_per_ip: 128,
+            ipv6_prefix_len: 128,
         }
     }
 }
