@@ -111,6 +111,9 @@ pub enum AuthInitError {
         path: PathBuf,
         message: String,
     },
+    /// A file in `data_dir` is a symbolic link (see [`super::files`]).
+    #[error("key `server.data_dir`: {0}")]
+    Link(std::io::Error),
     /// The revocation store could not be loaded or rewritten.
     #[error("key `server.data_dir`: {path}: cannot {action} the revocation log: {source}: make the folder writable by the tars user", path = .path.display())]
     Store {
@@ -118,4 +121,23 @@ pub enum AuthInitError {
         action: &'static str,
         source: std::io::Error,
     },
+}
+
+impl AuthInitError {
+    /// A store error, or [`Self::Link`] when `source` is a refused link.
+    pub(crate) fn store(
+        path: &std::path::Path,
+        action: &'static str,
+        source: std::io::Error,
+    ) -> Self {
+        if super::files::is_symlink_refusal(&source) {
+            Self::Link(source)
+        } else {
+            Self::Store {
+                path: path.to_path_buf(),
+                action,
+                source,
+            }
+        }
+    }
 }

@@ -247,10 +247,12 @@ pub async fn token(state: &AppState, conn: ConnInfo, req: Request<Incoming>) -> 
     let credential = auth.policy().credential(&body.client_id);
     let ok = match &credential {
         Credential::Open => true,
-        Credential::Registered(phc) => {
-            check_secret(state, Some(phc.clone()), body.client_secret).await
+        Credential::Registered(phc) => check_secret(state, phc.clone(), body.client_secret).await,
+        Credential::Unknown(dummy) => {
+            // Same cost as a registered id, then refused whatever it says.
+            let _ = check_secret(state, dummy.clone(), body.client_secret).await;
+            false
         }
-        Credential::Unknown => check_secret(state, None, body.client_secret).await,
     };
     if !ok {
         state.metrics.auth("token", "invalid_client");
@@ -283,15 +285,16 @@ pub async fn token(state: &AppState, conn: ConnInfo, req: Request<Incoming>) -> 
     }
 }
 
-/// Verify `secret` against `phc` (or a dummy hash when `None`, or when no
-/// secret was sent) off the async workers, with bounded concurrency.
-async fn check_secret(state: &AppState, phc: Option<String>, secret: Option<String>) -> bool {
+/// Verify `secret` against `phc` off the async workers, with bounded
+/// concurrency. A missing secret is checked as an empty one (same cost) and
+/// refused.
+async fn check_secret(state: &AppState, phc: String, secret: Option<String>) -> bool {
     let Ok(_permit) = state.auth.argon2_slots().acquire().await else {
         return false;
     };
-    let job = move || match (phc, secret) {
-        (Some(phc), Some(secret)) => clients::verify_secret(&phc, secret.as_bytes()),
-        (_, secret) => clients::dummy_verify(secret.as_deref().unwrap_or("").as_bytes()),
+    let job = move || {
+        let ok = clients::verify_secret(&phc, secret.as_deref().unwrap_or("").as_bytes());
+        ok && secret.is_some()
     };
     tokio::task::spawn_blocking(job).await.unwrap_or(false)
 }

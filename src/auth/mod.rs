@@ -6,6 +6,7 @@
 //! - [`secret`]: the signing key (inline, file, or generated in `data_dir`).
 //! - [`clients`]: the reloadable [`clients::Policy`] and argon2 helpers.
 //! - [`revocation`]: `{data_dir}/revoked.log`, fsynced before a 200.
+//! - [`files`]: `data_dir` files: 0700/0600, `O_NOFOLLOW`, atomic replace.
 //! - [`limiter`]: per-IP limit on failed `/auth/token` attempts.
 //! - [`handlers`]: the `/auth/*` endpoints.
 //!
@@ -14,6 +15,7 @@
 
 pub mod clients;
 mod error;
+pub mod files;
 pub mod handlers;
 pub mod limiter;
 pub mod revocation;

@@ -15,8 +15,7 @@
 //! at the next write instead of writing into an unlinked inode.
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
 
@@ -24,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use super::error::AuthInitError;
+use super::files;
 
 /// The file name under `data_dir`.
 pub const LOG_NAME: &str = "revoked.log";
@@ -92,17 +92,11 @@ impl RevocationStore {
     /// compact the file atomically.
     pub fn open(dir: &Path, now: u64, leeway: u64) -> Result<(Self, LoadReport), AuthInitError> {
         let path = dir.join(LOG_NAME);
-        let store_err = |action, source| AuthInitError::Store {
-            path: path.clone(),
-            action,
-            source,
-        };
-        fs::create_dir_all(dir).map_err(|e| store_err("create the folder of", e))?;
-        let text = match fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(store_err("read", e)),
-        };
+        let store_err = |action, source| AuthInitError::store(&path, action, source);
+        files::ensure_dir(dir).map_err(|e| store_err("create the folder of", e))?;
+        let text = files::read(&path)
+            .map_err(|e| store_err("read", e))?
+            .unwrap_or_default();
         let (set, report) = parse(&text, now, leeway);
         compact(&path, &set).map_err(|e| store_err("rewrite", e))?;
         if report.torn_tail || report.unreadable > 0 {
@@ -200,18 +194,7 @@ impl RevocationStore {
     }
 
     fn append(&self, line: &[u8]) -> std::io::Result<()> {
-        let mut f = match OpenOptions::new().append(true).open(&self.path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                let f = OpenOptions::new()
-                    .append(true)
-                    .create(true)
-                    .open(&self.path)?;
-                sync_dir(&self.path)?;
-                f
-            }
-            Err(e) => return Err(e),
-        };
+        let mut f = files::open_append(&self.path)?;
         f.write_all(line)?;
         f.sync_data()
     }
@@ -241,7 +224,6 @@ fn parse(text: &[u8], now: u64, leeway: u64) -> (HashMap<String, u64>, LoadRepor
 }
 
 fn compact(path: &Path, set: &HashMap<String, u64>) -> std::io::Result<()> {
-    let tmp = path.with_extension("log.tmp");
     let mut out = Vec::with_capacity(set.len() * 64);
     for (jti, exp) in set {
         serde_json::to_writer(
@@ -254,22 +236,13 @@ fn compact(path: &Path, set: &HashMap<String, u64>) -> std::io::Result<()> {
         .map_err(std::io::Error::other)?;
         out.push(b'\n');
     }
-    let mut f = File::create(&tmp)?;
-    f.write_all(&out)?;
-    f.sync_all()?;
-    drop(f);
-    fs::rename(&tmp, path)?;
-    sync_dir(path)
-}
-
-fn sync_dir(path: &Path) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    File::open(dir)?.sync_all()
+    files::write_atomic(path, &out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     const NOW: u64 = 1_800_000_000;
 
@@ -373,6 +346,29 @@ mod tests {
         let text = fs::read_to_string(dir.path().join(LOG_NAME)).unwrap();
         assert_eq!(text.lines().count(), PRUNE_EVERY as usize);
         assert!(s.is_revoked(&format!("j{}", n - 1)) && !s.is_revoked("j0"));
+    }
+
+    #[test]
+    fn planted_link_is_a_start_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("elsewhere");
+        fs::write(&target, "precious\n").unwrap();
+        let data = dir.path().join("data");
+        fs::create_dir(&data).unwrap();
+        std::os::unix::fs::symlink(&target, data.join(LOG_NAME)).unwrap();
+        let e = RevocationStore::open(&data, NOW, 5)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("key `server.data_dir`: "), "{e}");
+        assert!(
+            e.contains(&data.join(LOG_NAME).display().to_string()),
+            "{e}"
+        );
+        assert!(
+            e.contains("symbolic link") && !e.contains("writable"),
+            "{e}"
+        );
+        assert_eq!(fs::read_to_string(&target).unwrap(), "precious\n");
     }
 
     #[test]
