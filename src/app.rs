@@ -74,6 +74,8 @@ pub async fn serve(cfg: Config) -> ExitCode {
     }
     crate::systemd::spawn_tasks(state.clone());
     spawn_housekeeping(state.clone());
+    let watch = state.clone();
+    tokio::spawn(async move { watch.auth.watch_data_dir(&watch.shutdown).await });
     log_start(&state, addr);
     crate::systemd::ready(&crate::systemd::status_line(&state));
     crate::server::run(listener, state).await;

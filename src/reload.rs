@@ -103,7 +103,9 @@ pub fn reload(state: &AppState) -> Result<(), ReloadError> {
     if ollama_changed {
         state.ollama.store(Arc::new(OllamaClient::new(&new.ollama)));
     }
-    state.auth.reload(&new);
+    // The sessions of `changes.ended` are ended by the session layer; the
+    // ledger's epoch moved, so every session re-checks its token.
+    let _changes = state.auth.reload(&new);
     state.replace_config(new);
     Ok(())
 }

@@ -86,6 +86,30 @@ impl Policy {
     pub fn registered_clients(&self) -> usize {
         self.clients.len()
     }
+
+    /// Registered clients whose sessions must end when `new` replaces this
+    /// policy, sorted by id: removed, `secret_hash` changed (the values are
+    /// compared, never a redacted rendering), or `admin`/`models` changed.
+    pub fn changes_to(&self, new: &Policy) -> Vec<(String, &'static str)> {
+        use super::end_reason::*;
+        let mut ended: Vec<(String, &'static str)> = self
+            .clients
+            .values()
+            .filter_map(|old| {
+                let reason = match new.clients.get(&old.id) {
+                    None => REMOVED,
+                    Some(c) if c.secret_hash != old.secret_hash => SECRET_CHANGED,
+                    Some(c) if c.admin != old.admin || c.models != old.models => {
+                        PERMISSIONS_CHANGED
+                    }
+                    Some(_) => return None,
+                };
+                Some((old.id.clone(), reason))
+            })
+            .collect();
+        ended.sort();
+        ended
+    }
 }
 
 /// argon2id PHC string for `secret` with the crate's default parameters
@@ -203,6 +227,38 @@ mod tests {
             Credential::Registered("$argon2id$y".into())
         );
         assert!(open.permits("nobody"));
+    }
+
+    #[test]
+    fn reload_changes_compare_values() {
+        use crate::auth::end_reason::*;
+        let old = Policy::from_config(&cfg(false));
+        assert!(old.changes_to(&Policy::from_config(&cfg(true))).is_empty());
+        let mut c = cfg(false);
+        c.clients[0].secret_hash = "$argon2id$z".into();
+        c.clients[1].models = None;
+        c.clients.push(ClientEntry {
+            id: "new".into(),
+            secret_hash: "$argon2id$n".into(),
+            admin: false,
+            models: None,
+        });
+        assert_eq!(
+            old.changes_to(&Policy::from_config(&c)),
+            vec![
+                ("boss".into(), SECRET_CHANGED),
+                ("kid".into(), PERMISSIONS_CHANGED)
+            ]
+        );
+        c.clients.remove(0);
+        c.clients[0].admin = true;
+        assert_eq!(
+            old.changes_to(&Policy::from_config(&c)),
+            vec![
+                ("boss".into(), REMOVED),
+                ("kid".into(), PERMISSIONS_CHANGED)
+            ]
+        );
     }
 
     #[test]
