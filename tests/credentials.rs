@@ -16,6 +16,7 @@ use serde_json::json;
 use support::chat::*;
 use support::fake_ollama::{Behavior, FakeOllama};
 
+use support::jwt::claims_of;
 use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -215,4 +216,333 @@ async fn unknown_id_and_wrong_secret_take_the_same_time() {
         (0.7..=1.3).contains(&ratio),
         "median unknown id {u:?} vs wrong secret {w:?}: ratio {ratio:.2}"
     );
+}
+
+async fn validate(gw: &Gateway, token: &str) -> HttpResponse {
+    post_json(gw, "/auth/validate", &json!({}), Some(token)).await
+}
+
+async fn sign_in(gw: &Gateway, id: &str, secret: Option<&str>) -> serde_json::Value {
+    let mut body = json!({"client_id": id});
+    if let Some(s) = secret {
+        body["client_secret"] = json!(s);
+    }
+    let r = post_json(gw, "/auth/token", &body, None).await;
+    assert_eq!(r.status, 200, "/auth/token {id}: {}", r.text());
+    r.json()
+}
+
+async fn refresh(gw: &Gateway, refresh_token: &serde_json::Value) -> HttpResponse {
+    post_json(
+        gw,
+        "/auth/refresh",
+        &json!({"refresh_token": refresh_token}),
+        None,
+    )
+    .await
+}
+
+fn reason(r: &HttpResponse) -> String {
+    r.json()["reason"].as_str().unwrap_or("").to_string()
+}
+
+/// RFC 9700 §4.14.2: a thief who replays a stolen refresh token first gets
+/// a pair; when the victim then presents the same (already used) refresh
+/// token, the whole family dies: the thief's access and refresh tokens are
+/// refused at once, it is logged with client id and address (never the
+/// token), and it survives a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_refresh_token_kills_the_thiefs_pair() {
+    let gw = gateway().set("auth.open_enrollment", true).start();
+    let victim = sign_in(&gw, "phone", None).await;
+    let other = sign_in(&gw, "phone", None).await; // another family of the same client
+    assert_eq!(
+        claims_of(victim["access_token"].as_str().unwrap())["fam"],
+        claims_of(victim["refresh_token"].as_str().unwrap())["fam"]
+    );
+
+    // The thief uses the stolen refresh token first.
+    let r = refresh(&gw, &victim["refresh_token"]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let thief = r.json();
+    let fam = claims_of(victim["refresh_token"].as_str().unwrap())["fam"].clone();
+    assert_eq!(
+        claims_of(thief["refresh_token"].as_str().unwrap())["fam"],
+        fam,
+        "a refresh keeps the family"
+    );
+    let thief_access = thief["access_token"].as_str().unwrap();
+    assert_eq!(validate(&gw, thief_access).await.status, 200);
+
+    // The victim's client presents it too: reuse.
+    let r = refresh(&gw, &victim["refresh_token"]).await;
+    assert_eq!((r.status, reason(&r)), (401, "revoked".into()));
+    let v = validate(&gw, thief_access).await;
+    assert_eq!((v.status, reason(&v)), (401, "family_revoked".into()));
+    let r = refresh(&gw, &thief["refresh_token"]).await;
+    assert_eq!((r.status, reason(&r)), (401, "family_revoked".into()));
+    // Other families of the same client are untouched.
+    assert_eq!(
+        validate(&gw, other["access_token"].as_str().unwrap())
+            .await
+            .status,
+        200
+    );
+
+    gw.wait_for_log("refresh token reuse", Duration::from_secs(5));
+    let logs = gw.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("refresh token reuse"))
+        .unwrap();
+    assert!(line.contains("WARN"), "{line}");
+    assert!(
+        line.contains("phone") && line.contains("127.0.0.1"),
+        "{line}"
+    );
+    for t in [&victim, &thief] {
+        for k in ["access_token", "refresh_token"] {
+            assert!(!logs.contains(t[k].as_str().unwrap()), "a token was logged");
+        }
+    }
+
+    // Persisted: the family stays dead after a restart.
+    let gw = support::jwt::restart(gw);
+    let v = validate(&gw, thief_access).await;
+    assert_eq!((v.status, reason(&v)), (401, "family_revoked".into()));
+    assert_eq!(get(&gw, "/auth/health").await.json()["revoked_families"], 1);
+}
+
+/// Revoking an access token (as the bearer) revokes its family: the refresh
+/// token minted with it can no longer buy a new pair.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_the_access_token_kills_its_refresh_token() {
+    let gw = gateway().set("auth.open_enrollment", true).start();
+    let pair = sign_in(&gw, "laptop", None).await;
+    let access = pair["access_token"].as_str().unwrap();
+    let r = request(
+        &gw,
+        "POST",
+        "/auth/revoke",
+        &[("authorization", &format!("Bearer {access}"))],
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["family"], claims_of(access)["fam"]);
+    let r = refresh(&gw, &pair["refresh_token"]).await;
+    assert_eq!((r.status, reason(&r)), (401, "family_revoked".into()));
+    // A new sign-in is a new family and works.
+    let again = sign_in(&gw, "laptop", None).await;
+    let r = refresh(&gw, &again["refresh_token"]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+/// An admin cuts a lost phone off: every token it holds is refused (also
+/// after a restart), a non-admin may not do it, and the phone can sign in
+/// again at once, in the same second as the cutoff.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_revokes_a_client_by_id() {
+    let gw = gateway()
+        .client("boss", "boss-secret-123", true)
+        .client("phone", "phone-secret-456", false)
+        .start();
+    let boss = sign_in(&gw, "boss", Some("boss-secret-123")).await;
+    let boss_access = boss["access_token"].as_str().unwrap();
+    let phone = sign_in(&gw, "phone", Some("phone-secret-456")).await;
+    let phone_access = phone["access_token"].as_str().unwrap();
+
+    // Not an admin: 403, nothing revoked. No bearer: 401.
+    let r = post_json(
+        &gw,
+        "/auth/revoke",
+        &json!({"client_id": "boss"}),
+        Some(phone_access),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.json()["error"].clone()),
+        (403, json!("forbidden"))
+    );
+    assert_eq!(validate(&gw, boss_access).await.status, 200);
+    let r = post_json(&gw, "/auth/revoke", &json!({"client_id": "phone"}), None).await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    let r = post_json(
+        &gw,
+        "/auth/revoke",
+        &json!({"client_id": "phone", "token": phone_access}),
+        Some(boss_access),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+
+    let r = post_json(
+        &gw,
+        "/auth/revoke",
+        &json!({"client_id": "phone"}),
+        Some(boss_access),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let b = r.json();
+    assert_eq!(
+        (b["revoked"].clone(), b["client_id"].clone()),
+        (json!(true), json!("phone"))
+    );
+    assert!(b["not_before"].as_str().unwrap().ends_with('Z'), "{b}");
+    // At once, without waiting for anything.
+    let v = validate(&gw, phone_access).await;
+    assert_eq!((v.status, reason(&v)), (401, "client_revoked".into()));
+    let r = refresh(&gw, &phone["refresh_token"]).await;
+    assert_eq!((r.status, reason(&r)), (401, "client_revoked".into()));
+    assert_eq!(validate(&gw, boss_access).await.status, 200);
+
+    // Signing in again right away (most likely the same second) works.
+    let fresh = sign_in(&gw, "phone", Some("phone-secret-456")).await;
+    let fresh_access = fresh["access_token"].as_str().unwrap();
+    assert_eq!(validate(&gw, fresh_access).await.status, 200);
+    let r = refresh(&gw, &fresh["refresh_token"]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let fresh_access = r.json()["access_token"].as_str().unwrap().to_string();
+
+    let gw = support::jwt::restart(gw);
+    assert_eq!(reason(&validate(&gw, phone_access).await), "client_revoked");
+    assert_eq!(validate(&gw, &fresh_access).await.status, 200);
+    assert_eq!(get(&gw, "/auth/health").await.json()["client_cutoffs"], 1);
+}
+
+/// `tars revoke --client X` on the gateway's own config while it runs: the
+/// gateway applies it through data_dir without a restart or a reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_revoke_is_picked_up_by_a_running_gateway() {
+    let gw = gateway().set("auth.open_enrollment", true).start();
+    let x = sign_in(&gw, "tablet", None).await;
+    let y = sign_in(&gw, "desktop", None).await;
+    let x_access = x["access_token"].as_str().unwrap();
+    let config = gw.config.to_str().unwrap().to_string();
+
+    let (code, out, err) = run_tars(&["--config", &config, "revoke", "--client", "tablet"], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("tablet") && out.contains("cutoffs.json"),
+        "{out}"
+    );
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let v = validate(&gw, x_access).await;
+        if v.status == 401 {
+            assert_eq!(reason(&v), "client_revoked");
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "the running gateway did not apply the cutoff"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = refresh(&gw, &x["refresh_token"]).await;
+    assert_eq!((r.status, reason(&r)), (401, "client_revoked".into()));
+    assert_eq!(
+        validate(&gw, y["access_token"].as_str().unwrap())
+            .await
+            .status,
+        200
+    );
+    let again = sign_in(&gw, "tablet", None).await;
+    assert_eq!(
+        validate(&gw, again["access_token"].as_str().unwrap())
+            .await
+            .status,
+        200
+    );
+
+    // A bad id is refused in one line, naming the flag.
+    let (code, _, err) = run_tars(
+        &["--config", &config, "revoke", "--client", "no spaces"],
+        &[],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--client") && err.lines().count() == 1,
+        "{err}"
+    );
+}
+
+fn edit_clients(gw: &Gateway, f: impl FnOnce(&mut Vec<toml::Value>)) {
+    let mut t: toml::Table = std::fs::read_to_string(&gw.config)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let clients = t["auth"]["clients"].as_array_mut().unwrap();
+    f(clients);
+    std::fs::write(&gw.config, toml::to_string(&t).unwrap()).unwrap();
+}
+
+/// Reload: a removed client's tokens and the tokens of a client whose
+/// secret changed are refused from then on, also after the removed client
+/// comes back and after a restart; an unchanged client keeps working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_removing_a_client_or_changing_its_secret_ends_its_tokens() {
+    let gw = gateway()
+        .client("gone", "gone-secret-1", false)
+        .client("rotated", "old-secret-22", false)
+        .client("stays", "stay-secret-3", false)
+        .start();
+    let gone = sign_in(&gw, "gone", Some("gone-secret-1")).await;
+    let rotated = sign_in(&gw, "rotated", Some("old-secret-22")).await;
+    let stays = sign_in(&gw, "stays", Some("stay-secret-3")).await;
+    let token = |v: &serde_json::Value| v["access_token"].as_str().unwrap().to_string();
+    let removed_entry = std::cell::RefCell::new(None);
+    edit_clients(&gw, |clients| {
+        let i = clients
+            .iter()
+            .position(|c| c["id"].as_str() == Some("gone"))
+            .unwrap();
+        *removed_entry.borrow_mut() = Some(clients.remove(i));
+        let r = clients
+            .iter_mut()
+            .find(|c| c["id"].as_str() == Some("rotated"))
+            .unwrap();
+        r["secret_hash"] = hash_secret("new-secret-33").into();
+    });
+    gw.signal("HUP");
+    gw.wait_for_log("configuration reloaded", Duration::from_secs(10));
+    assert_eq!(
+        reason(&validate(&gw, &token(&gone)).await),
+        "unknown_client"
+    );
+    assert_eq!(
+        reason(&validate(&gw, &token(&rotated)).await),
+        "client_revoked"
+    );
+    let r = refresh(&gw, &rotated["refresh_token"]).await;
+    assert_eq!((r.status, reason(&r)), (401, "client_revoked".into()));
+    assert_eq!(validate(&gw, &token(&stays)).await.status, 200);
+    let new_rotated = sign_in(&gw, "rotated", Some("new-secret-33")).await;
+    assert_eq!(validate(&gw, &token(&new_rotated)).await.status, 200);
+
+    // The removed client comes back: its old tokens stay dead.
+    edit_clients(&gw, |clients| clients.push(removed_entry.take().unwrap()));
+    gw.signal("HUP");
+    let end = Instant::now() + Duration::from_secs(10);
+    while gw.logs().matches("configuration reloaded").count() < 2 {
+        assert!(Instant::now() < end, "second reload not logged");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        reason(&validate(&gw, &token(&gone)).await),
+        "client_revoked"
+    );
+
+    let gw = support::jwt::restart(gw);
+    assert_eq!(
+        reason(&validate(&gw, &token(&gone)).await),
+        "client_revoked"
+    );
+    assert_eq!(
+        reason(&validate(&gw, &token(&rotated)).await),
+        "client_revoked"
+    );
+    assert_eq!(validate(&gw, &token(&new_rotated)).await.status, 200);
+    assert_eq!(validate(&gw, &token(&stays)).await.status, 200);
 }
