@@ -70,9 +70,9 @@ fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
     ) {
         v.push("limits (rates and per-IP connections)");
     }
-    if format!("{:?}", old.auth.secret) != format!("{:?}", new.auth.secret)
-        || old.auth.algorithm != new.auth.algorithm
-    {
+    // By value: the `Debug` of an inline key is redacted, so two different
+    // keys would render the same.
+    if old.auth.secret != new.auth.secret || old.auth.algorithm != new.auth.algorithm {
         v.push("auth.secret/auth.algorithm");
     }
     v
@@ -193,4 +193,24 @@ pub fn spawn_cert_watch(state: Arc<AppState>, every: Duration) {
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_changed_inline_key_is_noticed_though_its_debug_is_redacted() {
+        let cfg = |key: &str| {
+            let text = format!("[tls]\nenabled = false\n[auth]\nsecret = \"{key}\"\n");
+            config::from_toml_str(Path::new("/x/config.toml"), &text).unwrap()
+        };
+        let (a, b) = (cfg(&"a".repeat(40)), cfg(&"b".repeat(40)));
+        assert_eq!(
+            format!("{:?}", a.auth.secret),
+            format!("{:?}", b.auth.secret)
+        );
+        assert_eq!(restart_only(&a, &b), vec!["auth.secret/auth.algorithm"]);
+        assert!(restart_only(&a, &a.clone()).is_empty());
+    }
 }

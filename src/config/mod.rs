@@ -135,8 +135,9 @@ pub struct LogConfig {
     pub retention_days: usize,
 }
 
-/// Where the JWT signing key comes from.
-#[derive(Debug, Clone)]
+/// Where the JWT signing key comes from. `==` compares the values (an
+/// inline key by its bytes), never the redacted `Debug`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SecretSource {
     /// `auth.secret` or `JWT_SECRET_KEY`, already checked for length.
     Inline(Secret),
