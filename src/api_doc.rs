@@ -112,6 +112,10 @@ impl Modify for BearerScheme {
 static DOCUMENT: LazyLock<Bytes> = LazyLock::new(|| {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
     add_links(&mut doc);
+    // `/auth/revoke` names a token or a client, never both (a 400).
+    if let Some(s) = doc.pointer_mut("/components/schemas/RevokeRequest") {
+        s["not"] = serde_json::json!({"required": ["token", "client_id"]});
+    }
     Bytes::from(serde_json::to_vec(&doc).unwrap_or_else(|_| b"{}".to_vec()))
 });
 

@@ -93,15 +93,26 @@ async fn revoke_target(state: &AppState, req: Request<Incoming>) -> Result<Targe
         ));
     }
     let bad = |m: &str| h::error(StatusCode::BAD_REQUEST, "invalid_body", m);
-    let body: RevokeRequest = serde_json::from_slice(&bytes).map_err(|e| {
+    let invalid = |e: serde_json::Error| {
         bad(&format!(
             "request body is not valid JSON for this endpoint: {e}"
         ))
-    })?;
-    match (body.token, body.client_id) {
-        (Some(_), Some(_)) => Err(bad("send either token or client_id, not both")),
-        (None, Some(c)) => Ok(Target::Client(c)),
-        (t, None) => Ok(Target::Token(t.or(bearer).unwrap_or_default())),
+    };
+    // An object only (serde would also take a struct from an array).
+    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(invalid)?;
+    let Some(fields) = value.as_object() else {
+        return Err(bad(
+            "the body must be a JSON object: {\"token\": ...} or {\"client_id\": ...}",
+        ));
+    };
+    // Both keys, even one of them null, is ambiguous.
+    if fields.contains_key("token") && fields.contains_key("client_id") {
+        return Err(bad("send either token or client_id, not both"));
+    }
+    let body: RevokeRequest = serde_json::from_value(value).map_err(invalid)?;
+    match body.client_id {
+        Some(c) => Ok(Target::Client(c)),
+        None => Ok(Target::Token(body.token.or(bearer).unwrap_or_default())),
     }
 }
 
