@@ -27,17 +27,30 @@ use crate::routes::ConnInfo;
 use crate::state::AppState;
 
 /// `POST /auth/revoke` body (optional: without it the bearer token is
-/// revoked). At most one of the two fields.
+/// revoked): a token, or (admin) a client, never both.
+#[derive(Deserialize, ToSchema)]
+#[serde(untagged)]
+pub(crate) enum RevokeRequest {
+    Token(RevokeToken),
+    Client(RevokeClient),
+}
+
+/// Revoke a token and its family.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct RevokeRequest {
-    /// The access or refresh token to revoke, with its family.
+pub(crate) struct RevokeToken {
+    /// The access or refresh token to revoke, with its family (default:
+    /// the bearer token).
     #[serde(default)]
     token: Option<String>,
-    /// Admin only: refuse every token this client holds now.
-    #[serde(default)]
+}
+
+/// Admin only: refuse every token a client holds now.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RevokeClient {
     #[schema(pattern = r"^[A-Za-z0-9._-]{1,128}$", example = "lost-phone")]
-    client_id: Option<String>,
+    client_id: String,
 }
 
 /// `POST /auth/revoke` 200.
@@ -93,13 +106,12 @@ async fn revoke_target(state: &AppState, req: Request<Incoming>) -> Result<Targe
         ));
     }
     let bad = |m: &str| h::error(StatusCode::BAD_REQUEST, "invalid_body", m);
-    let invalid = |e: serde_json::Error| {
+    // An object only (serde would also take a struct from an array).
+    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
         bad(&format!(
             "request body is not valid JSON for this endpoint: {e}"
         ))
-    };
-    // An object only (serde would also take a struct from an array).
-    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(invalid)?;
+    })?;
     let Some(fields) = value.as_object() else {
         return Err(bad(
             "the body must be a JSON object: {\"token\": ...} or {\"client_id\": ...}",
@@ -109,10 +121,12 @@ async fn revoke_target(state: &AppState, req: Request<Incoming>) -> Result<Targe
     if fields.contains_key("token") && fields.contains_key("client_id") {
         return Err(bad("send either token or client_id, not both"));
     }
-    let body: RevokeRequest = serde_json::from_value(value).map_err(invalid)?;
-    match body.client_id {
-        Some(c) => Ok(Target::Client(c)),
-        None => Ok(Target::Token(body.token.or(bearer).unwrap_or_default())),
+    match serde_json::from_value(value) {
+        Ok(RevokeRequest::Client(c)) => Ok(Target::Client(c.client_id)),
+        Ok(RevokeRequest::Token(t)) => Ok(Target::Token(t.token.or(bearer).unwrap_or_default())),
+        Err(_) => Err(bad(
+            "the body must be {\"token\": \"<jwt>\"} or {\"client_id\": \"<id>\"} with no other field",
+        )),
     }
 }
 
