@@ -1,86 +1,181 @@
-//! Serving: from a validated config to a running gateway — certificate
-//! generation on first start, state, the listener (bound or passed by
-//! systemd), signal handlers, reload and systemd tasks — then
-//! [`crate::server::run`] until the drain ends.
+//! The embeddable server: [`serve`] (mini-redis's `server::run`) and the
+//! [`Server`] / [`Handle`] pair behind it, for programs that also reload.
+//!
+//! `serve(config, listener, shutdown)` builds the state from a validated
+//! config (certificate, signing key, revocation store), serves on the bound
+//! listener until `shutdown` resolves, drains, and returns. It never exits
+//! the process, installs no signal handler and no global tracing subscriber,
+//! and keeps nothing in process-global state (metrics live in the server's
+//! own registry), so two servers run side by side in one process. The `tars`
+//! binary ([`crate::cli`]) owns signals, logging, systemd and exit codes on
+//! top of this; see docs/adr/0005-embedding-api.md.
 
-use std::path::Path;
-use std::process::ExitCode;
+use std::future::Future;
 use std::sync::Arc;
 
-use tokio_util::sync::CancellationToken;
+use tokio::net::TcpListener;
 use tracing::{error, info, warn};
 
-use crate::cli::{load_config, refuse};
-use crate::config::Config;
-use crate::state::AppState;
+use crate::config::{Config, ConfigError};
+use crate::reload::ReloadError;
+use crate::state::{AppState, StartError};
 
-/// Load the config, set up logging and the runtime, and serve.
-pub fn serve_blocking(path: &Path) -> ExitCode {
-    let cfg = match load_config(path) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let _log_guard = match crate::logging::init(&cfg.log) {
-        Ok(g) => g,
-        Err(e) => return refuse(format_args!("{}: {e}", cfg.source.display())),
-    };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("tars: error: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    rt.block_on(serve(cfg))
+/// Why the server could not start or serve.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration was refused (from [`crate::config::load`] or
+    /// [`crate::config::from_toml_str`]).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A valid configuration that cannot be served: the certificate or the
+    /// signing key does not load.
+    #[error(transparent)]
+    Start(#[from] StartError),
+    /// The listener is unusable (its local address cannot be read).
+    #[error("the listener cannot be used: {0}")]
+    Listener(#[source] std::io::Error),
 }
 
-/// Start the gateway on a validated config and serve until SIGTERM/SIGINT.
-pub async fn serve(cfg: Config) -> ExitCode {
-    let listen = cfg.server.listen;
-    let shown = cfg.source.display().to_string();
-    let shutdown = CancellationToken::new();
-    let state = match AppState::new(cfg, shutdown.clone()) {
-        Ok(s) => s,
-        Err(e) => return refuse(e),
-    };
-    let inherited = match crate::systemd::inherited_listener() {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("tars: error: cannot use the socket passed by systemd (LISTEN_FDS): {e}");
-            return ExitCode::from(1);
-        }
-    };
-    let bound = match inherited {
-        Some(std_listener) => tokio::net::TcpListener::from_std(std_listener),
-        None => tokio::net::TcpListener::bind(listen).await,
-    };
-    let listener = match bound {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("tars: error: {shown}: key `server.listen`: cannot listen on {listen}: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    let addr = listener.local_addr().unwrap_or(listen);
-    // Signal handlers first: once "listening" is logged (or systemd told
-    // READY), a SIGTERM, SIGINT or SIGHUP must never meet the default action.
-    spawn_signal_handler(state.clone());
-    crate::reload::spawn_sighup(state.clone());
-    if let Some(every) = state.config().tls.watch_interval {
-        crate::reload::spawn_cert_watch(state.clone(), every);
+impl Error {
+    /// True when the fix is in the configuration (the `tars` binary exits 2).
+    pub fn is_config(&self) -> bool {
+        matches!(self, Self::Config(_) | Self::Start(_))
     }
-    crate::systemd::spawn_tasks(state.clone());
-    spawn_housekeeping(state.clone());
-    let watch = state.clone();
-    tokio::spawn(async move { watch.auth.watch_data_dir(&watch.shutdown).await });
-    log_start(&state, addr);
-    crate::systemd::ready(&crate::systemd::status_line(&state));
-    crate::server::run(listener, state).await;
-    info!("stopped");
-    ExitCode::SUCCESS
+}
+
+/// Serve `config` on `listener` until `shutdown` resolves, then drain
+/// (running answers finish within `server.shutdown_grace_secs`) and return.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    Server::new(config)?.run(listener, shutdown).await
+}
+
+/// A gateway built from a config but not yet serving. [`Server::handle`]
+/// gives the controls (reload, shutdown, status) before [`Server::run`]
+/// consumes it.
+pub struct Server {
+    state: Arc<AppState>,
+}
+
+impl Server {
+    /// Build the state: load (or generate) the TLS certificate, the JWT key
+    /// and the revocation store. No task is started and nothing listens yet.
+    pub fn new(config: Config) -> Result<Self, Error> {
+        let state = AppState::new(config)?;
+        Ok(Self { state })
+    }
+
+    /// Controls that stay usable while [`Self::run`] runs.
+    pub fn handle(&self) -> Handle {
+        Handle {
+            state: self.state.clone(),
+        }
+    }
+
+    /// Serve until `shutdown` resolves (or [`Handle::shutdown`] is called),
+    /// then drain and return.
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
+        let state = self.state;
+        let addr = listener.local_addr().map_err(Error::Listener)?;
+        {
+            let state = state.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = shutdown => {
+                        info!("shutdown requested: no new connections, draining");
+                        state.begin_shutdown();
+                    }
+                    _ = state.shutdown.cancelled() => {}
+                }
+            });
+        }
+        // Background tasks end when the drain begins; they are awaited so
+        // that nothing of this server outlives `run`.
+        let mut background = vec![spawn_housekeeping(state.clone())];
+        {
+            // Cutoffs written by `tars revoke` while this server runs.
+            let state = state.clone();
+            background.push(tokio::spawn(async move {
+                state.auth.auth.watch_data_dir(&state.shutdown).await
+            }));
+        }
+        if let Some(every) = state.config().tls.watch_interval {
+            background.extend(crate::reload::spawn_cert_watch(state.clone(), every));
+        }
+        log_start(&state, addr);
+        let service = {
+            let state = state.clone();
+            move |conn, req| crate::routes::handle(state.clone(), conn, req)
+        };
+        crate::server::run(listener, state.listener(), service).await;
+        for task in background {
+            let _ = task.await;
+        }
+        Ok(())
+    }
+}
+
+/// Controls on a [`Server`]: cheap to clone, usable from any task.
+#[derive(Clone)]
+pub struct Handle {
+    state: Arc<AppState>,
+}
+
+impl Handle {
+    /// Re-read the config file the server was started from (and the
+    /// certificate files) and apply it; on error nothing changes. Logged and
+    /// counted in `tars_config_reloads_total` either way.
+    pub async fn reload(&self) -> Result<(), ReloadError> {
+        let state = &self.state;
+        let count = |kind| crate::reload::count(state, kind);
+        match crate::reload::reload(state) {
+            Ok(()) => {
+                count("ok");
+                state.ready.invalidate().await;
+                let fp = self.fingerprint().unwrap_or_default();
+                info!(sha256 = %fp, "configuration reloaded");
+                Ok(())
+            }
+            Err(e) => {
+                count("error");
+                error!(error = %e, "reload refused; the previous configuration stays in force");
+                Err(e)
+            }
+        }
+    }
+
+    /// Start the drain now (as if the `shutdown` future had resolved).
+    pub fn shutdown(&self) {
+        if !self.state.shutdown.is_cancelled() {
+            self.state.begin_shutdown();
+        }
+    }
+
+    /// Resolves once the drain has begun.
+    pub async fn draining(&self) {
+        self.state.shutdown.cancelled().await
+    }
+
+    /// One line for status displays: open sessions and running streams.
+    pub fn status_line(&self) -> String {
+        format!(
+            "{} sessions, {} streams",
+            self.state.ws.sessions.active(),
+            self.state.metrics.generations_active.get().max(0)
+        )
+    }
+
+    /// SHA-256 fingerprint of the certificate served now (`None` without TLS).
+    pub fn fingerprint(&self) -> Option<String> {
+        self.state.certs.as_ref().map(|c| c.fingerprint())
+    }
 }
 
 fn log_start(state: &AppState, addr: std::net::SocketAddr) {
@@ -106,7 +201,7 @@ const HOUSEKEEPING_EVERY: std::time::Duration = std::time::Duration::from_secs(6
 
 /// Prune recovered rate-limiter keys and expired conversations, so memory
 /// follows the clients that are active, not every client ever seen.
-fn spawn_housekeeping(state: Arc<AppState>) {
+fn spawn_housekeeping(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(HOUSEKEEPING_EVERY);
         loop {
@@ -116,31 +211,9 @@ fn spawn_housekeeping(state: Arc<AppState>) {
             }
             state.limits.sweep();
             state
+                .ws
                 .conversations
                 .sweep(state.config().ollama.conversation_idle);
         }
-    });
-}
-
-/// First SIGTERM or SIGINT starts the drain; a second one exits at once.
-/// The handlers are installed before this returns (not inside the spawned
-/// task, which may not have run yet when a signal arrives).
-fn spawn_signal_handler(state: Arc<AppState>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        error!("cannot install signal handlers");
-        return;
-    };
-    tokio::spawn(async move {
-        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-        info!("shutdown requested: no new connections, draining");
-        crate::systemd::stopping();
-        state.begin_shutdown();
-        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-        warn!("second signal: exiting now");
-        std::process::exit(1);
-    });
+    })
 }

@@ -1,14 +1,20 @@
 //! The `tars` command line: `tars` (serve), `check-config`, `gen-cert`, and
 //! the helper commands of later modules. `main.rs` only calls [`main`].
 //!
-//! Exit codes: 0 success, 1 a runtime failure (port in use, ...), 2 a
-//! configuration the gateway refuses.
+//! Serving is [`crate::Server`] plus what only a process owns: the logging
+//! subscriber, the runtime, the listener (bound or passed by systemd),
+//! signals (SIGTERM/SIGINT drain, a second one exits 1, SIGHUP reloads), the
+//! systemd notifications, and exit codes: 0 success, 1 a runtime failure
+//! (port in use, ...), 2 a configuration the gateway refuses.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use tracing::{error, info, warn};
+
+use crate::app::{Handle, Server};
 use crate::config::{self, Config};
 
 /// T.A.R.S. gateway: streams a local Ollama's answers to LAN clients over WSS.
@@ -69,7 +75,7 @@ pub enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => crate::app::serve_blocking(&cli.config),
+        Command::Serve => serve_blocking(&cli.config),
         Command::CheckConfig => check_config(&cli.config),
         Command::GenCert { hosts } => gen_cert(&cli.config, &hosts),
         Command::HashSecret => hash_secret(),
@@ -210,6 +216,130 @@ fn token(path: &Path, client_id: &str, ttl_hours: Option<u64>) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Load the config, set up logging and the runtime, and serve.
+fn serve_blocking(path: &Path) -> ExitCode {
+    let cfg = match load_config(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let _log_guard = match crate::logging::init(&cfg.log) {
+        Ok(g) => g,
+        Err(e) => return refuse(format_args!("{}: {e}", cfg.source.display())),
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tars: error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    rt.block_on(serve(cfg))
+}
+
+/// Serve `cfg` until SIGTERM/SIGINT, with SIGHUP reload and systemd glue.
+async fn serve(cfg: Config) -> ExitCode {
+    let listen = cfg.server.listen;
+    let shown = cfg.source.display().to_string();
+    let server = match Server::new(cfg) {
+        Ok(s) => s,
+        Err(e) => return refuse(e),
+    };
+    let inherited = match crate::systemd::inherited_listener() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("tars: error: cannot use the socket passed by systemd (LISTEN_FDS): {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let bound = match inherited {
+        Some(std_listener) => tokio::net::TcpListener::from_std(std_listener),
+        None => tokio::net::TcpListener::bind(listen).await,
+    };
+    let listener = match bound {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("tars: error: {shown}: key `server.listen`: cannot listen on {listen}: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let handle = server.handle();
+    // Signal handlers first: once "listening" is logged (or systemd told
+    // READY), a SIGTERM, SIGINT or SIGHUP must never meet the default action.
+    let shutdown = shutdown_on_signal();
+    spawn_sighup(handle.clone());
+    crate::systemd::spawn_tasks(handle.clone());
+    crate::systemd::ready(&handle.status_line());
+    match server.run(listener, shutdown).await {
+        Ok(()) => {
+            info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) if e.is_config() => refuse(e),
+        Err(e) => {
+            eprintln!("tars: error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// A future that resolves at the first SIGTERM or SIGINT (after telling
+/// systemd the drain begins); a second signal exits at once with 1. The
+/// handlers are installed before this returns (not inside the spawned task,
+/// which may not have run yet when a signal arrives).
+fn shutdown_on_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::spawn(async move {
+                tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+                crate::systemd::stopping();
+                let _ = tx.send(());
+                tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+                warn!("second signal: exiting now");
+                std::process::exit(1);
+            });
+        }
+        _ => {
+            error!("cannot install signal handlers");
+            drop(tx);
+        }
+    }
+    async move {
+        // Without handlers the sender is gone: serve until killed.
+        if rx.await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Reload on every SIGHUP, with the systemd notifications around it.
+fn spawn_sighup(server: Handle) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        error!("cannot install the SIGHUP handler: reload disabled");
+        return;
+    };
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = hup.recv() => {}
+                _ = server.draining() => return,
+            }
+            crate::systemd::reloading();
+            // Logged and counted by the server; the old config stays on error.
+            let _ = server.reload().await;
+            crate::systemd::ready(&server.status_line());
+        }
+    });
 }
 
 /// `tars revoke --client X`: set X's cutoff in data_dir (see

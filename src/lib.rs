@@ -2,27 +2,35 @@
 //! Ollama server. LAN clients connect over WSS, present a JWT, send a chat
 //! message and watch Ollama's answer stream back token by token.
 //!
+//! Embedding: [`serve`]`(config, listener, shutdown)` runs a gateway until
+//! `shutdown` resolves and returns after the drain; [`Server`] and [`Handle`]
+//! add reload and status for programs that need them. Nothing process-wide
+//! (signals, logging, systemd, exit codes) happens outside [`cli`].
+//!
 //! Module map (request path top to bottom):
-//! - [`app`]: start-up and serving: certificate, state, listener, signals, reload, systemd.
-//! - [`cli`]: the `tars` command line (serve, check-config, gen-cert, ...).
+//! - [`cli`]: the `tars` command line: logging, signals, systemd glue, exit codes.
+//! - [`app`]: the embeddable server: [`serve`], [`Server`], [`Handle`], [`Error`].
 //! - [`client`]: `tars chat`, the example WSS client.
 //! - [`config`]: `config.toml` + environment → validated, frozen [`config::Config`].
 //! - [`logging`]: tracing subscriber set-up (text, JSON, journald).
-//! - [`server`]: accept loop, TLS handshake, hyper connections, drain ([`server::run`]).
+//! - [`server`]: accept loop, TLS handshake, hyper connections, drain ([`server::run`]);
+//!   connection facts ([`server::ConnInfo`]) and the origin checks.
 //! - [`tls`]: PEM → rustls config, self-signed generation, swappable certificate.
-//! - [`routes`]: the route table, CORS, `/`, `/health`, `/ready`, `/metrics`.
-//! - [`http`]: response and body helpers shared by handlers.
+//! - [`routes`]: the route table and CORS; hands each handler its subsystem's state.
+//! - [`status`]: `/` (JSON), `/health`, `/ready`, `/metrics`.
+//! - [`response`]: responses, error bodies and bounded request bodies, shared by handlers.
 //! - [`api_doc`]: `GET /openapi.json` (generated from the handlers' types), `/docs` (Swagger UI).
 //! - [`auth`]: JWTs, registered clients, revocation store, `/auth/*`.
 //! - [`ws`]: `/ws/chat` upgrade, sessions, protocol, connection manager.
 //! - [`web`]: the embedded browser chat page (`/`, `/static/*`) and `GET /models`.
 //! - [`ollama`]: pooled Ollama client, NDJSON streaming.
 //! - [`ready`]: cached, single-flight Ollama readiness probe.
-//! - [`reload`]: SIGHUP reload and certificate-file polling.
-//! - [`systemd`]: sd_notify (ready, status, reload, stop, watchdog) and socket activation.
+//! - [`reload`]: config reload and certificate-file polling.
+//! - [`systemd`]: sd_notify (ready, status, reload, stop, watchdog) and socket activation (used by [`cli`] only).
 //! - [`limits`]: per-IP connection and auth limits, per-client chat limits.
 //! - [`metrics`]: Prometheus registry and the seed's JSON metrics.
-//! - [`state`]: [`state::AppState`], shared by all of the above.
+//! - [`state`]: [`state::AppState`], one server's state composed from the subsystems'
+//!   own ([`auth::AuthState`], [`ws::WsState`]); only `app`, `routes` and `reload` use it.
 
 pub mod api_doc;
 pub mod app;
@@ -30,17 +38,20 @@ pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod config;
-pub mod http;
 pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod ollama;
 pub mod ready;
 pub mod reload;
+pub mod response;
 pub mod routes;
 pub mod server;
 pub mod state;
+pub mod status;
 pub mod systemd;
 pub mod tls;
 pub mod web;
 pub mod ws;
+
+pub use app::{serve, Error, Handle, Server};

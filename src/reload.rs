@@ -1,6 +1,7 @@
-//! Reload without dropping anything: SIGHUP re-reads `config.toml` and the
-//! certificate files, validates them, and swaps the whole configuration at
-//! once; certificate files replaced on disk are picked up by polling their
+//! Reload without dropping anything: [`reload`] (called through
+//! [`crate::Handle::reload`], which the `tars` binary wires to SIGHUP)
+//! re-reads `config.toml` and the certificate files, validates them, and
+//! swaps the whole configuration at once; certificate files replaced on disk are picked up by polling their
 //! modification time. Open connections and running streams keep what they
 //! have; new handshakes, requests and chats see the new settings.
 //!
@@ -11,7 +12,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tracing::{error, info, warn};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
 
 use crate::config::{self, Config, ConfigError};
 use crate::metrics::KindLabel;
@@ -28,7 +30,7 @@ pub enum ReloadError {
     Tls { path: String, source: TlsError },
 }
 
-fn count(state: &AppState, kind: &'static str) {
+pub(crate) fn count(state: &AppState, kind: &'static str) {
     state
         .metrics
         .config_reloads
@@ -105,44 +107,9 @@ pub fn reload(state: &AppState) -> Result<(), ReloadError> {
     }
     // The sessions of `changes.ended` are ended by the session layer; the
     // ledger's epoch moved, so every session re-checks its token.
-    let _changes = state.auth.reload(&new);
+    let _changes = state.auth.auth.reload(&new);
     state.replace_config(new);
     Ok(())
-}
-
-/// Reload on every SIGHUP, with the systemd notifications around it.
-pub fn spawn_sighup(state: Arc<AppState>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        error!("cannot install the SIGHUP handler: reload disabled");
-        return;
-    };
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = hup.recv() => {}
-                _ = state.shutdown.cancelled() => return,
-            }
-            crate::systemd::reloading();
-            match reload(&state) {
-                Ok(()) => {
-                    count(&state, "ok");
-                    state.ready.invalidate().await;
-                    let fp = state
-                        .certs
-                        .as_ref()
-                        .map(|c| c.fingerprint())
-                        .unwrap_or_default();
-                    info!(sha256 = %fp, "configuration reloaded");
-                }
-                Err(e) => {
-                    count(&state, "error");
-                    error!(error = %e, "reload refused; the previous configuration stays in force");
-                }
-            }
-            crate::systemd::ready(&crate::systemd::status_line(&state));
-        }
-    });
 }
 
 fn stamp(p: &Path) -> Option<(SystemTime, u64)> {
@@ -152,11 +119,10 @@ fn stamp(p: &Path) -> Option<(SystemTime, u64)> {
 
 /// Poll the certificate and key files; when either changes and the pair
 /// loads, serve it to new handshakes.
-pub fn spawn_cert_watch(state: Arc<AppState>, every: Duration) {
-    let Some(store) = state.certs.clone() else {
-        return;
-    };
-    tokio::spawn(async move {
+/// Ends when the server starts draining.
+pub fn spawn_cert_watch(state: Arc<AppState>, every: Duration) -> Option<JoinHandle<()>> {
+    let store = state.certs.clone()?;
+    Some(tokio::spawn(async move {
         let paths = |s: &AppState| -> (PathBuf, PathBuf) {
             let c = s.config();
             (c.tls.cert.clone(), c.tls.key.clone())
@@ -192,7 +158,7 @@ pub fn spawn_cert_watch(state: Arc<AppState>, every: Duration) {
                 Err(_) => {}
             }
         }
-    });
+    }))
 }
 
 #[cfg(test)]
@@ -203,7 +169,7 @@ mod tests {
     fn a_changed_inline_key_is_noticed_though_its_debug_is_redacted() {
         let cfg = |key: &str| {
             let text = format!("[tls]\nenabled = false\n[auth]\nsecret = \"{key}\"\n");
-            config::from_toml_str(Path::new("/x/config.toml"), &text).unwrap()
+            config::from_toml_str(&text, Some(Path::new("/x/config.toml"))).unwrap()
         };
         let (a, b) = (cfg(&"a".repeat(40)), cfg(&"b".repeat(40)));
         assert_eq!(

@@ -1,28 +1,18 @@
-//! HTTP routing: one table of paths and methods, CORS, and the small
-//! endpoints (`/`, `/health`, `/ready`, `/metrics`). Auth and WebSocket
-//! endpoints live in their modules; this file only dispatches to them.
+//! HTTP routing: one table of paths and methods, CORS, the `/auth/*`
+//! request rate, and dispatch. A pure table that depends on the handlers
+//! ([`crate::status`], [`crate::auth`], [`crate::ws`], [`crate::web`],
+//! [`crate::api_doc`]), never the reverse: each handler gets its own
+//! subsystem's state out of [`AppState`].
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::header::{HeaderValue, ALLOW, ORIGIN, VARY};
 use http::{Method, Request, StatusCode};
 use hyper::body::Incoming;
-use serde::Serialize;
-use utoipa::ToSchema;
 
-use crate::http::{self as h, Resp};
-use crate::ready::Probe;
+use crate::response::{self as h, Resp};
+use crate::server::{origin_allowed, ConnInfo};
 use crate::state::AppState;
-
-/// Facts about the connection a request came in on.
-#[derive(Debug, Clone, Copy)]
-pub struct ConnInfo {
-    pub peer: SocketAddr,
-    /// True when the connection is TLS.
-    pub secure: bool,
-}
 
 /// Every route the gateway serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,16 +79,20 @@ fn allow_header(methods: &[Method]) -> HeaderValue {
     HeaderValue::from_str(&s).unwrap_or(HeaderValue::from_static("GET"))
 }
 
-/// hyper service entry point for every request.
-pub async fn handle(
-    state: Arc<AppState>,
-    conn: ConnInfo,
-    req: Request<Incoming>,
-) -> Result<Resp, Infallible> {
+/// Every route as `METHOD /path`, for `GET /`.
+pub fn endpoints() -> Vec<String> {
+    ROUTES
+        .iter()
+        .map(|(p, _, m, _)| format!("{} {p}", m[0].as_str()))
+        .collect()
+}
+
+/// The service for every request (what [`crate::server::run`] serves).
+pub async fn handle(state: Arc<AppState>, conn: ConnInfo, req: Request<Incoming>) -> Resp {
     let origin = req.headers().get(ORIGIN).cloned();
     let allowed_origin = origin
         .as_ref()
-        .filter(|o| origin_allowed(&state, o))
+        .filter(|o| origin_allowed(&state.config().cors, o))
         .cloned();
     let mut resp = dispatch(state, conn, req, allowed_origin.is_some()).await;
     if let Some(o) = allowed_origin {
@@ -106,16 +100,7 @@ pub async fn handle(
         hs.insert("access-control-allow-origin", o);
         hs.append(VARY, HeaderValue::from_static("Origin"));
     }
-    Ok(resp)
-}
-
-/// True when `origin` is listed in `[cors] origins`.
-pub fn origin_allowed(state: &AppState, origin: &HeaderValue) -> bool {
-    let cfg = state.config();
-    cfg.cors
-        .origins
-        .iter()
-        .any(|o| o.as_bytes() == origin.as_bytes())
+    resp
 }
 
 async fn dispatch(
@@ -154,21 +139,26 @@ async fn dispatch(
             return rate_limited(&state, wait);
         }
     }
+    use crate::auth::handlers as auth;
+    use crate::ws::{handlers as ws, upgrade};
     match route {
-        Route::Index => crate::web::index(&req, index),
-        Route::Health => health(&state),
-        Route::Ready => ready(&state).await,
-        Route::Metrics => metrics(&state, &req),
-        Route::AuthToken => crate::auth::handlers::token(&state, conn, req).await,
-        Route::AuthRefresh => crate::auth::handlers::refresh(&state, conn, req).await,
-        Route::AuthValidate => crate::auth::handlers::validate(&state, conn, req).await,
-        Route::AuthRevoke => crate::auth::handlers::revoke(&state, conn, req).await,
-        Route::AuthHealth => crate::auth::handlers::health(&state),
-        Route::WsChat => crate::ws::upgrade::handle(state, conn, req).await,
-        Route::WsHealth => crate::ws::handlers::health(&state),
-        Route::WsSessions => crate::ws::handlers::sessions(&state, &req),
+        Route::Index => crate::web::index(&req, || crate::status::index(endpoints())),
+        Route::Health => crate::status::health(state.started),
+        Route::Ready => {
+            let client = state.ollama.load_full();
+            crate::status::ready(&state.ready, &client, &state.config()).await
+        }
+        Route::Metrics => crate::status::metrics(&state.metrics, &req),
+        Route::AuthToken => auth::token(&state.auth, conn, req).await,
+        Route::AuthRefresh => auth::refresh(&state.auth, conn, req).await,
+        Route::AuthValidate => auth::validate(&state.auth, conn, req).await,
+        Route::AuthRevoke => auth::revoke(&state.auth, conn, req).await,
+        Route::AuthHealth => auth::health(&state.auth),
+        Route::WsChat => upgrade::handle(state.ws.clone(), conn, req).await,
+        Route::WsHealth => ws::health(&state.ws),
+        Route::WsSessions => ws::sessions(&state.ws, &req),
         Route::Static => crate::web::asset(&req),
-        Route::Models => crate::web::models(&state, &req),
+        Route::Models => crate::web::models(&state.auth.auth, &state.config(), &req),
         Route::OpenApi => crate::api_doc::openapi_json(),
         Route::Docs => crate::api_doc::docs(&req),
         Route::Redoc => crate::api_doc::redoc(),
@@ -217,137 +207,48 @@ fn preflight(req: &Request<Incoming>, methods: &[Method], origin_ok: bool) -> Re
     r
 }
 
-/// `GET /` body (for clients that do not ask for HTML).
-#[derive(Serialize, ToSchema)]
-pub(crate) struct IndexBody {
-    /// Every route as `METHOD /path`.
-    endpoints: Vec<String>,
-    #[schema(example = "T.A.R.S. gateway")]
-    name: &'static str,
-    #[schema(example = "0.1.0")]
-    version: &'static str,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
 
-/// `GET /health` body.
-#[derive(Serialize, ToSchema)]
-pub(crate) struct HealthBody {
-    /// Always `healthy`: the process answers.
-    #[schema(example = "healthy")]
-    status: &'static str,
-    /// RFC 3339 UTC.
-    #[schema(example = "2025-11-07T12:00:01.045000Z")]
-    timestamp: String,
-    uptime_secs: u64,
-    #[schema(example = "0.1.0")]
-    version: &'static str,
-}
+    /// The OpenAPI document served at `/openapi.json`.
+    fn doc() -> Value {
+        serde_json::from_slice(&crate::api_doc::document()).unwrap()
+    }
 
-/// `GET /ready` body, 200 and 503 alike.
-#[derive(Serialize, ToSchema)]
-pub(crate) struct ReadyBody {
-    /// `[ollama] model`, the default model.
-    model: String,
-    ollama: OllamaProbe,
-    /// Why Ollama is considered down (503 only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<String>,
-    status: ReadyStatus,
-}
+    /// Paths that serve files, not API: documented by their page.
+    fn is_asset(path: &str) -> bool {
+        path.starts_with("/static/") || path.starts_with("/docs/")
+    }
 
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub(crate) enum ReadyStatus {
-    Ready,
-    NotReady,
-}
-
-/// What the probe of `GET {host}/api/version` found.
-#[derive(Serialize, ToSchema)]
-pub(crate) struct OllamaProbe {
-    /// `[ollama] host`.
-    host: String,
-    status: OllamaState,
-    /// Ollama's version (when up).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    version: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub(crate) enum OllamaState {
-    Up,
-    Down,
-}
-
-fn index() -> Resp {
-    let endpoints: Vec<String> = ROUTES
-        .iter()
-        .map(|(p, _, m, _)| format!("{} {p}", m[0].as_str()))
-        .collect();
-    h::json(
-        StatusCode::OK,
-        &IndexBody {
-            endpoints,
-            name: "T.A.R.S. gateway",
-            version: env!("CARGO_PKG_VERSION"),
-        },
-    )
-}
-
-fn health(state: &AppState) -> Resp {
-    h::json(
-        StatusCode::OK,
-        &HealthBody {
-            status: "healthy",
-            timestamp: h::now_rfc3339(),
-            uptime_secs: state.started.elapsed().as_secs(),
-            version: env!("CARGO_PKG_VERSION"),
-        },
-    )
-}
-
-async fn ready(state: &AppState) -> Resp {
-    let cfg = state.config();
-    let client = state.ollama.load_full();
-    let (status, body) = match state.ready.check(&client).await {
-        Probe::Up { version } => (
-            StatusCode::OK,
-            ReadyBody {
-                model: cfg.ollama.model.clone(),
-                ollama: OllamaProbe {
-                    host: cfg.ollama.host.clone(),
-                    status: OllamaState::Up,
-                    version: Some(version),
-                },
-                reason: None,
-                status: ReadyStatus::Ready,
-            },
-        ),
-        Probe::Down { reason } => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            ReadyBody {
-                model: cfg.ollama.model.clone(),
-                ollama: OllamaProbe {
-                    host: cfg.ollama.host.clone(),
-                    status: OllamaState::Down,
-                    version: None,
-                },
-                reason: Some(reason),
-                status: ReadyStatus::NotReady,
-            },
-        ),
-    };
-    h::json(status, &body)
-}
-
-fn metrics(state: &AppState, req: &Request<Incoming>) -> Resp {
-    if h::accepts(req, "application/json") {
-        h::json(StatusCode::OK, &state.metrics.seed_json())
-    } else {
-        h::text(
-            StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            state.metrics.render_text(),
-        )
+    #[test]
+    fn every_route_is_documented_and_every_operation_routed() {
+        let d = doc();
+        let paths = d["paths"].as_object().unwrap();
+        for (path, _, methods, _) in ROUTES.iter().filter(|r| !is_asset(r.0)) {
+            let op = paths
+                .get(*path)
+                .unwrap_or_else(|| panic!("{path} is routed but not in the OpenAPI document"));
+            for m in methods.iter().filter(|m| **m != http::Method::HEAD) {
+                let m = m.as_str().to_ascii_lowercase();
+                assert!(
+                    op.get(&m).is_some(),
+                    "{m} {path} is routed but not documented"
+                );
+            }
+            for m in op.as_object().unwrap().keys() {
+                assert!(
+                    methods.iter().any(|x| x.as_str().eq_ignore_ascii_case(m)),
+                    "{m} {path} is documented but not routed"
+                );
+            }
+        }
+        for path in paths.keys() {
+            assert!(
+                ROUTES.iter().any(|r| r.0 == path),
+                "{path} is documented but not routed"
+            );
+        }
     }
 }

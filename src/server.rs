@@ -1,55 +1,115 @@
 //! The listener: accept loop, TLS handshake under a timeout, one hyper
 //! HTTP/1.1 connection per socket (with upgrades for WebSockets), and the
-//! graceful drain at shutdown.
+//! graceful drain at shutdown. Also the facts about a connection that
+//! handlers need ([`ConnInfo`]: peer, TLS or not) and the origin checks,
+//! because this is where a connection is accepted.
 //!
-//! [`run`] is the single entry point that `main` and the tests both call.
+//! The module knows no route and no handler: [`run`] serves whatever
+//! service it is given (the route table, composed in [`crate::app`]).
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::header::{HeaderValue, HOST};
+use http::Request;
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::metrics::KindLabel;
-use crate::routes::{self, ConnInfo};
-use crate::state::AppState;
+use crate::config::{CorsConfig, SharedConfig};
+use crate::limits::Limits;
+use crate::metrics::{KindLabel, Metrics};
+use crate::response::Resp;
+use crate::tls::CertStore;
 
 /// How long the accept loop sleeps after an accept error such as EMFILE.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-/// Serve on `listener` until `state.shutdown` is cancelled, then drain: stop
-/// accepting at once, let open requests and streams finish within
-/// `server.shutdown_grace_secs`, and return as soon as the last one ends.
-pub async fn run(listener: TcpListener, state: Arc<AppState>) {
-    let acceptor = state
+/// How long force-closed sessions get to send their close frames once the
+/// grace period is over.
+const FORCE_CLOSE_FLUSH: Duration = Duration::from_secs(2);
+
+/// Facts about the connection a request came in on.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    /// True when the connection is TLS.
+    pub secure: bool,
+}
+
+/// True when `origin` is listed in `[cors] origins` (byte for byte).
+pub fn origin_allowed(cors: &CorsConfig, origin: &HeaderValue) -> bool {
+    cors.origins
+        .iter()
+        .any(|o| o.as_bytes() == origin.as_bytes())
+}
+
+/// Same-origin check: the Origin's `host[:port]` equals the Host header.
+pub fn same_origin<B>(req: &Request<B>, origin: &HeaderValue) -> bool {
+    let (Some(host), Ok(origin)) = (req.headers().get(HOST), origin.to_str()) else {
+        return false;
+    };
+    let origin_host = origin.split_once("://").map(|(_, rest)| rest).unwrap_or("");
+    origin_host.as_bytes().eq_ignore_ascii_case(host.as_bytes())
+}
+
+/// What the accept loop needs from the server it belongs to.
+#[derive(Clone)]
+pub struct Listener {
+    pub config: SharedConfig,
+    pub limits: Arc<Limits>,
+    pub metrics: Arc<Metrics>,
+    /// `None` when `tls.enabled = false`.
+    pub certs: Option<Arc<CertStore>>,
+    /// Every connection and session task, waited for by the drain.
+    pub tasks: TaskTracker,
+    /// Cancelled when the drain begins: stop accepting, finish requests.
+    pub draining: CancellationToken,
+    /// The root of the cancellation tree, cancelled when the grace period
+    /// is over: every session (and its generation) ends at once.
+    pub stop: CancellationToken,
+}
+
+/// Serve `service` on `listener` until `l.draining` is cancelled, then
+/// drain: stop accepting at once, let open requests and streams finish
+/// within `server.shutdown_grace_secs`, and return as soon as the last one
+/// ends (or the grace period is over and the rest was force-closed).
+pub async fn run<S, F>(listener: TcpListener, l: Listener, service: S)
+where
+    S: Fn(ConnInfo, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Resp> + Send + 'static,
+{
+    let acceptor = l
         .certs
         .as_ref()
         .map(|store| TlsAcceptor::from(crate::tls::server_config(store.clone())));
-    let shutdown = state.shutdown.clone();
     loop {
         tokio::select! {
             biased;
-            _ = shutdown.cancelled() => break,
+            _ = l.draining.cancelled() => break,
             res = listener.accept() => match res {
                 Ok((tcp, peer)) => {
-                    let guard = match state.limits.admit_connection(peer.ip()) {
+                    let guard = match l.limits.admit_connection(peer.ip()) {
                         Ok(g) => g,
                         Err(refusal) => {
                             // Closed before any TLS work; the client may retry.
-                            state.metrics.connections_rejected.get_or_create(&KindLabel { kind: refusal.label() }).inc();
+                            l.metrics.connections_rejected.get_or_create(&KindLabel { kind: refusal.label() }).inc();
                             debug!(%peer, limit = refusal.label(), "connection refused at accept");
                             continue;
                         }
                     };
-                    let state = state.clone();
-                    let acceptor = acceptor.clone();
-                    state.tasks.clone().spawn(async move {
-                        serve_socket(tcp, peer, acceptor, state).await;
+                    let (conn_l, acceptor, service) = (l.clone(), acceptor.clone(), service.clone());
+                    l.tasks.spawn(async move {
+                        serve_socket(tcp, peer, acceptor, conn_l, service).await;
                         drop(guard);
                     });
                 }
@@ -62,66 +122,68 @@ pub async fn run(listener: TcpListener, state: Arc<AppState>) {
         }
     }
     drop(listener);
-    drain(&state).await;
+    drain(&l).await;
 }
 
-/// Wait for every connection and session task, up to the grace period.
-async fn drain(state: &AppState) {
-    let grace = state.config().server.shutdown_grace;
-    state.tasks.close();
+/// Wait for every connection and session task, up to the grace period;
+/// then cancel the root so whatever is left closes now.
+async fn drain(l: &Listener) {
+    let grace = l.config.get().server.shutdown_grace;
+    l.tasks.close();
     info!(
-        open_tasks = state.tasks.len(),
+        open_tasks = l.tasks.len(),
         grace_secs = grace.as_secs(),
         "draining"
     );
-    if tokio::time::timeout(grace, state.tasks.wait())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(grace, l.tasks.wait()).await.is_err() {
         warn!(
-            open_tasks = state.tasks.len(),
+            open_tasks = l.tasks.len(),
             "grace period over; closing what is left"
         );
-        state.sessions.force_close_all();
+        l.stop.cancel();
         // Give the force-closed sessions a moment to send their close frames.
-        let _ = tokio::time::timeout(Duration::from_secs(2), state.tasks.wait()).await;
+        let _ = tokio::time::timeout(FORCE_CLOSE_FLUSH, l.tasks.wait()).await;
     }
+    l.stop.cancel();
     info!("drained");
 }
 
-async fn serve_socket(
+async fn serve_socket<S, F>(
     tcp: TcpStream,
     peer: SocketAddr,
     acceptor: Option<TlsAcceptor>,
-    state: Arc<AppState>,
-) {
+    l: Listener,
+    service: S,
+) where
+    S: Fn(ConnInfo, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Resp> + Send + 'static,
+{
     let _ = tcp.set_nodelay(true);
     match acceptor {
         None => {
-            serve_http(
-                tcp,
-                ConnInfo {
-                    peer,
-                    secure: false,
-                },
-                state,
-            )
-            .await
+            let conn = ConnInfo {
+                peer,
+                secure: false,
+            };
+            serve_http(tcp, conn, &l, service).await
         }
         Some(acceptor) => {
-            let timeout = state.config().server.tls_handshake_timeout;
+            let timeout = l.config.get().server.tls_handshake_timeout;
             let handshake = tokio::select! {
                 r = tokio::time::timeout(timeout, acceptor.accept(tcp)) => r,
-                _ = state.shutdown.cancelled() => return,
+                _ = l.draining.cancelled() => return,
             };
             match handshake {
-                Ok(Ok(tls)) => serve_http(tls, ConnInfo { peer, secure: true }, state).await,
+                Ok(Ok(tls)) => {
+                    let conn = ConnInfo { peer, secure: true };
+                    serve_http(tls, conn, &l, service).await
+                }
                 Ok(Err(e)) => {
-                    state.metrics.tls_handshake_failures.inc();
+                    l.metrics.tls_handshake_failures.inc();
                     debug!(%peer, error = %e, "TLS handshake failed");
                 }
                 Err(_) => {
-                    state.metrics.tls_handshake_failures.inc();
+                    l.metrics.tls_handshake_failures.inc();
                     debug!(%peer, timeout_secs = timeout.as_secs(), "TLS handshake timed out");
                 }
             }
@@ -129,11 +191,13 @@ async fn serve_socket(
     }
 }
 
-async fn serve_http<S>(io: S, conn: ConnInfo, state: Arc<AppState>)
+async fn serve_http<IO, S, F>(io: IO, conn: ConnInfo, l: &Listener, service: S)
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Fn(ConnInfo, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Resp> + Send + 'static,
 {
-    let cfg = state.config();
+    let cfg = l.config.get();
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -144,10 +208,12 @@ where
         builder.max_headers(cfg.server.max_headers);
     }
     drop(cfg);
-    let svc_state = state.clone();
-    let service = service_fn(move |req| routes::handle(svc_state.clone(), conn, req));
+    let svc = service_fn(move |req| {
+        let fut = service(conn, req);
+        async move { Ok::<_, Infallible>(fut.await) }
+    });
     let http = builder
-        .serve_connection(TokioIo::new(io), service)
+        .serve_connection(TokioIo::new(io), svc)
         .with_upgrades();
     tokio::pin!(http);
     tokio::select! {
@@ -156,7 +222,7 @@ where
                 debug!(peer = %conn.peer, error = %e, "connection ended with an error");
             }
         }
-        _ = state.shutdown.cancelled() => {
+        _ = l.draining.cancelled() => {
             // Finish the request in flight, then close; no new requests.
             http.as_mut().graceful_shutdown();
             if let Err(e) = http.await {

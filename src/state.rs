@@ -1,6 +1,9 @@
-//! The state every request handler and session shares: the frozen config,
-//! metrics, the Ollama client, auth, the session manager, and the one
-//! cancellation tree the whole server hangs off.
+//! One server's state, composed at the top: the shared pieces (config,
+//! metrics, limits, the Ollama client and its readiness probe, the
+//! cancellation root and the task tracker) and the subsystems built from
+//! them, each given only what it needs ([`AuthState`] for `/auth/*`,
+//! [`WsState`] for `/ws/*`). Nothing below this module imports it: the route
+//! table hands each handler its own subsystem's state.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,15 +13,16 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::warn;
 
-use crate::auth::{Auth, AuthInitError};
-use crate::config::Config;
+use crate::auth::{Auth, AuthInitError, AuthState};
+use crate::config::{Config, SharedConfig};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::ollama::OllamaClient;
 use crate::ready::ReadyProbe;
+use crate::server::Listener;
 use crate::tls::{CertStore, TlsError};
 use crate::ws::conversations::ConversationStore;
-use crate::ws::SessionManager;
+use crate::ws::{SessionManager, WsState};
 
 /// Why the gateway could not start from a valid config.
 #[derive(Debug, thiserror::Error)]
@@ -29,21 +33,27 @@ pub enum StartError {
     Auth { path: String, source: AuthInitError },
 }
 
-/// Shared by every connection.
+/// One server's state, shared by every connection.
 pub struct AppState {
-    config: ArcSwap<Config>,
+    pub config: SharedConfig,
     pub metrics: Arc<Metrics>,
-    pub ollama: ArcSwap<OllamaClient>,
-    pub ready: ReadyProbe,
+    /// Swapped whole when a reload changes the upstream.
+    pub ollama: Arc<ArcSwap<OllamaClient>>,
+    pub ready: Arc<ReadyProbe>,
     /// Per-IP and per-client abuse limits.
-    pub limits: Limits,
-    pub auth: Auth,
-    pub sessions: Arc<SessionManager>,
-    /// Multi-turn memory, shared by all sessions of a client.
-    pub conversations: ConversationStore,
+    pub limits: Arc<Limits>,
+    /// The `/auth/*` subsystem.
+    pub auth: Arc<AuthState>,
+    /// The `/ws/*` subsystem: sessions, conversations, generations.
+    pub ws: Arc<WsState>,
     /// `None` when `tls.enabled = false`.
     pub certs: Option<Arc<CertStore>>,
-    /// Root of the cancellation tree: cancelled once, at shutdown.
+    /// Root of the cancellation tree: cancelled when the drain's grace
+    /// period is over (or the drain ended). Every session's token is a
+    /// child, every generation's a grandchild.
+    pub stop: CancellationToken,
+    /// A child of `stop`, cancelled when the drain begins: no new
+    /// connections or chats; running answers finish.
     pub shutdown: CancellationToken,
     /// Every spawned connection and session task, for the drain.
     pub tasks: TaskTracker,
@@ -53,7 +63,7 @@ pub struct AppState {
 impl AppState {
     /// Build the state from a validated config: load (or generate) the TLS
     /// certificate, the JWT key and the revocation store.
-    pub fn new(config: Config, shutdown: CancellationToken) -> Result<Arc<Self>, StartError> {
+    pub fn new(config: Config) -> Result<Arc<Self>, StartError> {
         let path = config.source.display().to_string();
         let tls_err = |source| StartError::Tls {
             path: path.clone(),
@@ -87,28 +97,68 @@ impl AppState {
             let ck = crate::tls::load_certified_key(cert, key).map_err(tls_err)?;
             certs = Some(CertStore::new(ck));
         }
-        let ollama = OllamaClient::new(&config.ollama);
-        let limits = Limits::new(&config.limits);
-        Ok(Arc::new(Self {
-            sessions: Arc::new(SessionManager::new()),
+        let ollama = Arc::new(ArcSwap::from_pointee(OllamaClient::new(&config.ollama)));
+        let limits = Arc::new(Limits::new(&config.limits));
+        let config = SharedConfig::new(config);
+        let metrics = Arc::new(Metrics::new());
+        let ready = Arc::new(ReadyProbe::default());
+        let auth = Arc::new(auth);
+        let stop = CancellationToken::new();
+        let shutdown = stop.child_token();
+        let tasks = TaskTracker::new();
+        let sessions = Arc::new(SessionManager::new(stop.clone()));
+        let ws = Arc::new(WsState {
+            config: config.clone(),
+            metrics: metrics.clone(),
+            auth: auth.clone(),
+            sessions: sessions.clone(),
             conversations: ConversationStore::default(),
-            config: ArcSwap::from_pointee(config),
-            metrics: Arc::new(Metrics::new()),
-            ollama: ArcSwap::from_pointee(ollama),
-            ready: ReadyProbe::default(),
+            ollama: ollama.clone(),
+            ready: ready.clone(),
+            limits: limits.clone(),
+            tasks: tasks.clone(),
+            draining: shutdown.clone(),
+        });
+        let auth = Arc::new(AuthState {
+            auth,
+            metrics: metrics.clone(),
+            config: config.clone(),
+            sessions,
+            limits: limits.clone(),
+        });
+        Ok(Arc::new(Self {
+            config,
+            metrics,
+            ollama,
+            ready,
             limits,
             auth,
+            ws,
             certs,
+            stop,
             shutdown,
-            tasks: TaskTracker::new(),
+            tasks,
             started: Instant::now(),
         }))
+    }
+
+    /// What the accept loop needs.
+    pub fn listener(&self) -> Listener {
+        Listener {
+            config: self.config.clone(),
+            limits: self.limits.clone(),
+            metrics: self.metrics.clone(),
+            certs: self.certs.clone(),
+            tasks: self.tasks.clone(),
+            draining: self.shutdown.clone(),
+            stop: self.stop.clone(),
+        }
     }
 
     /// The configuration in force now. Hold the `Arc` for the length of one
     /// request or generation, not longer.
     pub fn config(&self) -> Arc<Config> {
-        self.config.load_full()
+        self.config.get()
     }
 
     /// Start the drain: tell every session first (the notice is queued
@@ -117,12 +167,12 @@ impl AppState {
         let notice = crate::ws::protocol::system(
             "server shutting down: finishing running answers, then closing",
         );
-        self.sessions.broadcast(notice.into(), None);
+        self.ws.sessions.broadcast(notice.into(), None);
         self.shutdown.cancel();
     }
 
     /// Replace the configuration (reload). Open sessions keep what they hold.
     pub fn replace_config(&self, config: Config) {
-        self.config.store(Arc::new(config));
+        self.config.replace(config);
     }
 }

@@ -3,16 +3,17 @@
 //! and socket activation (`LISTEN_FDS`).
 //!
 //! Every call is a no-op when the gateway does not run under systemd
-//! (`NOTIFY_SOCKET` unset), so `main` and the tests call them unconditionally.
+//! (`NOTIFY_SOCKET` unset), so [`crate::cli`] calls them unconditionally.
+//! Only the `tars` binary uses this module; an embedded server never touches
+//! the notify socket or `LISTEN_FDS`.
 
 use std::os::fd::FromRawFd;
-use std::sync::Arc;
 use std::time::Duration;
 
 use sd_notify::NotifyState;
 use tracing::{debug, info, warn};
 
-use crate::state::AppState;
+use crate::app::Handle;
 
 /// How often `STATUS=` is refreshed.
 const STATUS_EVERY: Duration = Duration::from_secs(10);
@@ -45,15 +46,6 @@ pub fn status(text: &str) {
     send(&[NotifyState::Status(text)]);
 }
 
-/// The status line: sessions and running generations.
-pub fn status_line(state: &AppState) -> String {
-    format!(
-        "{} sessions, {} streams",
-        state.sessions.active(),
-        state.metrics.generations_active.get().max(0)
-    )
-}
-
 /// A listening socket passed by systemd (`tars.socket`), if any. Only the
 /// first passed descriptor is used.
 pub fn inherited_listener() -> std::io::Result<Option<std::net::TcpListener>> {
@@ -82,21 +74,22 @@ fn watchdog_usec() -> Option<u64> {
     (usec > 0).then_some(usec)
 }
 
-/// Start the watchdog and status tasks (when systemd asked for them).
-pub fn spawn_tasks(state: Arc<AppState>) {
+/// Start the watchdog and status tasks (when systemd asked for them); both
+/// end when `server` starts draining.
+pub fn spawn_tasks(server: Handle) {
     if let Some(usec) = watchdog_usec() {
         let every = Duration::from_micros(usec / 2);
         info!(
             interval_ms = every.as_millis() as u64,
             "systemd watchdog enabled"
         );
-        let st = state.clone();
+        let st = server.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             loop {
                 tokio::select! {
                     _ = tick.tick() => {}
-                    _ = st.shutdown.cancelled() => return,
+                    _ = st.draining() => return,
                 }
                 // Prove the runtime still schedules work: a fresh task must
                 // run and finish within the interval.
@@ -113,8 +106,8 @@ pub fn spawn_tasks(state: Arc<AppState>) {
             let mut tick = tokio::time::interval(STATUS_EVERY);
             loop {
                 tokio::select! {
-                    _ = tick.tick() => status(&status_line(&state)),
-                    _ = state.shutdown.cancelled() => return,
+                    _ = tick.tick() => status(&server.status_line()),
+                    _ = server.draining() => return,
                 }
             }
         });

@@ -26,14 +26,13 @@ use utoipa::ToSchema;
 
 use super::clients::{self, Credential};
 use super::revocation::Revoke;
+pub(crate) use super::revoke::{revoke, RevokeRequest, RevokedBody};
 use super::tokens::{now_secs, Claims, Subject, TokenType};
 use super::AuthError;
-
-pub(crate) use super::revoke::{revoke, RevokeRequest, RevokedBody};
+use super::AuthState;
 use crate::config::valid_client_id;
-use crate::http::{self as h, Resp};
-use crate::routes::ConnInfo;
-use crate::state::AppState;
+use crate::response::{self as h, Resp};
+use crate::server::ConnInfo;
 
 /// Longest `device_name` / `device_type` accepted, in characters.
 const MAX_DEVICE_CHARS: usize = 128;
@@ -190,11 +189,15 @@ fn bad_device(body: &TokenRequest) -> Option<Resp> {
 }
 
 /// `POST /auth/token`.
-pub async fn token(state: &AppState, conn: ConnInfo, req: Request<Incoming>) -> Resp {
+pub async fn token(state: &AuthState, conn: ConnInfo, req: Request<Incoming>) -> Resp {
     let auth = &state.auth;
     let ip = conn.peer.ip();
     let limit = auth.policy().max_failed_attempts_per_minute;
-    if let Err(secs) = auth.limiter().acquire(ip, limit, Instant::now()) {
+    if let Err(secs) = state
+        .limits
+        .auth_failures
+        .acquire(ip, limit, Instant::now())
+    {
         state.metrics.auth("token", "rate_limited");
         warn!(peer = %ip, retry_after_secs = secs, "too many failed token requests from this address");
         let mut r = h::error(
@@ -205,7 +208,7 @@ pub async fn token(state: &AppState, conn: ConnInfo, req: Request<Incoming>) -> 
         r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
         return r;
     }
-    let refund = || auth.limiter().refund(ip, limit, Instant::now());
+    let refund = || state.limits.auth_failures.refund(ip, limit, Instant::now());
     let max = state.config().limits.max_body_bytes;
     let body: TokenRequest = match h::read_json(req, max).await {
         Ok(b) => b,
@@ -273,7 +276,7 @@ pub async fn token(state: &AppState, conn: ConnInfo, req: Request<Incoming>) -> 
 /// Verify `secret` against `phc` off the async workers, with bounded
 /// concurrency. A missing secret is checked as an empty one (same cost) and
 /// refused.
-async fn check_secret(state: &AppState, phc: String, secret: Option<String>) -> bool {
+async fn check_secret(state: &AuthState, phc: String, secret: Option<String>) -> bool {
     let Ok(_permit) = state.auth.argon2_slots().acquire().await else {
         return false;
     };
@@ -286,7 +289,7 @@ async fn check_secret(state: &AppState, phc: String, secret: Option<String>) -> 
 
 /// Run a blocking ledger change off the async workers.
 pub(crate) async fn ledger_job<T: Send + 'static>(
-    state: &AppState,
+    state: &AuthState,
     job: impl FnOnce(&super::ledger::Ledger, u64) -> std::io::Result<T> + Send + 'static,
 ) -> std::io::Result<T> {
     let ledger = state.auth.ledger().clone();
@@ -297,7 +300,7 @@ pub(crate) async fn ledger_job<T: Send + 'static>(
 
 /// A refresh token presented a second time: revoke its family (the pair
 /// minted from its first use may be in a thief's hands) and log it.
-async fn reused(state: &AppState, conn: &ConnInfo, claims: Claims) -> Resp {
+async fn reused(state: &AuthState, conn: &ConnInfo, claims: Claims) -> Resp {
     state.metrics.auth("refresh", "reused");
     let family = claims.family().to_string();
     warn!(
@@ -322,7 +325,7 @@ async fn reused(state: &AppState, conn: &ConnInfo, claims: Claims) -> Resp {
 }
 
 /// `POST /auth/refresh`.
-pub async fn refresh(state: &AppState, conn: ConnInfo, req: Request<Incoming>) -> Resp {
+pub async fn refresh(state: &AuthState, conn: ConnInfo, req: Request<Incoming>) -> Resp {
     let max = state.config().limits.max_body_bytes;
     let body: RefreshRequest = match h::read_json(req, max).await {
         Ok(b) => b,
@@ -409,7 +412,7 @@ fn not_valid(e: &AuthError) -> Resp {
 }
 
 /// `POST /auth/validate`.
-pub async fn validate(state: &AppState, _conn: ConnInfo, req: Request<Incoming>) -> Resp {
+pub async fn validate(state: &AuthState, _conn: ConnInfo, req: Request<Incoming>) -> Resp {
     let token = h::bearer(&req).unwrap_or("");
     match state.auth.verify_access(token) {
         Ok(c) => {
@@ -434,7 +437,7 @@ pub async fn validate(state: &AppState, _conn: ConnInfo, req: Request<Incoming>)
 }
 
 /// `GET /auth/health`.
-pub fn health(state: &AppState) -> Resp {
+pub fn health(state: &AuthState) -> Resp {
     let policy = state.auth.policy();
     h::json(
         StatusCode::OK,

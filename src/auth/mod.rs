@@ -10,7 +10,6 @@
 //! - [`revocation`]: `{data_dir}/revoked.log` (token ids, families), fsynced before a 200.
 //! - [`cutoffs`]: `{data_dir}/cutoffs.json` (per-client "not before").
 //! - [`files`]: `data_dir` files: 0700/0600, `O_NOFOLLOW`, atomic replace.
-//! - [`limiter`]: per-IP limit on failed `/auth/token` attempts.
 //! - [`handlers`]: the `/auth/*` endpoints (`revoke.rs`: `/auth/revoke`).
 //!
 //! [`Auth`] ties them together; the WebSocket upgrade calls
@@ -24,7 +23,6 @@ mod error;
 pub mod files;
 pub mod handlers;
 pub mod ledger;
-pub mod limiter;
 pub mod revocation;
 mod revoke;
 pub mod secret;
@@ -40,16 +38,43 @@ use tracing::{error, info, warn};
 pub use error::{AuthError, AuthInitError};
 pub use tokens::{Claims, Issue, Subject, TokenPair, TokenType, MAX_TOKEN_BYTES};
 
-use crate::config::{Config, JwtAlgorithm};
+use crate::config::{Config, JwtAlgorithm, SharedConfig};
+use crate::limits::Limits;
+use crate::metrics::Metrics;
 use clients::Policy;
 use ledger::Ledger;
-use limiter::FailureLimiter;
 use tokens::TokenKeys;
 
 /// How often `data_dir` is checked for a cutoff written by `tars revoke`.
 pub const DISK_POLL_EVERY: Duration = Duration::from_secs(1);
 
-/// The gateway's authentication state, shared through `AppState`.
+/// The sessions of the server, as far as auth needs them: revoking a token
+/// closes the sessions it opened. Implemented by the WebSocket session
+/// manager; auth knows nothing else of WebSockets.
+pub trait LiveSessions: Send + Sync {
+    /// Close every session opened with token `jti` (1008); returns how many.
+    fn revoke_jti(&self, jti: &str) -> usize;
+}
+
+/// What the `/auth/*` endpoints need, and nothing more: built once by
+/// [`crate::state::AppState::new`].
+pub struct AuthState {
+    pub auth: Arc<Auth>,
+    pub metrics: Arc<Metrics>,
+    pub config: SharedConfig,
+    pub sessions: Arc<dyn LiveSessions>,
+    /// The server's limits: failed `/auth/token` attempts per IP.
+    pub limits: Arc<Limits>,
+}
+
+impl AuthState {
+    /// The configuration in force now.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.get()
+    }
+}
+
+/// The gateway's authentication state: keys, client policy, revocations.
 pub struct Auth {
     keys: TokenKeys,
     algorithm: JwtAlgorithm,
@@ -59,7 +84,6 @@ pub struct Auth {
     policy: ArcSwap<Policy>,
     /// Shared with `spawn_blocking` writers.
     ledger: Arc<Ledger>,
-    limiter: FailureLimiter,
     /// Bounds concurrent argon2 verifications (each takes ~19 MiB and a core
     /// for tens of milliseconds).
     argon2_slots: tokio::sync::Semaphore,
@@ -141,7 +165,6 @@ impl Auth {
             leeway: cfg.auth.leeway_secs,
             policy: ArcSwap::from_pointee(Policy::from_config(&cfg.auth)),
             ledger: Arc::new(ledger),
-            limiter: FailureLimiter::new(cfg.limits.ipv6_prefix_len),
             argon2_slots: tokio::sync::Semaphore::new(slots),
         })
     }
@@ -297,10 +320,6 @@ impl Auth {
 
     pub(crate) fn ledger(&self) -> &Arc<Ledger> {
         &self.ledger
-    }
-
-    pub(crate) fn limiter(&self) -> &FailureLimiter {
-        &self.limiter
     }
 
     pub(crate) fn argon2_slots(&self) -> &tokio::sync::Semaphore {

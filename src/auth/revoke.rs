@@ -21,10 +21,10 @@ use utoipa::ToSchema;
 use super::cutoffs::now_us;
 use super::handlers::{internal, invalid_token, ledger_job};
 use super::revocation::Revoke;
+use super::AuthState;
 use crate::config::valid_client_id;
-use crate::http::{self as h, Resp};
-use crate::routes::ConnInfo;
-use crate::state::AppState;
+use crate::response::{self as h, Resp};
+use crate::server::ConnInfo;
 
 /// `POST /auth/revoke` body (optional: without it the bearer token is
 /// revoked): a token, or (admin) a client, never both.
@@ -85,7 +85,7 @@ enum Target {
 
 /// The target: `{token}` or `{client_id}` from a non-empty JSON body, else
 /// the bearer token.
-async fn revoke_target(state: &AppState, req: Request<Incoming>) -> Result<Target, Resp> {
+async fn revoke_target(state: &AuthState, req: Request<Incoming>) -> Result<Target, Resp> {
     let bearer = h::bearer(&req).map(str::to_string);
     let is_json = req
         .headers()
@@ -131,7 +131,7 @@ async fn revoke_target(state: &AppState, req: Request<Incoming>) -> Result<Targe
 }
 
 /// `POST /auth/revoke`.
-pub async fn revoke(state: &AppState, conn: ConnInfo, req: Request<Incoming>) -> Resp {
+pub async fn revoke(state: &AuthState, conn: ConnInfo, req: Request<Incoming>) -> Resp {
     let bearer = h::bearer(&req).map(str::to_string);
     match revoke_target(state, req).await {
         Ok(Target::Token(t)) => revoke_token(state, &conn, &t).await,
@@ -143,7 +143,7 @@ pub async fn revoke(state: &AppState, conn: ConnInfo, req: Request<Incoming>) ->
     }
 }
 
-async fn revoke_token(state: &AppState, conn: &ConnInfo, token: &str) -> Resp {
+async fn revoke_token(state: &AuthState, conn: &ConnInfo, token: &str) -> Resp {
     let claims = match state.auth.verify(token, None) {
         Ok(c) => c,
         Err(e) => {
@@ -192,7 +192,7 @@ async fn revoke_token(state: &AppState, conn: &ConnInfo, token: &str) -> Resp {
 }
 
 async fn revoke_client(
-    state: &AppState,
+    state: &AuthState,
     conn: &ConnInfo,
     bearer: Option<&str>,
     client_id: String,

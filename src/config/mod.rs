@@ -248,6 +248,28 @@ pub struct LimitsConfig {
     pub ipv6_prefix_len: u8,
 }
 
+/// The configuration in force, shared by every subsystem of one server and
+/// swapped whole on reload. Cheap to clone (one `Arc`).
+#[derive(Clone)]
+pub struct SharedConfig(std::sync::Arc<arc_swap::ArcSwap<Config>>);
+
+impl SharedConfig {
+    pub fn new(config: Config) -> Self {
+        Self(std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(config)))
+    }
+
+    /// The configuration in force now. Hold the `Arc` for the length of one
+    /// request or generation, not longer.
+    pub fn get(&self) -> std::sync::Arc<Config> {
+        self.0.load_full()
+    }
+
+    /// Replace the configuration (reload). Holders of the old `Arc` keep it.
+    pub fn replace(&self, config: Config) {
+        self.0.store(std::sync::Arc::new(config));
+    }
+}
+
 /// Read, override from the process environment, and validate `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     load_with_env(path, &|k| std::env::var(k).ok())
@@ -262,10 +284,16 @@ pub fn load_with_env(
     validate::validate(path, raw).map_err(|e| env::blame(e, get_env))
 }
 
-/// Parse and validate TOML `text` as if read from `path`, without the
-/// environment (for tests and fuzzing). Relative paths resolve against
-/// `path`'s folder; nothing is read from disk except certificate existence.
-pub fn from_toml_str(path: &Path, text: &str) -> Result<Config, ConfigError> {
+/// What [`from_toml_str`] names as the source of a config given no path.
+pub const INLINE_SOURCE: &str = "<inline config>";
+
+/// Parse and validate TOML `text` without the environment (for embedding,
+/// tests and fuzzing). With `source`, relative paths resolve against its
+/// folder, errors name it and a reload re-reads it; without, relative paths
+/// resolve against the working directory and errors name
+/// [`INLINE_SOURCE`]. Nothing is read from disk except certificate existence.
+pub fn from_toml_str(text: &str, source: Option<&Path>) -> Result<Config, ConfigError> {
+    let path = source.unwrap_or(Path::new(INLINE_SOURCE));
     let raw = parse_toml(&path.display().to_string(), text)?;
     validate::validate(path, raw)
 }

@@ -24,7 +24,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use sha2::{Digest, Sha256};
 
-use crate::http::{self as h, Resp};
+use crate::response::{self as h, Resp};
 
 pub use models::{models, ModelsBody};
 

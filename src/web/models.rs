@@ -8,8 +8,9 @@ use http::{Request, StatusCode};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::http::{self as h, Resp};
-use crate::state::AppState;
+use crate::auth::Auth;
+use crate::config::Config;
+use crate::response::{self as h, Resp};
 
 fn unauthorized(code: &str, message: &str) -> Resp {
     let mut r = h::error(StatusCode::UNAUTHORIZED, code, message);
@@ -29,14 +30,14 @@ pub struct ModelsBody<'a> {
 }
 
 /// `GET /models` with `Authorization: Bearer <access token>`.
-pub fn models<B>(state: &AppState, req: &Request<B>) -> Resp {
+pub fn models<B>(auth: &Auth, cfg: &Config, req: &Request<B>) -> Resp {
     let Some(token) = h::bearer(req) else {
         return unauthorized(
             "missing_token",
             "send an access token as Authorization: Bearer <jwt>",
         );
     };
-    let claims = match state.auth.verify_access(token) {
+    let claims = match auth.verify_access(token) {
         Ok(c) => c,
         Err(e) => {
             return unauthorized(
@@ -45,10 +46,7 @@ pub fn models<B>(state: &AppState, req: &Request<B>) -> Resp {
             )
         }
     };
-    let cfg = state.config();
-    let models = state
-        .auth
-        .allowed_models(&claims.sub, &cfg.ollama.allowed_models);
+    let models = auth.allowed_models(&claims.sub, &cfg.ollama.allowed_models);
     let default = if models.contains(&cfg.ollama.model) {
         Some(&cfg.ollama.model)
     } else {

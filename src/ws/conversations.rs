@@ -22,9 +22,10 @@ struct Conversation {
     last_used: Instant,
 }
 
-/// Limits, from `[ollama]`.
+/// How much history is kept, from `[ollama]` (`history_turns`,
+/// `max_conversations_per_client`, `conversation_idle_secs`).
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub struct Bounds {
     pub turns: usize,
     pub per_client: usize,
     pub idle: Duration,
@@ -39,7 +40,7 @@ pub struct ConversationStore {
 impl ConversationStore {
     /// The earlier turns of `(client, conversation)` as chat messages, oldest
     /// first; empty for a new or expired conversation.
-    pub fn history(&self, client: &str, conversation: &str, limits: Limits) -> Vec<ChatMessage> {
+    pub fn history(&self, client: &str, conversation: &str, limits: Bounds) -> Vec<ChatMessage> {
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let Some(convs) = g.get_mut(client) else {
             return Vec::new();
@@ -68,7 +69,7 @@ impl ConversationStore {
     }
 
     /// Append a finished turn.
-    pub fn record(&self, client: &str, conversation: &str, turn: Turn, limits: Limits) {
+    pub fn record(&self, client: &str, conversation: &str, turn: Turn, limits: Bounds) {
         if limits.turns == 0 {
             return;
         }
@@ -122,7 +123,7 @@ impl ConversationStore {
 mod tests {
     use super::*;
 
-    const L: Limits = Limits {
+    const L: Bounds = Bounds {
         turns: 2,
         per_client: 2,
         idle: Duration::from_secs(60),

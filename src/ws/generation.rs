@@ -14,17 +14,17 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::conversations::{Limits, Turn};
-use super::protocol::{self, code, Chat, Complete};
+use super::conversations::{Bounds, Turn};
+use super::protocol::{Chat, ErrorCode, ServerFrame};
 use super::token_frame::TokenEncoder;
 use super::writer::Out;
 use super::SessionInfo;
+use super::WsState;
 use crate::config::Config;
 use crate::ollama::{
     parse_chat_line, ChatLine, ChatMessage, ChatOptions, ChatRequest, OllamaError, RetryPolicy,
     Role,
 };
-use crate::state::AppState;
 
 /// A chat accepted by the reader, waiting for its turn.
 #[derive(Debug)]
@@ -40,7 +40,7 @@ pub struct Job {
 pub enum Outcome {
     Complete,
     Cancelled,
-    Error(&'static str),
+    Error(ErrorCode),
     /// The session's queue is gone: nothing more can be sent.
     SessionGone,
 }
@@ -50,25 +50,25 @@ impl Outcome {
         match self {
             Self::Complete => "complete",
             Self::Cancelled => "cancelled",
-            Self::Error(code) => code,
+            Self::Error(code) => code.as_str(),
             Self::SessionGone => "session_gone",
         }
     }
 }
 
 /// Error code for a failed upstream request.
-pub fn error_code(e: &OllamaError) -> &'static str {
+pub fn error_code(e: &OllamaError) -> ErrorCode {
     match e {
-        OllamaError::Unreachable { .. } => code::UPSTREAM_UNAVAILABLE,
+        OllamaError::Unreachable { .. } => ErrorCode::UpstreamUnavailable,
         OllamaError::Status { status, .. } if *status >= 500 || *status == 429 => {
-            code::UPSTREAM_UNAVAILABLE
+            ErrorCode::UpstreamUnavailable
         }
-        _ => code::UPSTREAM_ERROR,
+        _ => ErrorCode::UpstreamError,
     }
 }
 
-fn limits(cfg: &Config) -> Limits {
-    Limits {
+fn bounds(cfg: &Config) -> Bounds {
+    Bounds {
         turns: cfg.ollama.history_turns,
         per_client: cfg.ollama.max_conversations_per_client,
         idle: cfg.ollama.conversation_idle,
@@ -76,7 +76,7 @@ fn limits(cfg: &Config) -> Limits {
 }
 
 /// Build the upstream request: system prompt, earlier turns, this message.
-pub fn build_request(state: &AppState, cfg: &Config, client_id: &str, job: &Job) -> ChatRequest {
+pub fn build_request(state: &WsState, cfg: &Config, client_id: &str, job: &Job) -> ChatRequest {
     let mut messages = Vec::new();
     if let Some(system) = job.chat.system.as_ref().filter(|s| !s.is_empty()) {
         messages.push(ChatMessage {
@@ -85,7 +85,7 @@ pub fn build_request(state: &AppState, cfg: &Config, client_id: &str, job: &Job)
         });
     }
     if let Some(conv) = &job.chat.conversation_id {
-        messages.extend(state.conversations.history(client_id, conv, limits(cfg)));
+        messages.extend(state.conversations.history(client_id, conv, bounds(cfg)));
     }
     messages.push(ChatMessage {
         role: Role::User,
@@ -146,7 +146,7 @@ impl Progress {
 
 /// Run `job` to its end. Sends every frame through `tx`; returns how it ended.
 pub async fn run(
-    state: &Arc<AppState>,
+    state: &Arc<WsState>,
     session: &SessionInfo,
     tx: &mpsc::Sender<Out>,
     job: Job,
@@ -192,7 +192,7 @@ pub async fn run(
                             user: job.chat.content.clone(),
                             assistant: answer,
                         },
-                        limits(&cfg),
+                        bounds(&cfg),
                     );
                 }
             }
@@ -213,17 +213,17 @@ fn complete_frame(job: &Job, conv: Option<&str>, p: &Progress, done_reason: &str
             _ => 0.0,
         },
     };
-    protocol::complete(&Complete {
-        kind: "complete",
+    ServerFrame::Complete {
         conversation_id: conv,
         total_tokens: p.tokens,
         latency_ms: ms(job.received_at.elapsed()),
-        timestamp: crate::http::now_rfc3339(),
+        timestamp: crate::response::now_rfc3339(),
         first_token_ms: p.first_token_at.map(|t| ms(t - job.received_at)),
         tokens_per_second: (tps * 100.0).round() / 100.0,
         model: &job.model,
         done_reason,
-    })
+    }
+    .to_json()
 }
 
 /// The `complete` owed to a queued chat that was cancelled before it ran.
@@ -235,19 +235,21 @@ pub fn cancelled_before_start(job: &Job) -> Vec<u8> {
 /// Send an `error` frame for this generation.
 async fn fail(
     tx: &mpsc::Sender<Out>,
-    code: &'static str,
+    code: ErrorCode,
     message: &str,
     conv: Option<&str>,
 ) -> Outcome {
     let _ = tx
-        .send(Out::Text(protocol::error(code, message, conv).into()))
+        .send(Out::Text(
+            super::protocol::error(code, message, conv).into(),
+        ))
         .await;
     Outcome::Error(code)
 }
 
 #[allow(clippy::too_many_arguments)]
 async fn stream(
-    state: &Arc<AppState>,
+    state: &Arc<WsState>,
     cfg: &Config,
     req: &ChatRequest,
     conv: Option<&str>,
@@ -262,12 +264,12 @@ async fn stream(
         Err(OllamaError::Cancelled) => return Err(Outcome::Cancelled),
         Err(e) => {
             let code = error_code(&e);
-            warn!(model = %req.model, error = %e, code, "upstream request failed");
-            if code == protocol::code::UPSTREAM_UNAVAILABLE {
+            warn!(model = %req.model, error = %e, code = code.as_str(), "upstream request failed");
+            if code == ErrorCode::UpstreamUnavailable {
                 state.ready.invalidate().await;
             }
             let msg = match code {
-                protocol::code::UPSTREAM_UNAVAILABLE => format!(
+                ErrorCode::UpstreamUnavailable => format!(
                     "Ollama is unavailable (after {} retries): {e}",
                     policy.retries
                 ),
@@ -290,7 +292,7 @@ async fn stream(
             Ok(None) => {
                 return Err(fail(
                     tx,
-                    code::UPSTREAM_ERROR,
+                    ErrorCode::UpstreamError,
                     "Ollama ended the stream before its final line",
                     conv,
                 )
@@ -299,7 +301,7 @@ async fn stream(
             Err(OllamaError::Cancelled) => return Err(Outcome::Cancelled),
             Err(e) => {
                 debug!(error = %e, "upstream stream failed");
-                return Err(fail(tx, code::UPSTREAM_ERROR, &e.to_string(), conv).await);
+                return Err(fail(tx, ErrorCode::UpstreamError, &e.to_string(), conv).await);
             }
         };
         let parsed = match parse_chat_line(line) {
@@ -307,7 +309,7 @@ async fn stream(
             Err(e) => {
                 return Err(fail(
                     tx,
-                    code::UPSTREAM_ERROR,
+                    ErrorCode::UpstreamError,
                     &format!("Ollama sent a malformed line: {e}"),
                     conv,
                 )
@@ -318,7 +320,13 @@ async fn stream(
             ChatLine::Content { content, thinking } => (Some(content), thinking, None),
             ChatLine::Done { content, stats } => (content, None, Some(stats)),
             ChatLine::Error(msg) => {
-                return Err(fail(tx, code::UPSTREAM_ERROR, &format!("Ollama: {msg}"), conv).await)
+                return Err(fail(
+                    tx,
+                    ErrorCode::UpstreamError,
+                    &format!("Ollama: {msg}"),
+                    conv,
+                )
+                .await)
             }
         };
         if let Some(t) = thinking.filter(|t| t.get() != "\"\"") {

@@ -6,8 +6,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::manager::SessionRow;
-use crate::http::{self as h, Resp};
-use crate::state::AppState;
+use super::WsState;
+use crate::response::{self as h, Resp};
 
 /// `GET /ws/health` 200.
 #[derive(Serialize, ToSchema)]
@@ -35,7 +35,7 @@ pub(crate) struct SessionsBody {
     sessions: Vec<SessionRow>,
 }
 
-pub fn health(state: &AppState) -> Resp {
+pub fn health(state: &WsState) -> Resp {
     let cfg = state.config();
     h::json(
         StatusCode::OK,
@@ -49,7 +49,7 @@ pub fn health(state: &AppState) -> Resp {
     )
 }
 
-pub fn sessions(state: &AppState, req: &Request<Incoming>) -> Resp {
+pub fn sessions(state: &WsState, req: &Request<Incoming>) -> Resp {
     let Some(token) = h::bearer(req) else {
         return h::error(
             StatusCode::UNAUTHORIZED,

@@ -39,8 +39,10 @@ pub struct SessionInfo {
     pub cancel: CancellationToken,
     /// Why `cancel` fired; read by the session when it closes.
     close_reason: Mutex<Option<CloseReason>>,
-    /// The session's outgoing queue, for notices.
-    pub out: mpsc::Sender<Out>,
+    /// The session's outgoing queue, for notices. Weak: the manager never
+    /// keeps a queue open, so once the session and its generation drop
+    /// their senders the writer drains what is queued and ends.
+    pub out: mpsc::WeakSender<Out>,
 }
 
 impl SessionInfo {
@@ -83,14 +85,9 @@ struct Inner {
 /// All open sessions.
 pub struct SessionManager {
     inner: Mutex<Inner>,
-    /// Parent of every session's cancel token: cancelled to force-close all.
-    kill: CancellationToken,
-}
-
-impl Default for SessionManager {
-    fn default() -> Self {
-        Self::new()
-    }
+    /// The server's root token, parent of every session's token: when the
+    /// drain's grace period is over it is cancelled and every session ends.
+    parent: CancellationToken,
 }
 
 /// A slot held between the limit check and the end of the session; frees
@@ -103,10 +100,11 @@ pub struct Slot {
 }
 
 impl SessionManager {
-    pub fn new() -> Self {
+    /// Sessions registered here get child tokens of `parent`.
+    pub fn new(parent: CancellationToken) -> Self {
         Self {
             inner: Mutex::new(Inner::default()),
-            kill: CancellationToken::new(),
+            parent,
         }
     }
 
@@ -154,7 +152,7 @@ impl SessionManager {
         id: String,
         jti: String,
         peer: SocketAddr,
-        out: mpsc::Sender<Out>,
+        out: mpsc::WeakSender<Out>,
     ) -> Arc<SessionInfo> {
         let info = Arc::new(SessionInfo {
             id: id.clone(),
@@ -167,7 +165,7 @@ impl SessionManager {
             messages: AtomicU64::new(0),
             tokens: AtomicU64::new(0),
             errors: AtomicU64::new(0),
-            cancel: self.kill.child_token(),
+            cancel: self.parent.child_token(),
             close_reason: Mutex::new(None),
             out,
         });
@@ -233,7 +231,11 @@ impl SessionManager {
         self.snapshot()
             .iter()
             .filter(|s| client_id.is_none_or(|c| c == s.client_id))
-            .filter(|s| s.out.try_send(Out::Text(frame.clone())).is_ok())
+            .filter(|s| {
+                s.out
+                    .upgrade()
+                    .is_some_and(|tx| tx.try_send(Out::Text(frame.clone())).is_ok())
+            })
             .count()
     }
 
@@ -249,18 +251,18 @@ impl SessionManager {
             "the token of this session was revoked: closing",
         ));
         for s in &hit {
-            let _ = s.out.try_send(Out::Text(notice.clone()));
+            if let Some(tx) = s.out.upgrade() {
+                let _ = tx.try_send(Out::Text(notice.clone()));
+            }
             s.close((1008, "token revoked"));
         }
         hit.len()
     }
+}
 
-    /// End of the drain: close every session now with 1001.
-    pub fn force_close_all(&self) {
-        for s in self.snapshot() {
-            s.close((1001, "server shutting down"));
-        }
-        self.kill.cancel();
+impl crate::auth::LiveSessions for SessionManager {
+    fn revoke_jti(&self, jti: &str) -> usize {
+        SessionManager::revoke_jti(self, jti)
     }
 }
 
@@ -296,7 +298,7 @@ impl SessionRow {
     pub fn from_info(s: &SessionInfo) -> Self {
         let fmt = |t: SystemTime| {
             let mut v = Vec::with_capacity(32);
-            crate::http::write_rfc3339(&mut v, time::OffsetDateTime::from(t));
+            crate::response::write_rfc3339(&mut v, time::OffsetDateTime::from(t));
             String::from_utf8(v).unwrap_or_default()
         };
         let last = s.connected_at
@@ -324,7 +326,7 @@ mod tests {
 
     #[test]
     fn limits_count_reservations_and_sessions() {
-        let m = Arc::new(SessionManager::new());
+        let m = Arc::new(SessionManager::new(CancellationToken::new()));
         let metrics = Arc::new(Metrics::new());
         let a = m.reserve("c1", 2, Some(1)).unwrap();
         assert_eq!(
@@ -340,7 +342,7 @@ mod tests {
             "s2".into(),
             "j2".into(),
             peer(),
-            tx,
+            tx.downgrade(),
         );
         assert_eq!(m.active(), 1);
         assert_eq!(metrics.sessions_active.get(), 1);

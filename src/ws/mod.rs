@@ -25,3 +25,48 @@ pub mod upgrade;
 pub mod writer;
 
 pub use manager::{SessionInfo, SessionManager};
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::Auth;
+use crate::config::{Config, SharedConfig};
+use crate::limits::Limits;
+use crate::metrics::Metrics;
+use crate::ollama::OllamaClient;
+use crate::ready::ReadyProbe;
+use conversations::ConversationStore;
+
+/// What the WebSocket subsystem needs from its server, and nothing more:
+/// built once by [`crate::state::AppState::new`], shared by the upgrade
+/// handler, every session and every generation.
+pub struct WsState {
+    pub config: SharedConfig,
+    pub metrics: Arc<Metrics>,
+    /// Verifies the token at the upgrade and gives each client its models.
+    pub auth: Arc<Auth>,
+    pub sessions: Arc<SessionManager>,
+    /// Multi-turn memory, shared by all sessions of a client.
+    pub conversations: ConversationStore,
+    /// Swapped whole when a reload changes the upstream.
+    pub ollama: Arc<ArcSwap<OllamaClient>>,
+    /// Invalidated when an upstream failure is seen.
+    pub ready: Arc<ReadyProbe>,
+    /// The per-client chat rate.
+    pub limits: Arc<Limits>,
+    /// Session and generation tasks, waited for by the drain.
+    pub tasks: TaskTracker,
+    /// Cancelled when the drain begins: sessions finish their running
+    /// answer, refuse new chats, then close with 1001.
+    pub draining: CancellationToken,
+}
+
+impl WsState {
+    /// The configuration in force now.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.get()
+    }
+}

@@ -1,29 +1,73 @@
-//! The `/ws/chat` wire protocol: parsing client messages and building the
-//! server's JSON frames, field names exactly as in the seed report.
+//! The `/ws/chat` wire protocol: parsing client messages, and the one
+//! place where the server's frames and error codes are named:
+//! [`ServerFrame`] (every server → client frame, serialized by serde with
+//! its `type` tag) and [`ErrorCode`] (every `code` of an `error` frame). The
+//! OpenAPI document takes its schemas from these two types, so a new frame
+//! or code is added here and nowhere else.
 //!
 //! Client messages are small and rare, so they are parsed with serde into
-//! owned types. Server frames other than `token` are built with serde too;
-//! the per-token frame has its own allocation-free encoder in
-//! [`super::token_frame`].
+//! owned types. The per-token frame is the exception on the way out: it is
+//! described by [`ServerFrame::Token`] but written by the allocation-light
+//! encoder in [`super::token_frame`] (ADR 0002); a unit test holds the two to
+//! the same fields.
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use utoipa::ToSchema;
 
-use crate::http::now_rfc3339;
+use crate::response::now_rfc3339;
 
 /// Longest `conversation_id` accepted.
 pub const MAX_CONVERSATION_ID: usize = 128;
 
-/// Error codes of `error` frames.
-pub mod code {
-    pub const INVALID_MESSAGE: &str = "invalid_message";
-    pub const MODEL_NOT_ALLOWED: &str = "model_not_allowed";
-    pub const UPSTREAM_UNAVAILABLE: &str = "upstream_unavailable";
-    pub const UPSTREAM_ERROR: &str = "upstream_error";
-    pub const BUSY: &str = "busy";
-    pub const SHUTTING_DOWN: &str = "shutting_down";
-    pub const RATE_LIMITED: &str = "rate_limited";
-    pub const INTERNAL: &str = "internal";
+/// The `code` of an `error` frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The message was not valid JSON, not a known type, or failed validation.
+    InvalidMessage,
+    /// The chat named a model this client may not use.
+    ModelNotAllowed,
+    /// Ollama could not be reached (or answered 5xx/429) after the retries.
+    UpstreamUnavailable,
+    /// Ollama failed during the answer (an error line, a malformed or cut stream).
+    UpstreamError,
+    /// `message_queue_size` chats already wait in this session.
+    Busy,
+    /// The server is draining: the chat was not started.
+    ShuttingDown,
+    /// Too many chats from this client; `retry_after_ms` says how long to wait.
+    RateLimited,
+    /// A bug in the gateway.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The wire name (also the metrics label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidMessage => "invalid_message",
+            Self::ModelNotAllowed => "model_not_allowed",
+            Self::UpstreamUnavailable => "upstream_unavailable",
+            Self::UpstreamError => "upstream_error",
+            Self::Busy => "busy",
+            Self::ShuttingDown => "shutting_down",
+            Self::RateLimited => "rate_limited",
+            Self::Internal => "internal",
+        }
+    }
+
+    /// Every code, for tests and docs.
+    pub const ALL: [ErrorCode; 8] = [
+        Self::InvalidMessage,
+        Self::ModelNotAllowed,
+        Self::UpstreamUnavailable,
+        Self::UpstreamError,
+        Self::Busy,
+        Self::ShuttingDown,
+        Self::RateLimited,
+        Self::Internal,
+    ];
 }
 
 /// Generation options a client may set per chat (all optional).
@@ -200,114 +244,125 @@ fn validate_chat(chat: &Chat, max_content_bytes: usize) -> Result<(), MessageErr
     Ok(())
 }
 
-/// `connection_ack`.
-#[derive(Serialize)]
-pub struct ConnectionAck<'a> {
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    pub client_id: &'a str,
-    pub session_id: &'a str,
-    pub timestamp: String,
+/// Every frame the server sends, by its `type`. Timestamps are RFC 3339
+/// UTC with microseconds.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame<'a> {
+    /// First frame of every session.
+    ConnectionAck {
+        client_id: &'a str,
+        session_id: &'a str,
+        timestamp: String,
+    },
+    /// One piece of the answer, text byte-exact as Ollama generated it;
+    /// `seq` counts from 1 per generation. Written by
+    /// [`super::token_frame::TokenEncoder`], never through serde.
+    Token {
+        token: &'a str,
+        conversation_id: Option<&'a str>,
+        timestamp: String,
+        seq: u64,
+    },
+    /// Like `token`, for a thinking model's reasoning (own `seq`).
+    Thinking {
+        token: &'a str,
+        conversation_id: Option<&'a str>,
+        timestamp: String,
+        seq: u64,
+    },
+    /// The end of a generation (also after `cancel`: `done_reason` is
+    /// `cancelled`). Exactly one `complete` or one `error` per chat.
+    Complete {
+        conversation_id: Option<&'a str>,
+        total_tokens: u64,
+        latency_ms: f64,
+        timestamp: String,
+        first_token_ms: Option<f64>,
+        tokens_per_second: f64,
+        model: &'a str,
+        done_reason: &'a str,
+    },
+    /// A refused message or a failed generation.
+    Error {
+        code: ErrorCode,
+        message: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        conversation_id: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
+        timestamp: String,
+    },
+    /// The heartbeat (the client answers `pong`).
+    Ping { timestamp: String },
+    /// The answer to a client's `ping`.
+    Pong { timestamp: String },
+    /// A notice for people: shutdown, revocation.
+    System { message: &'a str, timestamp: String },
 }
 
-/// `complete`: the end of a generation.
-#[derive(Debug, Clone, Serialize)]
-pub struct Complete<'a> {
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    pub conversation_id: Option<&'a str>,
-    pub total_tokens: u64,
-    pub latency_ms: f64,
-    pub timestamp: String,
-    pub first_token_ms: Option<f64>,
-    pub tokens_per_second: f64,
-    pub model: &'a str,
-    pub done_reason: &'a str,
-}
-
-/// `error`.
-#[derive(Serialize)]
-struct ErrorFrame<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    code: &'a str,
-    message: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    conversation_id: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    retry_after_ms: Option<u64>,
-    timestamp: String,
-}
-
-#[derive(Serialize)]
-struct Simple<'a> {
-    #[serde(rename = "type")]
-    kind: &'a str,
-    timestamp: String,
-}
-
-#[derive(Serialize)]
-struct SystemFrame<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    message: &'a str,
-    timestamp: String,
-}
-
-fn to_vec<T: Serialize>(v: &T) -> Vec<u8> {
-    serde_json::to_vec(v).unwrap_or_else(|_| b"{\"type\":\"error\",\"code\":\"internal\"}".to_vec())
+impl ServerFrame<'_> {
+    /// The JSON text of the frame.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self)
+            .unwrap_or_else(|_| b"{\"type\":\"error\",\"code\":\"internal\"}".to_vec())
+    }
 }
 
 pub fn connection_ack(client_id: &str, session_id: &str) -> Vec<u8> {
-    to_vec(&ConnectionAck {
-        kind: "connection_ack",
+    ServerFrame::ConnectionAck {
         client_id,
         session_id,
         timestamp: now_rfc3339(),
-    })
+    }
+    .to_json()
 }
 
-pub fn complete(c: &Complete<'_>) -> Vec<u8> {
-    to_vec(c)
-}
-
-pub fn error(code: &str, message: &str, conversation_id: Option<&str>) -> Vec<u8> {
-    to_vec(&ErrorFrame {
-        kind: "error",
+pub fn error(code: ErrorCode, message: &str, conversation_id: Option<&str>) -> Vec<u8> {
+    ServerFrame::Error {
         code,
         message,
         conversation_id,
         retry_after_ms: None,
         timestamp: now_rfc3339(),
-    })
+    }
+    .to_json()
 }
 
 /// `error` with code `rate_limited` and how long to wait.
 pub fn rate_limited(retry_after_ms: u64, conversation_id: Option<&str>) -> Vec<u8> {
-    to_vec(&ErrorFrame {
-        kind: "error",
-        code: code::RATE_LIMITED,
+    ServerFrame::Error {
+        code: ErrorCode::RateLimited,
         message: "too many chat messages; wait before sending the next one",
         conversation_id,
         retry_after_ms: Some(retry_after_ms),
         timestamp: now_rfc3339(),
-    })
+    }
+    .to_json()
 }
 
-/// `ping` or `pong`.
-pub fn heartbeat(kind: &str) -> Vec<u8> {
-    to_vec(&Simple {
-        kind,
+/// The heartbeat `ping`.
+pub fn ping() -> Vec<u8> {
+    ServerFrame::Ping {
         timestamp: now_rfc3339(),
-    })
+    }
+    .to_json()
+}
+
+/// The answer to a client's `ping`.
+pub fn pong() -> Vec<u8> {
+    ServerFrame::Pong {
+        timestamp: now_rfc3339(),
+    }
+    .to_json()
 }
 
 pub fn system(message: &str) -> Vec<u8> {
-    to_vec(&SystemFrame {
-        kind: "system",
+    ServerFrame::System {
         message,
         timestamp: now_rfc3339(),
-    })
+    }
+    .to_json()
 }
 
 #[cfg(test)]
@@ -396,8 +451,39 @@ mod tests {
         assert_eq!(v["client_id"], "client-001");
         assert!(v["timestamp"].as_str().unwrap().ends_with('Z'));
         let v: serde_json::Value =
-            serde_json::from_slice(&error("busy", "queue full", Some("c"))).unwrap();
+            serde_json::from_slice(&error(ErrorCode::Busy, "queue full", Some("c"))).unwrap();
+        assert_eq!(v["type"], "error");
         assert_eq!(v["code"], "busy");
         assert_eq!(v["conversation_id"], "c");
+        assert!(v.get("retry_after_ms").is_none());
+        let v: serde_json::Value = serde_json::from_slice(&pong()).unwrap();
+        assert_eq!(v["type"], "pong");
+    }
+
+    #[test]
+    fn error_code_names_are_the_serde_names() {
+        for c in ErrorCode::ALL {
+            assert_eq!(serde_json::to_value(c).unwrap(), c.as_str());
+        }
+    }
+
+    /// The zero-copy encoder writes exactly the fields `ServerFrame::Token`
+    /// declares, with the same values.
+    #[test]
+    fn token_encoder_matches_the_token_frame() {
+        let now = time::macros::datetime!(2025-11-07 12:00:01.045 UTC);
+        let mut enc = super::super::token_frame::TokenEncoder::new(Some("c-1"));
+        let fast: serde_json::Value =
+            serde_json::from_slice(&enc.encode("token", "\"h\\u00e9\"", 3, now)).unwrap();
+        let mut ts = Vec::new();
+        crate::response::write_rfc3339(&mut ts, now);
+        let described = serde_json::to_value(ServerFrame::Token {
+            token: "hé",
+            conversation_id: Some("c-1"),
+            timestamp: String::from_utf8(ts).unwrap(),
+            seq: 3,
+        })
+        .unwrap();
+        assert_eq!(fast, described);
     }
 }

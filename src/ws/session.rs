@@ -1,34 +1,37 @@
 //! One WebSocket session after the upgrade: the reader loop (this task), a
 //! writer task (which also sends the heartbeat) and, from the first chat on,
-//! a generation runner, all children of the
-//! session's cancel token, which is itself a child of the manager's.
+//! a generation runner. The session's cancel token is a child of the
+//! server's root; each generation's is a child of the session's (one
+//! cancellation tree: server → session → generation).
 //!
 //! The session ends when the client closes or goes silent for
 //! `timeout_secs`, on a protocol violation (closed with the RFC 6455 code),
 //! when told to (revocation 1008, shutdown 1001), or when the writer fails.
-//! Whatever ends it, the running generation's upstream request is dropped.
+//! Whatever ends it, the running generation's upstream request is dropped;
+//! the writer ends by itself once the session and the runner dropped their
+//! senders (the connection manager holds only a weak one).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use fastwebsockets::{Frame, OpCode, WebSocket, WebSocketError};
+use fastwebsockets::{Frame, OpCode, Payload, WebSocket, WebSocketError, WebSocketRead};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncRead;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use super::generation::{self, Job, Outcome};
 use super::manager::{SessionInfo, Slot};
 use super::mask_guard::{is_unmasked, MaskGuard};
-use super::protocol::{self, code, parse_client_message, ClientMessage};
+use super::protocol::{self, parse_client_message, ClientMessage, ErrorCode};
 use super::queue::{JobQueue, PushError};
 use super::writer::{self, Out, WriterEnd};
+use super::WsState;
 use crate::metrics::Direction;
-use crate::routes::ConnInfo;
-use crate::state::AppState;
+use crate::server::ConnInfo;
 
 /// What the upgrade handler learned about the client.
 pub struct Client {
@@ -43,7 +46,7 @@ const CLOSE_FLUSH: Duration = Duration::from_secs(2);
 
 /// Run a session to its end.
 pub async fn run(
-    state: Arc<AppState>,
+    state: Arc<WsState>,
     ws: WebSocket<TokioIo<Upgraded>>,
     mut slot: Slot,
     client: Client,
@@ -66,25 +69,22 @@ pub async fn run(
         session_id.clone(),
         client.jti.clone(),
         client.conn.peer,
-        tx.clone(),
+        tx.downgrade(),
     );
     info!(session_id = %info.id, client_id = %info.client_id, peer = %client.conn.peer, "session opened");
 
-    // Fired when the session is over: the writer then ends once its queue
-    // is empty (SessionInfo keeps a sender for notices, so the queue itself
-    // never closes while the writer holds the session's info).
-    let writer_stop = CancellationToken::new();
+    // The writer ends once every sender is gone (this task's and the
+    // generation runner's; the manager only holds a weak one) and the queue
+    // is written out.
     let writer = {
         let metrics = state.metrics.clone();
         let info = info.clone();
-        let stop = writer_stop.clone();
         state.tasks.spawn(async move {
             let end = writer::run(
                 write,
                 rx,
                 wscfg.write_timeout,
                 wscfg.heartbeat_interval,
-                stop,
                 &metrics,
             )
             .await;
@@ -118,51 +118,75 @@ pub async fn run(
         fragments: None,
         runner: None,
     };
-    let mut draining = false;
-    let close: Option<(u16, String)> = loop {
-        let mut obligated = |frame: Frame<'_>| {
+    // Frames are read by one future that lives across loop turns and is
+    // only replaced once it has returned a whole frame: a drain that starts
+    // while a client is half-way through a frame never drops the bytes
+    // already taken (fastwebsockets' read is not cancel-safe).
+    let obligated = {
+        let tx = tx.clone();
+        move |frame: Frame<'_>| {
             let out = match frame.opcode {
                 OpCode::Pong => Out::Pong(Bytes::copy_from_slice(&frame.payload)),
                 _ => Out::CloseRaw(Bytes::copy_from_slice(&frame.payload)),
             };
             let tx = tx.clone();
             async move { tx.send(out).await.map_err(|_| "session closed") }
-        };
-        let read_res = tokio::select! {
-            biased;
-            _ = info.cancel.cancelled() => {
-                let (code, reason) = info.close_reason().unwrap_or((1001, "session closed"));
-                break Some((code, reason.to_string()));
-            }
-            _ = state.shutdown.cancelled(), if !draining => {
-                // The shutdown notice was broadcast before this fired
-                // (AppState::begin_shutdown), so it precedes any close.
-                draining = true;
-                let (removed, running) = queue.close();
-                for job in removed {
-                    let _ = tx.try_send(Out::Text(protocol::error(code::SHUTTING_DOWN, "server shutting down: chat not started", job.chat.conversation_id.as_deref()).into()));
-                }
-                if !running {
-                    break Some((1001, "server shutting down".into()));
-                }
-                continue;
-            }
-            r = tokio::time::timeout(wscfg.timeout, read.read_frame(&mut obligated)) => r,
-        };
-        let frame = match read_res {
-            Err(_) => break Some((1001, "idle timeout".into())),
-            Ok(Err(e)) => break protocol_close(&e),
-            Ok(Ok(f)) => f,
-        };
-        info.touch();
-        match frame.opcode {
-            OpCode::Close => break None, // echoed by fastwebsockets' auto-close
-            OpCode::Ping | OpCode::Pong => continue,
-            _ => {}
         }
-        if let Err(close) = reader.on_frame(frame).await {
-            break Some(close);
+    };
+    let idle = tokio::time::sleep(wscfg.timeout);
+    tokio::pin!(idle);
+    let mut draining = false;
+    let close: Option<(u16, String)> = {
+        let reading = next_frame(read, obligated);
+        tokio::pin!(reading);
+        loop {
+            let read_res = tokio::select! {
+                biased;
+                _ = info.cancel.cancelled() => {
+                    // Cancelled without a reason while draining: the grace
+                    // period is over and the server's root token was cancelled.
+                    let fallback = if state.draining.is_cancelled() { "server shutting down" } else { "session closed" };
+                    let (code, reason) = info.close_reason().unwrap_or((1001, fallback));
+                    break Some((code, reason.to_string()));
+                }
+                _ = state.draining.cancelled(), if !draining => {
+                    // The shutdown notice was broadcast before this fired
+                    // (AppState::begin_shutdown), so it precedes any close.
+                    draining = true;
+                    let (removed, running) = queue.close();
+                    for job in removed {
+                        let _ = tx.try_send(Out::Text(protocol::error(ErrorCode::ShuttingDown, "server shutting down: chat not started", job.chat.conversation_id.as_deref()).into()));
+                    }
+                    if !running {
+                        break Some((1001, "server shutting down".into()));
+                    }
+                    // The frame being read, if any, is still read to its end.
+                    continue;
+                }
+                _ = &mut idle => break Some((1001, "idle timeout".into())),
+                (read, obligated, res) = &mut reading => {
+                    reading.set(next_frame(read, obligated));
+                    res
+                }
+            };
+            let frame = match read_res {
+                Err(e) => break protocol_close(&e),
+                Ok(f) => f,
+            };
+            idle.as_mut()
+                .reset(tokio::time::Instant::now() + wscfg.timeout);
+            info.touch();
+            match frame.opcode {
+                OpCode::Close => break None, // echoed by fastwebsockets' auto-close
+                OpCode::Ping | OpCode::Pong => continue,
+                _ => {}
+            }
+            if let Err(close) = reader.on_frame(frame).await {
+                break Some(close);
+            }
         }
+        // The read half (and its sender for protocol replies) is dropped
+        // here: nothing more is read once the session decided to close.
     };
 
     // Wind down: stop the generation (drops the upstream request), send the
@@ -178,7 +202,6 @@ pub async fn run(
     if let Some(runner) = runner {
         let _ = runner.await;
     }
-    writer_stop.cancel();
     if tokio::time::timeout(CLOSE_FLUSH, writer).await.is_err() {
         debug!(session_id = %info.id, "close frame not flushed in time");
     }
@@ -194,6 +217,25 @@ pub async fn run(
         "session closed"
     );
     drop(slot);
+}
+
+/// Read one whole frame and hand the read half back with it (the frame
+/// copied out of the read buffer), so the caller can keep this future alive
+/// across `select!` turns and start the next read only after this one ends.
+async fn next_frame<S, F, R>(
+    mut read: WebSocketRead<S>,
+    mut obligated: F,
+) -> (WebSocketRead<S>, F, Result<Frame<'static>, WebSocketError>)
+where
+    S: AsyncRead + Unpin,
+    F: FnMut(Frame<'_>) -> R,
+    R: std::future::Future<Output = Result<(), &'static str>>,
+{
+    let res = read
+        .read_frame(&mut obligated)
+        .await
+        .map(|f| Frame::new(f.fin, f.opcode, None, Payload::Owned(f.payload.to_vec())));
+    (read, obligated, res)
 }
 
 /// RFC 6455 close code for a read error, or `None` when the peer is gone.
@@ -221,7 +263,7 @@ fn protocol_close(e: &WebSocketError) -> Option<(u16, String)> {
 
 /// The reader's state between frames.
 struct Reader<'a> {
-    state: &'a Arc<AppState>,
+    state: &'a Arc<WsState>,
     info: &'a Arc<SessionInfo>,
     tx: &'a mpsc::Sender<Out>,
     queue: &'a Arc<JobQueue>,
@@ -268,7 +310,7 @@ impl Reader<'_> {
         };
         if !is_text {
             self.reply_error(
-                code::INVALID_MESSAGE,
+                ErrorCode::InvalidMessage,
                 "binary messages are not supported: send JSON text",
                 None,
             )
@@ -283,7 +325,7 @@ impl Reader<'_> {
             }
             Err(e) => {
                 self.state.metrics.ws_message(Direction::In, "invalid");
-                self.reply_error(code::INVALID_MESSAGE, &e.to_string(), None)
+                self.reply_error(ErrorCode::InvalidMessage, &e.to_string(), None)
                     .await;
             }
         }
@@ -293,7 +335,7 @@ impl Reader<'_> {
     async fn on_message(&mut self, msg: ClientMessage) {
         match msg {
             ClientMessage::Ping => {
-                self.send(protocol::heartbeat("pong"), "pong").await;
+                self.send(protocol::pong(), "pong").await;
             }
             ClientMessage::Pong => {}
             ClientMessage::Cancel { conversation_id } => {
@@ -324,7 +366,7 @@ impl Reader<'_> {
                         "model {model:?} is not allowed for this client; allowed: {}",
                         self.models.join(", ")
                     );
-                    self.reply_error(code::MODEL_NOT_ALLOWED, &msg, conv.as_deref())
+                    self.reply_error(ErrorCode::ModelNotAllowed, &msg, conv.as_deref())
                         .await;
                     return;
                 }
@@ -347,11 +389,12 @@ impl Reader<'_> {
                             "{} chats are already waiting; wait for an answer or send cancel",
                             self.queue_size
                         );
-                        self.reply_error(code::BUSY, &msg, conv.as_deref()).await;
+                        self.reply_error(ErrorCode::Busy, &msg, conv.as_deref())
+                            .await;
                     }
                     Err(PushError::Closed) => {
                         self.reply_error(
-                            code::SHUTTING_DOWN,
+                            ErrorCode::ShuttingDown,
                             "server shutting down: no new chats",
                             conv.as_deref(),
                         )
@@ -367,7 +410,7 @@ impl Reader<'_> {
         let _ = self.tx.send(Out::Text(frame.into())).await;
     }
 
-    async fn reply_error(&self, code: &'static str, message: &str, conversation_id: Option<&str>) {
+    async fn reply_error(&self, code: ErrorCode, message: &str, conversation_id: Option<&str>) {
         self.info.errors.fetch_add(1, Ordering::Relaxed);
         self.state.metrics.errors_total.inc();
         self.send(protocol::error(code, message, conversation_id), "error")
@@ -377,7 +420,7 @@ impl Reader<'_> {
 
 /// Take chats off the queue one at a time and run them.
 async fn run_jobs(
-    state: Arc<AppState>,
+    state: Arc<WsState>,
     info: Arc<SessionInfo>,
     tx: mpsc::Sender<Out>,
     queue: Arc<JobQueue>,

@@ -44,7 +44,7 @@ impl TokenEncoder {
     /// it; `kind` is `token` or `thinking`.
     pub fn encode(&mut self, kind: &str, raw: &str, seq: u64, now: time::OffsetDateTime) -> Bytes {
         self.ts.clear();
-        crate::http::write_rfc3339(&mut self.ts, now);
+        crate::response::write_rfc3339(&mut self.ts, now);
         let len = 30 + kind.len() + raw.len() + self.middle.len() + self.ts.len() + 20;
         if self.arena.capacity() - self.arena.len() < len {
             self.arena.reserve(len.max(ARENA));

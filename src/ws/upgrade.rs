@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::{HeaderValue, HOST, ORIGIN, RETRY_AFTER};
+use http::header::{HeaderValue, ORIGIN, RETRY_AFTER};
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -14,10 +14,10 @@ use tracing::{debug, warn};
 
 use super::manager::LimitError;
 use super::session::{self, Client};
-use crate::http::{self as h, Resp};
+use super::WsState;
 use crate::metrics::KindLabel;
-use crate::routes::{origin_allowed, ConnInfo};
-use crate::state::AppState;
+use crate::response::{self as h, Resp};
+use crate::server::{origin_allowed, same_origin, ConnInfo};
 
 /// How long the client gets to finish the upgrade after the 101.
 const UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -31,16 +31,7 @@ fn query_token(req: &Request<Incoming>) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// Same-origin check: the Origin's `host[:port]` equals the Host header.
-fn same_origin(req: &Request<Incoming>, origin: &HeaderValue) -> bool {
-    let (Some(host), Ok(origin)) = (req.headers().get(HOST), origin.to_str()) else {
-        return false;
-    };
-    let origin_host = origin.split_once("://").map(|(_, rest)| rest).unwrap_or("");
-    origin_host.as_bytes().eq_ignore_ascii_case(host.as_bytes())
-}
-
-fn reject(state: &AppState, status: StatusCode, kind: &'static str, message: &str) -> Resp {
+fn reject(state: &WsState, status: StatusCode, kind: &'static str, message: &str) -> Resp {
     state
         .metrics
         .connections_rejected
@@ -49,7 +40,7 @@ fn reject(state: &AppState, status: StatusCode, kind: &'static str, message: &st
     h::error(status, kind, message)
 }
 
-pub async fn handle(state: Arc<AppState>, conn: ConnInfo, mut req: Request<Incoming>) -> Resp {
+pub async fn handle(state: Arc<WsState>, conn: ConnInfo, mut req: Request<Incoming>) -> Resp {
     if !fastwebsockets::upgrade::is_upgrade_request(&req) {
         return reject(
             &state,
@@ -59,7 +50,7 @@ pub async fn handle(state: Arc<AppState>, conn: ConnInfo, mut req: Request<Incom
         );
     }
     if let Some(origin) = req.headers().get(ORIGIN) {
-        if !origin_allowed(&state, origin) && !same_origin(&req, origin) {
+        if !origin_allowed(&state.config().cors, origin) && !same_origin(&req, origin) {
             return reject(
                 &state,
                 StatusCode::FORBIDDEN,

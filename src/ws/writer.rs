@@ -11,7 +11,6 @@ use bytes::Bytes;
 use fastwebsockets::{Frame, Payload, WebSocketWrite};
 use tokio::io::AsyncWrite;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::metrics::Metrics;
@@ -45,8 +44,9 @@ pub enum WriterEnd {
     Failed,
 }
 
-/// Drain `rx` into `ws` until a close frame is written, the queue closes,
-/// `stop` fires with the queue empty, or a write fails or stalls past
+/// Drain `rx` into `ws` until a close frame is written, the queue closes
+/// (every sender dropped: the session and its generation ended; queued
+/// frames are written first), or a write fails or stalls past
 /// `write_timeout`. Frames available at once
 /// are written back to back and flushed together. Every `heartbeat` the
 /// writer also sends the protocol's JSON `ping` (the heartbeat lives here so
@@ -56,7 +56,6 @@ pub async fn run<S: AsyncWrite + Unpin>(
     mut rx: mpsc::Receiver<Out>,
     write_timeout: Duration,
     heartbeat: Duration,
-    stop: CancellationToken,
     metrics: &Metrics,
 ) -> WriterEnd {
     // Grows only once tokens flow: an idle session holds no buffer here.
@@ -70,12 +69,9 @@ pub async fn run<S: AsyncWrite + Unpin>(
                 Some(m) => m,
                 None => return WriterEnd::Drained,
             },
-            // The session ended and queued nothing more (a close frame, if
-            // any, was queued before `stop` and is taken first).
-            _ = stop.cancelled() => return WriterEnd::Drained,
             _ = tick.tick() => {
                 metrics.ws_message(crate::metrics::Direction::Out, "ping");
-                Out::Text(crate::ws::protocol::heartbeat("ping").into())
+                Out::Text(crate::ws::protocol::ping().into())
             }
         };
         let mut next = Some(first);

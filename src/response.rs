@@ -60,7 +60,7 @@ pub fn text(status: StatusCode, content_type: &'static str, body: impl Into<Byte
 
 /// Whether the request's `Accept` header prefers `mime` (a plain substring
 /// check is enough for the two cases the gateway distinguishes).
-pub fn accepts(req: &Request<Incoming>, mime: &str) -> bool {
+pub fn accepts<B>(req: &Request<B>, mime: &str) -> bool {
     req.headers()
         .get(http::header::ACCEPT)
         .and_then(|v| v.to_str().ok())
