@@ -105,9 +105,16 @@ pub fn reload(state: &AppState) -> Result<(), ReloadError> {
     if ollama_changed {
         state.ollama.store(Arc::new(OllamaClient::new(&new.ollama)));
     }
-    // The sessions of `changes.ended` are ended by the session layer; the
-    // ledger's epoch moved, so every session re-checks its token.
-    let _changes = state.auth.auth.reload(&new);
+    // Clients removed, re-keyed or with other permissions lose their
+    // sessions (1008, the reason); the epoch moved too, so every other
+    // session re-checks its token (open enrollment turned off, ...).
+    let changes = state.auth.auth.reload(&new);
+    for (client, reason) in &changes.ended {
+        let closed = state.ws.sessions.close_client(client, reason);
+        if closed > 0 {
+            info!(client_id = %client, reason, sessions_closed = closed, "reload: sessions closed");
+        }
+    }
     state.replace_config(new);
     Ok(())
 }

@@ -67,6 +67,19 @@ pub enum AuthError {
 }
 
 impl AuthError {
+    /// The reason a live session closes with (1008) when its token is
+    /// refused for this: says why, in a few words.
+    pub fn close_reason(&self) -> &'static str {
+        match self {
+            Self::Expired => "token expired",
+            Self::Revoked => "token revoked",
+            Self::FamilyRevoked => "token family revoked",
+            Self::ClientRevoked => "client revoked",
+            Self::UnknownClient => "client removed",
+            _ => "token refused",
+        }
+    }
+
     /// A short, stable code for 401 bodies and metrics labels.
     pub fn reason(&self) -> &'static str {
         match self {

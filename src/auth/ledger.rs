@@ -24,6 +24,8 @@ pub struct Ledger {
     cutoffs: CutoffStore,
     /// Moves on every revocation, cutoff, reload or cutoff file change.
     epoch: AtomicU64,
+    /// Tells live sessions the epoch moved (they re-check their token).
+    notify: tokio::sync::watch::Sender<u64>,
     /// `auth.leeway_secs`: how long after `exp` an entry is kept.
     leeway: u64,
     /// The longest token lifetime (seconds) this process has issued with:
@@ -47,6 +49,7 @@ impl Ledger {
             log,
             cutoffs,
             epoch: AtomicU64::new(0),
+            notify: tokio::sync::watch::Sender::new(0),
             leeway,
             max_ttl: AtomicU64::new(max_ttl),
         })
@@ -58,9 +61,15 @@ impl Ledger {
         self.epoch.load(Ordering::Acquire)
     }
 
-    /// Move the epoch (after a change is visible).
+    /// Move the epoch (after a change is visible) and wake the sessions.
     pub fn bump(&self) {
-        self.epoch.fetch_add(1, Ordering::AcqRel);
+        let now = self.epoch.fetch_add(1, Ordering::AcqRel) + 1;
+        self.notify.send_replace(now);
+    }
+
+    /// Wakes (`changed()`) whenever the epoch moves.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.notify.subscribe()
     }
 
     /// Remember a (possibly longer) token lifetime, e.g. after a reload.

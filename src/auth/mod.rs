@@ -54,6 +54,8 @@ pub const DISK_POLL_EVERY: Duration = Duration::from_secs(1);
 pub trait LiveSessions: Send + Sync {
     /// Close every session opened with token `jti` (1008); returns how many.
     fn revoke_jti(&self, jti: &str) -> usize;
+    /// Sessions running on token `jti` now.
+    fn count_jti(&self, jti: &str) -> usize;
 }
 
 /// What the `/auth/*` endpoints need, and nothing more: built once by
@@ -231,6 +233,17 @@ impl Auth {
         self.ledger.epoch()
     }
 
+    /// A receiver that wakes whenever [`Self::epoch`] moves: a live session
+    /// waits on it and then calls [`Self::recheck`].
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.ledger.subscribe()
+    }
+
+    /// `auth.leeway_secs`: a token is honoured this long after its `exp`.
+    pub fn leeway_secs(&self) -> u64 {
+        self.leeway
+    }
+
     /// Mint a pair for `who` with the configured lifetimes: in `family`
     /// (a refresh) or a new one (`None`), after the client's cutoff.
     pub fn issue_pair(
@@ -274,6 +287,9 @@ impl Auth {
             ended: old.changes_to(&new),
         };
         self.ledger.note_ttl(max_ttl_secs(&cfg.auth));
+        // The new client list first: a session woken by a cutoff below
+        // then sees its client gone ("client removed"), not only cut off.
+        self.policy.store(Arc::new(new));
         let at = cutoffs::now_us();
         for (client, reason) in &changes.ended {
             info!(client_id = %client, reason, "reload: the client's sessions end");
@@ -284,7 +300,6 @@ impl Auth {
                 error!(client_id = %client, error = %e, "reload: cannot store the client's cutoff; its older tokens are refused until a restart only");
             }
         }
-        self.policy.store(Arc::new(new));
         self.ledger.bump();
         changes
     }

@@ -151,13 +151,16 @@ async fn revoke_token(state: &AuthState, conn: &ConnInfo, token: &str) -> Resp {
             return invalid_token(&e);
         }
     };
+    // Sessions of the token close by themselves once the ledger moves (they
+    // watch it); count them first so the answer says how many there were.
+    let open = state.sessions.count_jti(&claims.jti);
     let c = claims.clone();
     match ledger_job(state, move |l, now| l.revoke_token(&c, now)).await {
         Ok(outcome) => {
             if outcome.token == Revoke::Stored {
                 state.metrics.revocations.inc();
             }
-            let closed = state.sessions.revoke_jti(&claims.jti);
+            let closed = state.sessions.revoke_jti(&claims.jti).max(open);
             state.metrics.auth("revoke", "ok");
             info!(
                 client_id = %claims.sub,

@@ -68,6 +68,10 @@ pub async fn handle(state: Arc<WsState>, conn: ConnInfo, mut req: Request<Incomi
             "send an access token as ?token=<jwt> or Authorization: Bearer <jwt>",
         );
     };
+    // Taken before the check: a revocation that lands between this check
+    // and the session's registration moves the epoch past it, and the
+    // session re-checks right after registering (session::run).
+    let epoch = state.auth.epoch();
     let claims = match state.auth.verify_access(token) {
         Ok(c) => c,
         Err(e) => {
@@ -120,8 +124,8 @@ pub async fn handle(state: Arc<WsState>, conn: ConnInfo, mut req: Request<Incomi
         }
     };
     let client = Client {
-        client_id: claims.sub,
-        jti: claims.jti,
+        claims,
+        epoch,
         models,
         conn,
     };
