@@ -82,6 +82,23 @@ pub struct Limits {
     pub auth_failures: FailureLimiter,
 }
 
+/// One connection's open-connection slot, shareable: the HTTP connection
+/// holds it, and so does a WebSocket session upgraded from it (it travels
+/// in the request's extensions), so the slot is freed only when both ended:
+/// `max_connections_per_ip` counts sessions for their whole life.
+#[derive(Clone)]
+pub struct HeldConn {
+    _guard: Arc<ConnGuard>,
+}
+
+impl HeldConn {
+    pub fn new(guard: ConnGuard) -> Self {
+        Self {
+            _guard: Arc::new(guard),
+        }
+    }
+}
+
 /// Holds one open-connection slot of an address; frees it on drop.
 pub struct ConnGuard {
     open: Arc<Mutex<HashMap<IpAddr, usize>>>,

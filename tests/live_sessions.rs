@@ -332,3 +332,68 @@ async fn a_revocation_during_the_upgrade_still_ends_the_session() {
     }
     eprintln!("{upgraded} of 12 upgrades got through before the cutoff");
 }
+
+/// A WebSocket over TLS that reports a refusal instead of panicking (a
+/// connection over the per-IP cap is closed at accept, before TLS).
+async fn try_open(gw: &Gateway, token: &str) -> Result<Ws, String> {
+    use rustls_pki_types::ServerName;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let tcp = tokio::net::TcpStream::connect(gw.addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let connector = tokio_rustls::TlsConnector::from(client_tls_config(gw.cert.as_ref().unwrap()));
+    let tls = connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    let url = format!("wss://localhost:{}/ws/chat?token={token}", gw.addr.port());
+    let req = url.into_client_request().unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(req, Box::new(tls) as BoxIo)
+        .await
+        .map_err(|e| e.to_string())?;
+    let ack = recv(&mut ws).await;
+    assert_eq!(ack["type"], "connection_ack");
+    Ok(ws)
+}
+
+/// One host may hold `max_connections_per_ip` connections, and a WebSocket
+/// session counts for as long as it lives (not only while its upgrade
+/// request is in flight): eight sessions from one address with a cap of six
+/// → two refused; closing one frees its slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_ip_cap_counts_websocket_sessions_for_their_life() {
+    let gw = open_gateway()
+        .set("limits.max_connections_per_ip", 6)
+        .start();
+    let token = access(&pair(&gw, "many", None).await).to_string();
+    let mut open = Vec::new();
+    let mut refused = 0;
+    for _ in 0..8 {
+        match try_open(&gw, &token).await {
+            Ok(ws) => open.push(ws),
+            Err(_) => refused += 1,
+        }
+    }
+    assert_eq!((open.len(), refused), (6, 2));
+    // Every session still works.
+    for ws in open.iter_mut() {
+        send(ws, &json!({"type": "ping"})).await;
+        assert_eq!(recv(ws).await["type"], "pong");
+    }
+    // Closing one frees a slot (polled: the server notices the close first).
+    let mut first = open.remove(0);
+    first.close(None).await.unwrap();
+    let _ = closed(&mut first).await;
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(ws) = try_open(&gw, &token).await {
+            open.push(ws);
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "the closed session's slot was not freed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -15,6 +15,7 @@ use tracing::{debug, warn};
 use super::manager::LimitError;
 use super::session::{self, Client};
 use super::WsState;
+use crate::limits::HeldConn;
 use crate::metrics::KindLabel;
 use crate::response::{self as h, Resp};
 use crate::server::{origin_allowed, same_origin, ConnInfo};
@@ -129,8 +130,11 @@ pub async fn handle(state: Arc<WsState>, conn: ConnInfo, mut req: Request<Incomi
         models,
         conn,
     };
+    // The connection's per-IP slot lives as long as the session.
+    let held = req.extensions_mut().remove::<HeldConn>();
     let task_state = state.clone();
     state.tasks.spawn(async move {
+        let _held = held;
         match tokio::time::timeout(UPGRADE_TIMEOUT, fut).await {
             Ok(Ok(ws)) => session::run(task_state, ws, slot, client).await,
             Ok(Err(e)) => debug!(peer = %conn.peer, error = %e, "upgrade failed"),
