@@ -397,3 +397,12 @@ async fn per_ip_cap_counts_websocket_sessions_for_their_life() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The shipped config.toml limits one client id to three sessions.
+#[test]
+fn shipped_config_caps_sessions_per_client() {
+    let path = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"));
+    let text = std::fs::read_to_string(path).unwrap();
+    let cfg = tars::config::from_toml_str(&text, Some(path)).unwrap();
+    assert_eq!(cfg.websocket.max_connections_per_client, Some(3));
+}
