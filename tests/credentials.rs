@@ -546,3 +546,20 @@ async fn reload_removing_a_client_or_changing_its_secret_ends_its_tokens() {
     assert_eq!(validate(&gw, &token(&new_rotated)).await.status, 200);
     assert_eq!(validate(&gw, &token(&stays)).await.status, 200);
 }
+
+/// Open enrollment says at start what it costs: per-client limits mean
+/// nothing when any id gets tokens.
+#[test]
+fn open_enrollment_warning_says_per_client_limits_mean_nothing() {
+    let gw = gateway().plain().set("auth.open_enrollment", true).start();
+    gw.wait_for_log("per-client limits", Duration::from_secs(5));
+    let logs = gw.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("per-client limits"))
+        .unwrap();
+    assert!(
+        line.contains("WARN") && line.contains("max_connections_per_client"),
+        "{line}"
+    );
+}

@@ -45,6 +45,12 @@ use clients::Policy;
 use ledger::Ledger;
 use tokens::TokenKeys;
 
+/// Logged at every start (and reload) with open enrollment on.
+pub const OPEN_ENROLLMENT_WARNING: &str = "auth.open_enrollment = true: any client id gets tokens without a secret, \
+     so per-client limits (chat_per_minute, max_connections_per_client, max_conversations_per_client) \
+     mean nothing: a client takes another id; only the global and per-IP caps hold. \
+     Insecure on a shared network: register clients and turn it off";
+
 /// How often `data_dir` is checked for a cutoff written by `tars revoke`.
 pub const DISK_POLL_EVERY: Duration = Duration::from_secs(1);
 
@@ -155,10 +161,7 @@ impl Auth {
             max_ttl_secs(&cfg.auth),
         )?;
         if cfg.auth.open_enrollment {
-            warn!(
-                "auth.open_enrollment = true: any client id gets tokens without a secret; \
-                 this is insecure on a shared network: register clients and turn it off"
-            );
+            warn!("{OPEN_ENROLLMENT_WARNING}");
         }
         let slots = std::thread::available_parallelism().map_or(2, |n| n.get());
         Ok(Self {
@@ -281,7 +284,7 @@ impl Auth {
         let old = self.policy.load_full();
         let new = Policy::from_config(&cfg.auth);
         if cfg.auth.open_enrollment && !old.open_enrollment {
-            warn!("auth.open_enrollment turned on by reload: any client id gets tokens without a secret");
+            warn!("turned on by reload: {OPEN_ENROLLMENT_WARNING}");
         }
         let changes = ReloadChanges {
             ended: old.changes_to(&new),

@@ -227,6 +227,9 @@ pub struct OllamaConfig {
     pub history_turns: usize,
     pub max_conversations_per_client: usize,
     pub conversation_idle: Duration,
+    /// Text bytes of all remembered conversations of all clients together;
+    /// the least recently used are dropped first beyond it.
+    pub max_conversation_bytes: usize,
 }
 
 #[derive(Debug, Clone)]

@@ -197,6 +197,7 @@ pub struct RawOllama {
     pub history_turns: usize,
     pub max_conversations_per_client: usize,
     pub conversation_idle_secs: u64,
+    pub max_conversation_bytes: usize,
 }
 
 impl Default for RawOllama {
@@ -220,6 +221,7 @@ impl Default for RawOllama {
             history_turns: 20,
             max_conversations_per_client: 32,
             conversation_idle_secs: 3600,
+            max_conversation_bytes: 64 * 1024 * 1024,
         }
     }
 }

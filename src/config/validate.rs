@@ -329,6 +329,11 @@ pub fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         )?,
         conversation_idle: c
             .positive_secs("ollama.conversation_idle_secs", o.conversation_idle_secs)?,
+        max_conversation_bytes: c.at_least(
+            "ollama.max_conversation_bytes",
+            o.max_conversation_bytes,
+            1024,
+        )?,
     };
 
     // [auth]

@@ -72,6 +72,7 @@ fn bounds(cfg: &Config) -> Bounds {
         turns: cfg.ollama.history_turns,
         per_client: cfg.ollama.max_conversations_per_client,
         idle: cfg.ollama.conversation_idle,
+        total_bytes: cfg.ollama.max_conversation_bytes,
     }
 }
 
