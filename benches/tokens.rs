@@ -40,7 +40,7 @@ fn bench(c: &mut Criterion) {
         let who = who();
         let mut g = c.benchmark_group(format!("tokens/{alg}"));
         g.bench_function("issue_pair", |b| {
-            b.iter(|| auth.issue_pair(black_box(&who)).unwrap())
+            b.iter(|| auth.issue_pair(black_box(&who), None).unwrap())
         });
         g.bench_function("issue_access", |b| {
             b.iter(|| {
@@ -53,7 +53,7 @@ fn bench(c: &mut Criterion) {
                 .unwrap()
             })
         });
-        let pair = auth.issue_pair(&who).unwrap();
+        let pair = auth.issue_pair(&who, None).unwrap();
         g.bench_function("verify_access", |b| {
             b.iter(|| auth.verify_access(black_box(&pair.access_token)).unwrap())
         });

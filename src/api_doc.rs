@@ -428,19 +428,24 @@ mod paths {
     /// `POST /auth/revoke`.
     #[utoipa::path(
         post, path = "/auth/revoke", tag = "auth",
-        summary = "Revoke a token",
+        summary = "Revoke a token and its family, or (admin) every token of a client",
         description = "Revokes the token in the body (`{\"token\": ...}`) or, without a body, the \
-            bearer token. Access and refresh tokens alike; `/ws/chat` sessions opened with it are \
-            closed with code 1008. The 200 is sent only once the revocation is on disk.",
+            bearer token, together with its token family: revoking an access token also revokes the \
+            refresh token minted with it and every later pair of that chain. Access and refresh \
+            tokens alike; `/ws/chat` sessions opened with it are closed with code 1008. \
+            `{\"client_id\": ...}` with an admin client's bearer token revokes every token issued \
+            to that client until now (it can sign in again); other callers get 403. The 200 is sent \
+            only once the revocation is on disk.",
         security((), ("bearer" = [])),
         request_body(content = RevokeRequest, content_type = "application/json",
             description = "Optional: without a body the bearer token is revoked.",
             example = json!({"token": "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9..."})),
         responses(
             (status = 200, description = "Revoked", body = RevokedBody,
-             example = json!({"jti": "0b5c2a8e-8f3c-4a57-9d3e-2f6f1c1e4b7a", "revoked": true, "sessions_closed": 1})),
-            (status = 400, description = "Malformed JSON", body = ErrorBody),
+             example = json!({"family": "5d0c8f8e-2b7a-4c1e-9f3d-8a6b1e2c4d5f", "jti": "0b5c2a8e-8f3c-4a57-9d3e-2f6f1c1e4b7a", "revoked": true, "sessions_closed": 1})),
+            (status = 400, description = "Malformed JSON, both `token` and `client_id`, or a malformed `client_id`", body = ErrorBody),
             (status = 401, description = "No token, or one that is not valid", body = TokenErrorBody),
+            (status = 403, description = "`client_id` revocation by a client that is not an admin", body = ErrorBody),
             (status = 413, description = "Body too large", body = ErrorBody),
             (status = 408, description = "The body did not arrive within 10 s (`body_timeout`)", body = ErrorBody),
             (status = 415, description = "A body not sent as `application/json`", body = ErrorBody),
@@ -459,6 +464,7 @@ mod paths {
             (status = 200, description = "Healthy", body = AuthHealthBody,
              example = json!({"access_ttl_secs": 86400, "algorithm": "HS256", "open_enrollment": false,
                               "refresh_ttl_secs": 604800, "registered_clients": 2, "revoked_count": 0,
+                              "revoked_families": 0, "client_cutoffs": 0,
                               "status": "healthy"})),
         ),
     )]
@@ -599,6 +605,17 @@ mod tests {
                 "{codes}"
             );
         }
+        // A revoke body names a token or a client (oneOf), never both.
+        let revoke = &d["components"]["schemas"]["RevokeRequest"];
+        assert_eq!(
+            revoke["oneOf"].as_array().map(Vec::len),
+            Some(2),
+            "{revoke}"
+        );
+        assert_eq!(
+            d["components"]["schemas"]["RevokeClient"]["required"],
+            serde_json::json!(["client_id"])
+        );
         assert_eq!(
             d["paths"]["/ws/sessions"]["get"]["security"][0][BEARER],
             serde_json::json!([])

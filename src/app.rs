@@ -99,6 +99,13 @@ impl Server {
         // Background tasks end when the drain begins; they are awaited so
         // that nothing of this server outlives `run`.
         let mut background = vec![spawn_housekeeping(state.clone())];
+        {
+            // Cutoffs written by `tars revoke` while this server runs.
+            let state = state.clone();
+            background.push(tokio::spawn(async move {
+                state.auth.auth.watch_data_dir(&state.shutdown).await
+            }));
+        }
         if let Some(every) = state.config().tls.watch_interval {
             background.extend(crate::reload::spawn_cert_watch(state.clone(), every));
         }

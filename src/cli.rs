@@ -59,6 +59,14 @@ pub enum Command {
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=8784))]
         ttl_hours: Option<u64>,
     },
+    /// Revoke every token a client holds now (a lost or stolen device); it
+    /// can sign in again with its secret. Works offline: a running gateway
+    /// on the same data_dir applies it within a second.
+    Revoke {
+        /// The client id to cut off.
+        #[arg(long, value_name = "ID")]
+        client: String,
+    },
     /// Chat with a gateway from the terminal: prompts from stdin, streamed answers on stdout.
     Chat(crate::client::ChatArgs),
 }
@@ -75,6 +83,7 @@ pub fn main() -> ExitCode {
             client_id,
             ttl_hours,
         } => token(&cli.config, &client_id, ttl_hours),
+        Command::Revoke { client } => revoke(&cli.config, &client),
         Command::Chat(args) => match tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -193,7 +202,8 @@ fn token(path: &Path, client_id: &str, ttl_hours: Option<u64>) -> ExitCode {
         client_id: client_id.to_string(),
         ..Default::default()
     };
-    match keys.issue_pair(&who, access_ttl, cfg.auth.refresh_ttl) {
+    let at = crate::auth::Issue::new_family(None);
+    match keys.issue_pair(&who, access_ttl, cfg.auth.refresh_ttl, at) {
         Ok(pair) => {
             println!(
                 "{}",
@@ -330,4 +340,44 @@ fn spawn_sighup(server: Handle) {
             crate::systemd::ready(&server.status_line());
         }
     });
+}
+
+/// `tars revoke --client X`: set X's cutoff in data_dir (see
+/// `auth::cutoffs`), whether or not a gateway is running.
+fn revoke(path: &Path, client_id: &str) -> ExitCode {
+    let cfg = match load_config(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if !config::valid_client_id(client_id) {
+        return refuse(format!(
+            "--client {client_id:?}: use 1-128 characters of A-Z a-z 0-9 . _ -"
+        ));
+    }
+    match crate::auth::revoke_client_offline(&cfg, client_id) {
+        Ok((file, at_us)) => {
+            let secs = i64::try_from(at_us / 1_000_000).unwrap_or(0);
+            let when = time::OffsetDateTime::from_unix_timestamp(secs)
+                .ok()
+                .and_then(|t| {
+                    t.format(&time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
+                .unwrap_or_default();
+            println!(
+                "client {client_id:?}: every token issued before {when} is refused (written to {}); \
+                 a running gateway applies it within {} s",
+                file.display(),
+                crate::auth::DISK_POLL_EVERY.as_secs().max(1)
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!(
+                "tars: error: {}: key `server.data_dir`: cannot record the cutoff: {e}",
+                path.display()
+            );
+            ExitCode::from(1)
+        }
+    }
 }

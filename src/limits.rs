@@ -12,8 +12,10 @@
 //! buckets are forgotten when the map grows, so memory stays bounded by the
 //! number of recently failing addresses.
 //!
-//! IPv6 clients are counted per /64 (one host usually owns a whole /64), and
-//! IPv4-mapped IPv6 addresses as the IPv4 address.
+//! IPv6 clients are counted per `[limits] ipv6_prefix_len` leading bits
+//! (default 128: each address alone; 64 groups the hosts of one network, for
+//! clients that rotate privacy addresses), and IPv4-mapped IPv6 addresses as
+//! the IPv4 address ([`ip_key`]).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -26,15 +28,18 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use crate::config::LimitsConfig;
 
-/// The key an address is counted under.
-pub fn ip_key(ip: IpAddr) -> IpAddr {
+/// The key an address is counted under: an IPv4 address (mapped ones
+/// unwrapped) as it is, an IPv6 address with all but its first
+/// `v6_prefix_len` bits (1-128; larger counts as 128) cleared.
+pub fn ip_key(ip: IpAddr, v6_prefix_len: u8) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => IpAddr::V4(v4),
             None => {
-                let s = v6.segments();
-                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+                let keep = u32::from(v6_prefix_len.min(128));
+                let mask = u128::MAX.checked_shl(128 - keep).unwrap_or(0);
+                IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & mask))
             }
         },
     }
@@ -70,9 +75,28 @@ pub struct Limits {
     chat: DefaultKeyedRateLimiter<String>,
     open: Arc<Mutex<HashMap<IpAddr, usize>>>,
     max_open: usize,
+    /// `[limits] ipv6_prefix_len`, for [`ip_key`].
+    v6_prefix: u8,
     /// Failed `/auth/token` attempts (its rate is reloadable, so it is
     /// passed on each call from `auth.max_failed_attempts_per_minute`).
     pub auth_failures: FailureLimiter,
+}
+
+/// One connection's open-connection slot, shareable: the HTTP connection
+/// holds it, and so does a WebSocket session upgraded from it (it travels
+/// in the request's extensions), so the slot is freed only when both ended:
+/// `max_connections_per_ip` counts sessions for their whole life.
+#[derive(Clone)]
+pub struct HeldConn {
+    _guard: Arc<ConnGuard>,
+}
+
+impl HeldConn {
+    pub fn new(guard: ConnGuard) -> Self {
+        Self {
+            _guard: Arc::new(guard),
+        }
+    }
 }
 
 /// Holds one open-connection slot of an address; frees it on drop.
@@ -102,14 +126,15 @@ impl Limits {
             chat: RateLimiter::keyed(Quota::per_minute(nz(cfg.chat_per_minute))),
             open: Arc::new(Mutex::new(HashMap::new())),
             max_open: cfg.max_connections_per_ip,
-            auth_failures: FailureLimiter::new(),
+            v6_prefix: cfg.ipv6_prefix_len,
+            auth_failures: FailureLimiter::new(cfg.ipv6_prefix_len),
         }
     }
 
     /// Admit a new connection from `ip`, or say why not. Keep the guard for
     /// as long as the connection is open.
     pub fn admit_connection(&self, ip: IpAddr) -> Result<ConnGuard, ConnRefusal> {
-        let key = ip_key(ip);
+        let key = ip_key(ip, self.v6_prefix);
         let mut g = self.open.lock().unwrap_or_else(|p| p.into_inner());
         let n = g.get(&key).copied().unwrap_or(0);
         if n >= self.max_open {
@@ -134,7 +159,7 @@ impl Limits {
 
     /// One `/auth/*` request from `ip`; `Err` is how long to wait.
     pub fn auth(&self, ip: IpAddr) -> Result<(), Duration> {
-        self.wait(self.auth.check_key(&ip_key(ip)))
+        self.wait(self.auth.check_key(&ip_key(ip, self.v6_prefix)))
     }
 
     /// One chat message from `client_id`; `Err` is how long to wait.
@@ -168,10 +193,13 @@ struct Bucket {
     updated: Instant,
 }
 
-/// Failed-attempt buckets by client address (IPv6 by /64, as everywhere here).
+/// Failed-attempt buckets by client address (keyed by [`ip_key`], as
+/// everywhere here).
 #[derive(Debug, Default)]
 pub struct FailureLimiter {
     buckets: Mutex<HashMap<IpAddr, Bucket>>,
+    /// `[limits] ipv6_prefix_len` (0, the default: 128).
+    v6_prefix: u8,
 }
 
 fn refill(b: &mut Bucket, per_minute: u32, now: Instant) {
@@ -182,8 +210,23 @@ fn refill(b: &mut Bucket, per_minute: u32, now: Instant) {
 }
 
 impl FailureLimiter {
-    pub fn new() -> Self {
-        Self::default()
+    /// Buckets keyed by [`ip_key`] with `v6_prefix_len`.
+    pub fn new(v6_prefix_len: u8) -> Self {
+        Self {
+            buckets: Mutex::default(),
+            v6_prefix: v6_prefix_len,
+        }
+    }
+
+    fn key(&self, ip: IpAddr) -> IpAddr {
+        ip_key(
+            ip,
+            if self.v6_prefix == 0 {
+                128
+            } else {
+                self.v6_prefix
+            },
+        )
     }
 
     /// Take one attempt for `ip`. `Err(secs)` when the address is limited:
@@ -198,7 +241,7 @@ impl FailureLimiter {
                 b.tokens < cap
             });
         }
-        let b = map.entry(ip_key(ip)).or_insert(Bucket {
+        let b = map.entry(self.key(ip)).or_insert(Bucket {
             tokens: f64::from(per_minute),
             updated: now,
         });
@@ -217,7 +260,7 @@ impl FailureLimiter {
     pub fn refund(&self, ip: IpAddr, per_minute: u32, now: Instant) {
         let per_minute = per_minute.max(1);
         let mut map = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(b) = map.get_mut(&ip_key(ip)) {
+        if let Some(b) = map.get_mut(&self.key(ip)) {
             refill(b, per_minute, now);
             b.tokens = (b.tokens + 1.0).min(f64::from(per_minute));
         }
@@ -240,6 +283,7 @@ mod tests {
             auth_per_minute: 3,
             connections_per_second: 3,
             max_connections_per_ip: 2,
+            ipv6_prefix_len: 128,
         }
     }
 
@@ -289,12 +333,39 @@ mod tests {
     }
 
     #[test]
-    fn ipv6_grouped_by_64_and_mapped_v4_unwrapped() {
-        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
-        let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().unwrap();
-        assert_eq!(ip_key(a), ip_key(b));
-        let m: IpAddr = "::ffff:192.168.1.5".parse().unwrap();
-        assert_eq!(ip_key(m), "192.168.1.5".parse::<IpAddr>().unwrap());
+    fn ipv6_per_prefix_and_mapped_v4_unwrapped() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let (a, b) = (ip("2001:db8:1:2:aaaa::1"), ip("2001:db8:1:2:bbbb::2"));
+        assert_ne!(ip_key(a, 128), ip_key(b, 128));
+        assert_eq!(ip_key(a, 128), a);
+        assert_eq!(ip_key(a, 64), ip_key(b, 64));
+        assert_eq!(ip_key(a, 64), ip("2001:db8:1:2::"));
+        assert_eq!(ip_key(a, 56), ip("2001:db8:1::"));
+        assert_eq!(ip_key(a, 1), ip("::"));
+        assert_ne!(ip_key(ip("2001:db8:1:3::1"), 64), ip_key(a, 64));
+        let m = ip("::ffff:192.168.1.5");
+        assert_eq!(ip_key(m, 64), ip("192.168.1.5"));
+        assert_eq!(ip_key(ip("10.1.2.3"), 1), ip("10.1.2.3"));
+    }
+
+    #[test]
+    fn ipv6_prefix_groups_open_connections() {
+        let per_address = Limits::new(&cfg());
+        let (a, b) = (
+            "2001:db8::1".parse().unwrap(),
+            "2001:db8::2".parse().unwrap(),
+        );
+        let _g = [
+            per_address.admit_connection(a),
+            per_address.admit_connection(a),
+        ];
+        assert!(per_address.admit_connection(b).is_ok());
+        let per_net = Limits::new(&LimitsConfig {
+            ipv6_prefix_len: 64,
+            ..cfg()
+        });
+        let _h = [per_net.admit_connection(a), per_net.admit_connection(b)];
+        assert_eq!(per_net.admit_connection(a).err(), Some(ConnRefusal::Open));
     }
 
     fn ip(s: &str) -> IpAddr {
@@ -303,7 +374,7 @@ mod tests {
 
     #[test]
     fn limit_then_refill() {
-        let l = FailureLimiter::new();
+        let l = FailureLimiter::new(128);
         let t0 = Instant::now();
         for _ in 0..3 {
             l.acquire(ip("10.0.0.1"), 3, t0).unwrap();
@@ -322,7 +393,7 @@ mod tests {
 
     #[test]
     fn refund_returns_the_attempt() {
-        let l = FailureLimiter::new();
+        let l = FailureLimiter::new(128);
         let t0 = Instant::now();
         for _ in 0..10 {
             l.acquire(ip("10.0.0.1"), 2, t0).unwrap();
@@ -331,8 +402,8 @@ mod tests {
     }
 
     #[test]
-    fn failure_buckets_group_ipv6_by_64_and_unwrap_mapped_v4() {
-        let l = FailureLimiter::new();
+    fn failure_buckets_group_ipv6_by_prefix_and_unwrap_mapped_v4() {
+        let l = FailureLimiter::new(64);
         let t0 = Instant::now();
         l.acquire(ip("2001:db8::1"), 1, t0).unwrap();
         assert!(l.acquire(ip("2001:db8::ffff:2"), 1, t0).is_err());

@@ -62,17 +62,19 @@ fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
         ol.auth_per_minute,
         ol.connections_per_second,
         ol.max_connections_per_ip,
+        ol.ipv6_prefix_len,
     ) != (
         nl.chat_per_minute,
         nl.auth_per_minute,
         nl.connections_per_second,
         nl.max_connections_per_ip,
+        nl.ipv6_prefix_len,
     ) {
         v.push("limits (rates and per-IP connections)");
     }
-    if format!("{:?}", old.auth.secret) != format!("{:?}", new.auth.secret)
-        || old.auth.algorithm != new.auth.algorithm
-    {
+    // By value: the `Debug` of an inline key is redacted, so two different
+    // keys would render the same.
+    if old.auth.secret != new.auth.secret || old.auth.algorithm != new.auth.algorithm {
         v.push("auth.secret/auth.algorithm");
     }
     v
@@ -103,7 +105,16 @@ pub fn reload(state: &AppState) -> Result<(), ReloadError> {
     if ollama_changed {
         state.ollama.store(Arc::new(OllamaClient::new(&new.ollama)));
     }
-    state.auth.auth.reload(&new);
+    // Clients removed, re-keyed or with other permissions lose their
+    // sessions (1008, the reason); the epoch moved too, so every other
+    // session re-checks its token (open enrollment turned off, ...).
+    let changes = state.auth.auth.reload(&new);
+    for (client, reason) in &changes.ended {
+        let closed = state.ws.sessions.close_client(client, reason);
+        if closed > 0 {
+            info!(client_id = %client, reason, sessions_closed = closed, "reload: sessions closed");
+        }
+    }
     state.replace_config(new);
     Ok(())
 }
@@ -155,4 +166,24 @@ pub fn spawn_cert_watch(state: Arc<AppState>, every: Duration) -> Option<JoinHan
             }
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_changed_inline_key_is_noticed_though_its_debug_is_redacted() {
+        let cfg = |key: &str| {
+            let text = format!("[tls]\nenabled = false\n[auth]\nsecret = \"{key}\"\n");
+            config::from_toml_str(&text, Some(Path::new("/x/config.toml"))).unwrap()
+        };
+        let (a, b) = (cfg(&"a".repeat(40)), cfg(&"b".repeat(40)));
+        assert_eq!(
+            format!("{:?}", a.auth.secret),
+            format!("{:?}", b.auth.secret)
+        );
+        assert_eq!(restart_only(&a, &b), vec!["auth.secret/auth.algorithm"]);
+        assert!(restart_only(&a, &a.clone()).is_empty());
+    }
 }

@@ -26,7 +26,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::config::{CorsConfig, SharedConfig};
-use crate::limits::Limits;
+use crate::limits::{HeldConn, Limits};
 use crate::metrics::{KindLabel, Metrics};
 use crate::response::Resp;
 use crate::tls::CertStore;
@@ -108,9 +108,9 @@ where
                         }
                     };
                     let (conn_l, acceptor, service) = (l.clone(), acceptor.clone(), service.clone());
+                    let held = HeldConn::new(guard);
                     l.tasks.spawn(async move {
-                        serve_socket(tcp, peer, acceptor, conn_l, service).await;
-                        drop(guard);
+                        serve_socket(tcp, peer, acceptor, conn_l, service, held).await;
                     });
                 }
                 Err(e) => {
@@ -154,6 +154,7 @@ async fn serve_socket<S, F>(
     acceptor: Option<TlsAcceptor>,
     l: Listener,
     service: S,
+    held: HeldConn,
 ) where
     S: Fn(ConnInfo, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Resp> + Send + 'static,
@@ -165,7 +166,7 @@ async fn serve_socket<S, F>(
                 peer,
                 secure: false,
             };
-            serve_http(tcp, conn, &l, service).await
+            serve_http(tcp, conn, &l, service, held).await
         }
         Some(acceptor) => {
             let timeout = l.config.get().server.tls_handshake_timeout;
@@ -176,7 +177,7 @@ async fn serve_socket<S, F>(
             match handshake {
                 Ok(Ok(tls)) => {
                     let conn = ConnInfo { peer, secure: true };
-                    serve_http(tls, conn, &l, service).await
+                    serve_http(tls, conn, &l, service, held).await
                 }
                 Ok(Err(e)) => {
                     l.metrics.tls_handshake_failures.inc();
@@ -191,7 +192,7 @@ async fn serve_socket<S, F>(
     }
 }
 
-async fn serve_http<IO, S, F>(io: IO, conn: ConnInfo, l: &Listener, service: S)
+async fn serve_http<IO, S, F>(io: IO, conn: ConnInfo, l: &Listener, service: S, held: HeldConn)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: Fn(ConnInfo, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
@@ -208,7 +209,9 @@ where
         builder.max_headers(cfg.server.max_headers);
     }
     drop(cfg);
-    let svc = service_fn(move |req| {
+    let svc = service_fn(move |mut req: Request<Incoming>| {
+        // A WebSocket upgrade takes the connection's slot along.
+        req.extensions_mut().insert(held.clone());
         let fut = service(conn, req);
         async move { Ok::<_, Infallible>(fut.await) }
     });

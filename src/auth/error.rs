@@ -50,6 +50,14 @@ pub enum AuthError {
     /// The token's `jti` is in the revocation store.
     #[error("the token has been revoked")]
     Revoked,
+    /// The token's family was revoked: one of its refresh tokens was
+    /// presented twice (possible theft), or one of its tokens was revoked.
+    #[error("the token's family has been revoked")]
+    FamilyRevoked,
+    /// The token was issued at or before its client's cutoff (an admin
+    /// revoked the client, or its entry was removed or its secret changed).
+    #[error("the token was issued before its client's tokens were revoked")]
+    ClientRevoked,
     /// `sub` is neither a registered client nor allowed by open enrollment.
     #[error("the token's client is not registered")]
     UnknownClient,
@@ -59,6 +67,19 @@ pub enum AuthError {
 }
 
 impl AuthError {
+    /// The reason a live session closes with (1008) when its token is
+    /// refused for this: says why, in a few words.
+    pub fn close_reason(&self) -> &'static str {
+        match self {
+            Self::Expired => "token expired",
+            Self::Revoked => "token revoked",
+            Self::FamilyRevoked => "token family revoked",
+            Self::ClientRevoked => "client revoked",
+            Self::UnknownClient => "client removed",
+            _ => "token refused",
+        }
+    }
+
     /// A short, stable code for 401 bodies and metrics labels.
     pub fn reason(&self) -> &'static str {
         match self {
@@ -75,6 +96,8 @@ impl AuthError {
             Self::WrongAudience => "wrong_audience",
             Self::WrongTokenType { .. } => "wrong_token_type",
             Self::Revoked => "revoked",
+            Self::FamilyRevoked => "family_revoked",
+            Self::ClientRevoked => "client_revoked",
             Self::UnknownClient => "unknown_client",
             Self::Signing => "signing_failed",
         }
@@ -111,6 +134,15 @@ pub enum AuthInitError {
         path: PathBuf,
         message: String,
     },
+    /// A file in `data_dir` is a symbolic link (see [`super::files`]).
+    #[error("key `server.data_dir`: {0}")]
+    Link(std::io::Error),
+    /// `cutoffs.json` could not be read or does not parse.
+    #[error("key `server.data_dir`: {path}: cannot load the client cutoffs: {source}", path = .path.display())]
+    Cutoffs {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// The revocation store could not be loaded or rewritten.
     #[error("key `server.data_dir`: {path}: cannot {action} the revocation log: {source}: make the folder writable by the tars user", path = .path.display())]
     Store {
@@ -118,4 +150,35 @@ pub enum AuthInitError {
         action: &'static str,
         source: std::io::Error,
     },
+}
+
+impl AuthInitError {
+    /// A cutoffs error, or [`Self::Link`] when `source` is a refused link.
+    pub(crate) fn cutoffs(path: &std::path::Path, source: std::io::Error) -> Self {
+        if super::files::is_symlink_refusal(&source) {
+            Self::Link(source)
+        } else {
+            Self::Cutoffs {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
+    }
+
+    /// A store error, or [`Self::Link`] when `source` is a refused link.
+    pub(crate) fn store(
+        path: &std::path::Path,
+        action: &'static str,
+        source: std::io::Error,
+    ) -> Self {
+        if super::files::is_symlink_refusal(&source) {
+            Self::Link(source)
+        } else {
+            Self::Store {
+                path: path.to_path_buf(),
+                action,
+                source,
+            }
+        }
+    }
 }

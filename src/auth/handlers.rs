@@ -3,23 +3,21 @@
 //! - `POST /auth/token` `{client_id, client_secret?, device_name?, device_type?}`
 //!   → a token pair. Unknown client and wrong secret get the same 401 and the
 //!   same argon2 cost; failed attempts are limited per IP (429 + `Retry-After`).
-//! - `POST /auth/refresh` `{refresh_token}` → a new pair; the used refresh
-//!   token is revoked (persisted) first, so a second use is refused and
-//!   logged as possible theft.
+//! - `POST /auth/refresh` `{refresh_token}` → a new pair in the same token
+//!   family; the used refresh token is recorded (persisted) first, so a
+//!   second use is refused, revokes the whole family (RFC 9700 §4.14.2: the
+//!   thief's fresh pair dies with it) and is logged as a security event.
 //! - `POST /auth/validate` with `Authorization: Bearer` → the access token's
 //!   claims, or 401 `{valid: false, reason}`.
-//! - `POST /auth/revoke` → revokes the token in the JSON body `{token}` or,
-//!   when there is no body, the bearer token (the body wins when both are
-//!   sent: the header may authenticate the caller while the body names the
-//!   token to revoke). Either token type may be revoked. The 200 is sent only
-//!   after the revocation is on disk.
+//! - `POST /auth/revoke`: a token and its family, or (admin) a whole client;
+//!   see [`super::revoke`].
 //! - `GET /auth/health`.
 //!
 //! Nothing here logs a token or a secret: only client ids, `jti`s and peers.
 
 use std::time::Instant;
 
-use http::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{HeaderValue, RETRY_AFTER};
 use http::{Request, StatusCode};
 use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
@@ -28,6 +26,7 @@ use utoipa::ToSchema;
 
 use super::clients::{self, Credential};
 use super::revocation::Revoke;
+pub(crate) use super::revoke::{revoke, RevokeRequest, RevokedBody};
 use super::tokens::{now_secs, Claims, Subject, TokenType};
 use super::AuthError;
 use super::AuthState;
@@ -70,14 +69,6 @@ pub(crate) struct TokenRequest {
 pub(crate) struct RefreshRequest {
     /// A refresh token from `/auth/token` or an earlier refresh; each is accepted once.
     refresh_token: String,
-}
-
-/// `POST /auth/revoke` body (optional: without it the bearer token is revoked).
-#[derive(Deserialize, ToSchema)]
-pub(crate) struct RevokeRequest {
-    /// The access or refresh token to revoke.
-    #[serde(default)]
-    token: Option<String>,
 }
 
 /// A 401 for a refused token: `reason` is a stable code (`expired`,
@@ -128,17 +119,6 @@ pub(crate) struct NotValidBody {
     valid: bool,
 }
 
-/// `POST /auth/revoke` 200.
-#[derive(Serialize, ToSchema)]
-pub(crate) struct RevokedBody {
-    /// The revoked token's id.
-    jti: String,
-    /// Always `true`: the revocation is on disk.
-    revoked: bool,
-    /// Open `/ws/chat` sessions of this token, closed with code 1008.
-    sessions_closed: usize,
-}
-
 /// `GET /auth/health` 200.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct AuthHealthBody {
@@ -150,8 +130,12 @@ pub(crate) struct AuthHealthBody {
     open_enrollment: bool,
     refresh_ttl_secs: u64,
     registered_clients: usize,
-    /// Revoked tokens not yet expired.
+    /// Revoked (or used refresh) tokens not yet expired.
     revoked_count: usize,
+    /// Revoked token families not yet expired.
+    revoked_families: usize,
+    /// Clients with a cutoff (tokens issued before it are refused).
+    client_cutoffs: usize,
     /// Always `healthy`.
     #[schema(example = "healthy")]
     status: &'static str,
@@ -165,7 +149,7 @@ fn invalid_client() -> Resp {
     )
 }
 
-fn invalid_token(e: &AuthError) -> Resp {
+pub(crate) fn invalid_token(e: &AuthError) -> Resp {
     h::json(
         StatusCode::UNAUTHORIZED,
         &TokenErrorBody {
@@ -176,7 +160,7 @@ fn invalid_token(e: &AuthError) -> Resp {
     )
 }
 
-fn internal(code: &str, message: &str) -> Resp {
+pub(crate) fn internal(code: &str, message: &str) -> Resp {
     h::error(StatusCode::INTERNAL_SERVER_ERROR, code, message)
 }
 
@@ -251,10 +235,12 @@ pub async fn token(state: &AuthState, conn: ConnInfo, req: Request<Incoming>) ->
     let credential = auth.policy().credential(&body.client_id);
     let ok = match &credential {
         Credential::Open => true,
-        Credential::Registered(phc) => {
-            check_secret(state, Some(phc.clone()), body.client_secret).await
+        Credential::Registered(phc) => check_secret(state, phc.clone(), body.client_secret).await,
+        Credential::Unknown(dummy) => {
+            // Same cost as a registered id, then refused whatever it says.
+            let _ = check_secret(state, dummy.clone(), body.client_secret).await;
+            false
         }
-        Credential::Unknown => check_secret(state, None, body.client_secret).await,
     };
     if !ok {
         state.metrics.auth("token", "invalid_client");
@@ -267,7 +253,7 @@ pub async fn token(state: &AuthState, conn: ConnInfo, req: Request<Incoming>) ->
         device_name: body.device_name,
         device_type: body.device_type,
     };
-    match auth.issue_pair(&who) {
+    match auth.issue_pair(&who, None) {
         Ok(pair) => {
             state.metrics.auth("token", "ok");
             info!(
@@ -287,26 +273,55 @@ pub async fn token(state: &AuthState, conn: ConnInfo, req: Request<Incoming>) ->
     }
 }
 
-/// Verify `secret` against `phc` (or a dummy hash when `None`, or when no
-/// secret was sent) off the async workers, with bounded concurrency.
-async fn check_secret(state: &AuthState, phc: Option<String>, secret: Option<String>) -> bool {
+/// Verify `secret` against `phc` off the async workers, with bounded
+/// concurrency. A missing secret is checked as an empty one (same cost) and
+/// refused.
+async fn check_secret(state: &AuthState, phc: String, secret: Option<String>) -> bool {
     let Ok(_permit) = state.auth.argon2_slots().acquire().await else {
         return false;
     };
-    let job = move || match (phc, secret) {
-        (Some(phc), Some(secret)) => clients::verify_secret(&phc, secret.as_bytes()),
-        (_, secret) => clients::dummy_verify(secret.as_deref().unwrap_or("").as_bytes()),
+    let job = move || {
+        let ok = clients::verify_secret(&phc, secret.as_deref().unwrap_or("").as_bytes());
+        ok && secret.is_some()
     };
     tokio::task::spawn_blocking(job).await.unwrap_or(false)
 }
 
-/// Persist the revocation of `claims.jti` off the async workers.
-async fn store_revocation(state: &AuthState, claims: &Claims) -> std::io::Result<Revoke> {
-    let store = state.auth.store().clone();
-    let (jti, exp) = (claims.jti.clone(), claims.exp);
-    tokio::task::spawn_blocking(move || store.revoke(&jti, exp, now_secs()))
+/// Run a blocking ledger change off the async workers.
+pub(crate) async fn ledger_job<T: Send + 'static>(
+    state: &AuthState,
+    job: impl FnOnce(&super::ledger::Ledger, u64) -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    let ledger = state.auth.ledger().clone();
+    tokio::task::spawn_blocking(move || job(&ledger, now_secs()))
         .await
         .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+}
+
+/// A refresh token presented a second time: revoke its family (the pair
+/// minted from its first use may be in a thief's hands) and log it.
+async fn reused(state: &AuthState, conn: &ConnInfo, claims: Claims) -> Resp {
+    state.metrics.auth("refresh", "reused");
+    let family = claims.family().to_string();
+    warn!(
+        security_event = "refresh_token_reuse",
+        client_id = %claims.sub,
+        jti = %claims.jti,
+        family = %family,
+        peer = %conn.peer.ip(),
+        "refresh token reuse: it was already used or revoked; it may have been stolen: its whole token family is revoked"
+    );
+    let sub = claims.sub.clone();
+    match ledger_job(state, move |l, now| l.revoke_family(&claims, now)).await {
+        Ok(Revoke::Stored) => {
+            state.metrics.revocations.inc();
+        }
+        Ok(Revoke::AlreadyRevoked) => {}
+        Err(e) => {
+            error!(client_id = %sub, family = %family, error = %e, "cannot store the revocation of a reused refresh token's family");
+        }
+    }
+    invalid_token(&AuthError::Revoked)
 }
 
 /// `POST /auth/refresh`.
@@ -330,18 +345,20 @@ pub async fn refresh(state: &AuthState, conn: ConnInfo, req: Request<Incoming>) 
             return invalid_token(&e);
         }
     };
-    match store_revocation(state, &claims).await {
-        Ok(Revoke::Stored) => {}
-        Ok(Revoke::AlreadyRevoked) => {
-            state.metrics.auth("refresh", "reused");
-            warn!(
-                client_id = %claims.sub,
-                jti = %claims.jti,
-                peer = %conn.peer.ip(),
-                "refresh token reuse: it was already used or revoked; it may have been stolen"
-            );
-            return invalid_token(&AuthError::Revoked);
+    // A dead family or a cut-off client is refused before anything is
+    // written (replaying dead tokens costs no fsync).
+    if let Err(e) = state.auth.ledger().check_family_and_client(&claims) {
+        state.metrics.auth("refresh", e.reason());
+        info!(client_id = %claims.sub, peer = %conn.peer.ip(), reason = e.reason(), "refresh refused");
+        return invalid_token(&e);
+    }
+    // Consume (atomically, on disk): a second presentation is reuse.
+    let c = claims.clone();
+    match ledger_job(state, move |l, now| l.consume_refresh(&c, now)).await {
+        Ok(Revoke::Stored) => {
+            state.metrics.revocations.inc();
         }
+        Ok(Revoke::AlreadyRevoked) => return reused(state, &conn, claims).await,
         Err(e) => {
             state.metrics.auth("refresh", "store_failed");
             error!(client_id = %claims.sub, jti = %claims.jti, error = %e, "cannot store the used refresh token");
@@ -351,16 +368,18 @@ pub async fn refresh(state: &AuthState, conn: ConnInfo, req: Request<Incoming>) 
             );
         }
     }
-    state.metrics.revocations.inc();
     let who = Subject {
         client_id: claims.sub.clone(),
         device_name: claims.device_name.clone(),
         device_type: claims.device_type.clone(),
     };
-    match state.auth.issue_pair(&who) {
+    match state
+        .auth
+        .issue_pair(&who, Some(claims.family().to_string()))
+    {
         Ok(pair) => {
             state.metrics.auth("refresh", "ok");
-            info!(client_id = %claims.sub, used_jti = %claims.jti, "tokens refreshed");
+            info!(client_id = %claims.sub, used_jti = %claims.jti, family = claims.family(), "tokens refreshed");
             h::json(StatusCode::OK, &pair)
         }
         Err(e) => {
@@ -371,7 +390,7 @@ pub async fn refresh(state: &AuthState, conn: ConnInfo, req: Request<Incoming>) 
     }
 }
 
-fn rfc3339(secs: u64) -> String {
+pub(crate) fn rfc3339(secs: u64) -> String {
     let t = i64::try_from(secs)
         .ok()
         .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
@@ -417,89 +436,6 @@ pub async fn validate(state: &AuthState, _conn: ConnInfo, req: Request<Incoming>
     }
 }
 
-/// The token `/auth/revoke` should revoke: `{token}` from a non-empty JSON
-/// body, else the bearer token.
-async fn revoke_target(state: &AuthState, req: Request<Incoming>) -> Result<String, Resp> {
-    let bearer = h::bearer(&req).map(str::to_string);
-    let is_json = req
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
-    let max = state.config().limits.max_body_bytes;
-    let bytes = h::read_body(req, max, false).await?;
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(bearer.unwrap_or_default());
-    }
-    if !is_json {
-        return Err(h::error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "send the body as JSON with content-type: application/json",
-        ));
-    }
-    let body: RevokeRequest = serde_json::from_slice(&bytes).map_err(|e| {
-        h::error(
-            StatusCode::BAD_REQUEST,
-            "invalid_body",
-            &format!("request body is not valid JSON for this endpoint: {e}"),
-        )
-    })?;
-    Ok(body.token.or(bearer).unwrap_or_default())
-}
-
-/// `POST /auth/revoke`.
-pub async fn revoke(state: &AuthState, conn: ConnInfo, req: Request<Incoming>) -> Resp {
-    let token = match revoke_target(state, req).await {
-        Ok(t) => t,
-        Err(r) => {
-            state.metrics.auth("revoke", "bad_request");
-            return r;
-        }
-    };
-    let claims = match state.auth.verify(&token, None) {
-        Ok(c) => c,
-        Err(e) => {
-            state.metrics.auth("revoke", e.reason());
-            return invalid_token(&e);
-        }
-    };
-    match store_revocation(state, &claims).await {
-        Ok(outcome) => {
-            if outcome == Revoke::Stored {
-                state.metrics.revocations.inc();
-            }
-            let closed = state.sessions.revoke_jti(&claims.jti);
-            state.metrics.auth("revoke", "ok");
-            info!(
-                client_id = %claims.sub,
-                jti = %claims.jti,
-                token_type = claims.typ.as_str(),
-                sessions_closed = closed,
-                peer = %conn.peer.ip(),
-                "token revoked"
-            );
-            h::json(
-                StatusCode::OK,
-                &RevokedBody {
-                    jti: claims.jti,
-                    revoked: true,
-                    sessions_closed: closed,
-                },
-            )
-        }
-        Err(e) => {
-            state.metrics.auth("revoke", "store_failed");
-            error!(client_id = %claims.sub, jti = %claims.jti, error = %e, "cannot store a revocation");
-            internal(
-                "revocation_not_stored",
-                "the revocation could not be written to disk; the token is NOT revoked",
-            )
-        }
-    }
-}
-
 /// `GET /auth/health`.
 pub fn health(state: &AuthState) -> Resp {
     let policy = state.auth.policy();
@@ -512,6 +448,8 @@ pub fn health(state: &AuthState) -> Resp {
             refresh_ttl_secs: policy.refresh_ttl.as_secs(),
             registered_clients: policy.registered_clients(),
             revoked_count: state.auth.revoked_count(),
+            revoked_families: state.auth.ledger().revoked_families(),
+            client_cutoffs: state.auth.ledger().client_cutoffs(),
             status: "healthy",
         },
     )

@@ -1,22 +1,40 @@
-//! The revocation store: every revoked `jti` (revoked access tokens and used
-//! refresh tokens) with its `exp`, in memory for O(1) lookups and in
+//! The revocation log: revoked token ids (`jti`: revoked tokens and used
+//! refresh tokens) and revoked token families (`fam`: a reused refresh token,
+//! or any revoked token, takes its whole family), each with the `exp` after
+//! which it can be forgotten. Held in memory for O(1) lookups and in
 //! `{data_dir}/revoked.log` so a revocation survives a restart or a crash.
 //!
-//! The log is append-only JSON lines `{"jti":"…","exp":…}`. [`RevocationStore::revoke`]
+//! ## On disk
+//! Append-only JSON lines, one entry each:
+//! `{"jti":"<uuid>","exp":<unix secs>}` or `{"fam":"<uuid>","exp":<unix secs>}`
+//! (logs written before families existed hold only `jti` lines and load
+//! unchanged). A family's `exp` is the latest expiry any of its tokens can
+//! have (the caller passes `now + the longest lifetime`), so one line covers
+//! every token the family ever had or will have. [`RevocationStore::revoke`]
 //! appends and `fdatasync`s *before* the entry becomes visible in memory and
-//! before the caller answers 200, so an acknowledged revocation is never lost,
-//! and a failed write is never reported as a revocation. At start the log is
-//! read (a torn last line from a crash is ignored; expired entries are
-//! dropped) and compacted: rewritten to a temporary file, fsynced, renamed
-//! over the log, and the folder fsynced.
+//! before the caller answers 200, so an acknowledged revocation is never
+//! lost, and a failed write is never reported as a revocation.
+//!
+//! ## Growth
+//! An entry is dropped once `exp + leeway` has passed (the token or family
+//! it names would be refused as expired anyway): at start (the log is read,
+//! a torn last line from a crash ignored, and compacted: rewritten to a
+//! temporary file, fsynced, renamed over the log, the folder fsynced) and
+//! every [`PRUNE_EVERY`] appends (the file is rewritten when more than half of
+//! it is dead). So the log holds about one line (~70 bytes) per refresh and
+//! per revocation of the last `refresh_ttl`, plus at most [`PRUNE_EVERY`] dead
+//! lines: a client refreshing hourly for a 7-day refresh lifetime keeps ~170
+//! lines. Cutting a whole client off is one line in `cutoffs.json`
+//! ([`super::cutoffs`]), not one per token.
 //!
 //! The file is reopened for every append (revocations are rare and the fsync
 //! dominates), so a log that was removed or replaced while running is noticed
-//! at the next write instead of writing into an unlinked inode.
+//! at the next write instead of writing into an unlinked inode. Opens never
+//! follow a link ([`super::files`]).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
 
@@ -24,21 +42,52 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use super::error::AuthInitError;
+use super::files;
 
 /// The file name under `data_dir`.
 pub const LOG_NAME: &str = "revoked.log";
 
-/// One line of the log.
+/// What an entry names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// One token, by its `jti`.
+    Token,
+    /// A token family, by its `fam`.
+    Family,
+}
+
+/// One line of the log: exactly one of `jti` and `fam`.
 #[derive(Debug, Serialize, Deserialize)]
 struct Entry<'a> {
-    jti: std::borrow::Cow<'a, str>,
+    #[serde(default, skip_serializing_if = "Option::is_none", borrow)]
+    jti: Option<Cow<'a, str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none", borrow)]
+    fam: Option<Cow<'a, str>>,
     exp: u64,
+}
+
+impl<'a> Entry<'a> {
+    fn new(kind: Kind, id: &'a str, exp: u64) -> Self {
+        let id = Some(Cow::Borrowed(id));
+        match kind {
+            Kind::Token => Self {
+                jti: id,
+                fam: None,
+                exp,
+            },
+            Kind::Family => Self {
+                jti: None,
+                fam: id,
+                exp,
+            },
+        }
+    }
 }
 
 /// What [`RevocationStore::revoke`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Revoke {
-    /// Newly revoked, written and synced.
+    /// Newly revoked (or revoked for longer), written and synced.
     Stored,
     /// It was already revoked (a reused refresh token, or a race).
     AlreadyRevoked,
@@ -53,14 +102,47 @@ pub struct LoadReport {
     pub torn_tail: bool,
 }
 
-/// Revoked token ids, persisted under `data_dir`.
+/// Revoked ids in memory: id → `exp`.
+#[derive(Debug, Default, Clone)]
+struct Sets {
+    tokens: HashMap<String, u64>,
+    families: HashMap<String, u64>,
+}
+
+impl Sets {
+    fn of(&self, kind: Kind) -> &HashMap<String, u64> {
+        match kind {
+            Kind::Token => &self.tokens,
+            Kind::Family => &self.families,
+        }
+    }
+
+    fn of_mut(&mut self, kind: Kind) -> &mut HashMap<String, u64> {
+        match kind {
+            Kind::Token => &mut self.tokens,
+            Kind::Family => &mut self.families,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.tokens.len() + self.families.len()
+    }
+
+    fn retain_live(&mut self, now: u64, leeway: u64) {
+        for m in [&mut self.tokens, &mut self.families] {
+            m.retain(|_, exp| exp.saturating_add(leeway) >= now);
+        }
+    }
+}
+
+/// Revoked tokens and families, persisted under `data_dir`.
 pub struct RevocationStore {
     path: PathBuf,
     /// Serialises check-then-append, so one `jti` is stored (and a refresh
     /// token consumed) exactly once. Holds the line count of the file.
     write: Mutex<FileState>,
-    /// `jti` → `exp`. Read on every token check.
-    set: RwLock<HashMap<String, u64>>,
+    /// Read on every token check.
+    sets: RwLock<Sets>,
     /// Entries whose `exp + leeway` has passed are dropped.
     leeway: u64,
 }
@@ -83,28 +165,22 @@ impl std::fmt::Debug for RevocationStore {
     }
 }
 
-/// Prune the in-memory set every this many appends, and rewrite the file
+/// Prune the in-memory sets every this many appends, and rewrite the file
 /// when more than half of its lines (and at least this many) are expired.
-const PRUNE_EVERY: u64 = 1024;
+pub const PRUNE_EVERY: u64 = 1024;
 
 impl RevocationStore {
     /// Load `{dir}/revoked.log`, drop what expired before `now - leeway`, and
     /// compact the file atomically.
     pub fn open(dir: &Path, now: u64, leeway: u64) -> Result<(Self, LoadReport), AuthInitError> {
         let path = dir.join(LOG_NAME);
-        let store_err = |action, source| AuthInitError::Store {
-            path: path.clone(),
-            action,
-            source,
-        };
-        fs::create_dir_all(dir).map_err(|e| store_err("create the folder of", e))?;
-        let text = match fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(store_err("read", e)),
-        };
-        let (set, report) = parse(&text, now, leeway);
-        compact(&path, &set).map_err(|e| store_err("rewrite", e))?;
+        let store_err = |action, source| AuthInitError::store(&path, action, source);
+        files::ensure_dir(dir).map_err(|e| store_err("create the folder of", e))?;
+        let text = files::read(&path)
+            .map_err(|e| store_err("read", e))?
+            .unwrap_or_default();
+        let (sets, report) = parse(&text, now, leeway);
+        compact(&path, &sets).map_err(|e| store_err("rewrite", e))?;
         if report.torn_tail || report.unreadable > 0 {
             warn!(
                 path = %path.display(),
@@ -115,59 +191,79 @@ impl RevocationStore {
         }
         info!(
             path = %path.display(),
-            revoked = report.kept,
+            revoked = sets.tokens.len(),
+            revoked_families = sets.families.len(),
             expired_dropped = report.expired,
             "revocation log loaded"
         );
         let store = Self {
             path,
             write: Mutex::new(FileState {
-                lines: set.len(),
+                lines: sets.len(),
                 appended: 0,
             }),
-            set: RwLock::new(set),
+            sets: RwLock::new(sets),
             leeway,
         };
         Ok((store, report))
     }
 
-    /// True when `jti` is revoked. O(1), no I/O.
-    pub fn is_revoked(&self, jti: &str) -> bool {
-        self.set
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains_key(jti)
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Sets> {
+        self.sets.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Revoked ids held (not yet expired at the last prune).
+    /// True when the token `jti` is revoked. O(1), no I/O, no allocation.
+    pub fn is_revoked(&self, jti: &str) -> bool {
+        self.read().tokens.contains_key(jti)
+    }
+
+    /// True when the family `fam` is revoked. O(1), no I/O, no allocation.
+    pub fn is_family_revoked(&self, fam: &str) -> bool {
+        self.read().families.contains_key(fam)
+    }
+
+    /// Revoked token ids held (not yet expired at the last prune).
     pub fn len(&self) -> usize {
-        self.set.read().unwrap_or_else(|e| e.into_inner()).len()
+        self.read().tokens.len()
+    }
+
+    /// Revoked families held.
+    pub fn families(&self) -> usize {
+        self.read().families.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.read().len() == 0
     }
 
-    /// Revoke `jti` until `exp`. Blocking (write + fdatasync): call it from
-    /// `spawn_blocking`. On `Err` nothing is revoked in memory.
+    /// Revoke the token `jti` until `exp`. Blocking (write + fdatasync):
+    /// call it from `spawn_blocking`. On `Err` nothing is revoked in memory.
     pub fn revoke(&self, jti: &str, exp: u64, now: u64) -> std::io::Result<Revoke> {
+        self.put(Kind::Token, jti, exp, now)
+    }
+
+    /// Revoke the family `fam` until `exp` (its tokens' latest expiry); an
+    /// entry that already lasts as long is left as it is. Blocking.
+    pub fn revoke_family(&self, fam: &str, exp: u64, now: u64) -> std::io::Result<Revoke> {
+        self.put(Kind::Family, fam, exp, now)
+    }
+
+    fn put(&self, kind: Kind, id: &str, exp: u64, now: u64) -> std::io::Result<Revoke> {
         let mut file = self.write.lock().unwrap_or_else(|e| e.into_inner());
-        if self.is_revoked(jti) {
+        if self.read().of(kind).get(id).is_some_and(|e| *e >= exp) {
             return Ok(Revoke::AlreadyRevoked);
         }
-        let mut line = serde_json::to_vec(&Entry {
-            jti: jti.into(),
-            exp,
-        })
-        .map_err(std::io::Error::other)?;
+        let mut line =
+            serde_json::to_vec(&Entry::new(kind, id, exp)).map_err(std::io::Error::other)?;
         line.push(b'\n');
         self.append(&line)?;
         file.lines += 1;
         file.appended += 1;
-        self.set
+        self.sets
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(jti.to_string(), exp);
+            .of_mut(kind)
+            .insert(id.to_string(), exp);
         if file.appended % PRUNE_EVERY == 0 {
             self.prune(&mut file, now);
         }
@@ -177,14 +273,13 @@ impl RevocationStore {
     /// Drop expired ids from memory and, when most of the file is expired,
     /// rewrite it (the write lock is held: no append can interleave).
     fn prune(&self, file: &mut FileState, now: u64) {
-        let leeway = self.leeway;
         let live = {
-            let mut set = self.set.write().unwrap_or_else(|e| e.into_inner());
-            set.retain(|_, exp| exp.saturating_add(leeway) >= now);
-            if file.lines <= 2 * set.len() + PRUNE_EVERY as usize {
+            let mut sets = self.sets.write().unwrap_or_else(|e| e.into_inner());
+            sets.retain_live(now, self.leeway);
+            if file.lines <= 2 * sets.len() + PRUNE_EVERY as usize {
                 return;
             }
-            set.clone()
+            sets.clone()
         };
         match compact(&self.path, &live) {
             Ok(()) => file.lines = live.len(),
@@ -200,25 +295,14 @@ impl RevocationStore {
     }
 
     fn append(&self, line: &[u8]) -> std::io::Result<()> {
-        let mut f = match OpenOptions::new().append(true).open(&self.path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                let f = OpenOptions::new()
-                    .append(true)
-                    .create(true)
-                    .open(&self.path)?;
-                sync_dir(&self.path)?;
-                f
-            }
-            Err(e) => return Err(e),
-        };
+        let mut f = files::open_append(&self.path)?;
         f.write_all(line)?;
         f.sync_data()
     }
 }
 
-fn parse(text: &[u8], now: u64, leeway: u64) -> (HashMap<String, u64>, LoadReport) {
-    let mut set = HashMap::new();
+fn parse(text: &[u8], now: u64, leeway: u64) -> (Sets, LoadReport) {
+    let mut sets = Sets::default();
     let mut report = LoadReport::default();
     let terminated = text.last().is_none_or(|b| *b == b'\n');
     let lines: Vec<&[u8]> = text.split(|b| *b == b'\n').collect();
@@ -227,49 +311,43 @@ fn parse(text: &[u8], now: u64, leeway: u64) -> (HashMap<String, u64>, LoadRepor
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        match serde_json::from_slice::<Entry>(line) {
-            Ok(e) if e.exp.saturating_add(leeway) < now => report.expired += 1,
-            Ok(e) => {
-                set.insert(e.jti.into_owned(), e.exp);
+        let entry = serde_json::from_slice::<Entry>(line)
+            .ok()
+            .and_then(|e| match (e.jti, e.fam) {
+                (Some(id), None) => Some((Kind::Token, id, e.exp)),
+                (None, Some(id)) => Some((Kind::Family, id, e.exp)),
+                _ => None,
+            });
+        match entry {
+            Some((_, _, exp)) if exp.saturating_add(leeway) < now => report.expired += 1,
+            Some((kind, id, exp)) => {
+                let slot = sets.of_mut(kind).entry(id.into_owned()).or_insert(exp);
+                *slot = (*slot).max(exp);
             }
-            Err(_) if i == last && !terminated => report.torn_tail = true,
-            Err(_) => report.unreadable += 1,
+            None if i == last && !terminated => report.torn_tail = true,
+            None => report.unreadable += 1,
         }
     }
-    report.kept = set.len();
-    (set, report)
+    report.kept = sets.len();
+    (sets, report)
 }
 
-fn compact(path: &Path, set: &HashMap<String, u64>) -> std::io::Result<()> {
-    let tmp = path.with_extension("log.tmp");
-    let mut out = Vec::with_capacity(set.len() * 64);
-    for (jti, exp) in set {
-        serde_json::to_writer(
-            &mut out,
-            &Entry {
-                jti: jti.as_str().into(),
-                exp: *exp,
-            },
-        )
-        .map_err(std::io::Error::other)?;
-        out.push(b'\n');
+fn compact(path: &Path, sets: &Sets) -> std::io::Result<()> {
+    let mut out = Vec::with_capacity(sets.len() * 64);
+    for kind in [Kind::Token, Kind::Family] {
+        for (id, exp) in sets.of(kind) {
+            serde_json::to_writer(&mut out, &Entry::new(kind, id, *exp))
+                .map_err(std::io::Error::other)?;
+            out.push(b'\n');
+        }
     }
-    let mut f = File::create(&tmp)?;
-    f.write_all(&out)?;
-    f.sync_all()?;
-    drop(f);
-    fs::rename(&tmp, path)?;
-    sync_dir(path)
-}
-
-fn sync_dir(path: &Path) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    File::open(dir)?.sync_all()
+    files::write_atomic(path, &out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     const NOW: u64 = 1_800_000_000;
 
@@ -327,6 +405,46 @@ mod tests {
     }
 
     #[test]
+    fn families_persist_extend_and_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = RevocationStore::open(dir.path(), NOW, 5).unwrap();
+        assert_eq!(
+            s.revoke_family("f1", NOW + 100, NOW).unwrap(),
+            Revoke::Stored
+        );
+        assert_eq!(
+            s.revoke_family("f1", NOW + 50, NOW).unwrap(),
+            Revoke::AlreadyRevoked
+        );
+        assert_eq!(
+            s.revoke_family("f1", NOW + 200, NOW).unwrap(),
+            Revoke::Stored
+        );
+        s.revoke_family("f2", NOW + 10, NOW).unwrap();
+        // A family id is not a token id.
+        assert!(s.is_family_revoked("f1") && !s.is_revoked("f1"));
+        assert_eq!((s.len(), s.families()), (0, 2));
+        drop(s);
+        // f1 lasts until its longest entry; f2 has expired by then.
+        let (s, r) = RevocationStore::open(dir.path(), NOW + 150, 5).unwrap();
+        assert!(s.is_family_revoked("f1") && !s.is_family_revoked("f2"));
+        assert_eq!((r.kept, r.expired), (1, 2));
+        let text = fs::read_to_string(dir.path().join(LOG_NAME)).unwrap();
+        assert_eq!(text, format!("{{\"fam\":\"f1\",\"exp\":{}}}\n", NOW + 200));
+        // A line naming both, or neither, is damaged.
+        fs::write(
+            dir.path().join(LOG_NAME),
+            format!(
+                "{{\"jti\":\"a\",\"fam\":\"b\",\"exp\":{0}}}\n{{\"exp\":{0}}}\n",
+                NOW + 9
+            ),
+        )
+        .unwrap();
+        let (_, r) = RevocationStore::open(dir.path(), NOW, 5).unwrap();
+        assert_eq!((r.kept, r.unreadable), (0, 2));
+    }
+
+    #[test]
     fn expiry_within_leeway_kept() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(
@@ -373,6 +491,29 @@ mod tests {
         let text = fs::read_to_string(dir.path().join(LOG_NAME)).unwrap();
         assert_eq!(text.lines().count(), PRUNE_EVERY as usize);
         assert!(s.is_revoked(&format!("j{}", n - 1)) && !s.is_revoked("j0"));
+    }
+
+    #[test]
+    fn planted_link_is_a_start_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("elsewhere");
+        fs::write(&target, "precious\n").unwrap();
+        let data = dir.path().join("data");
+        fs::create_dir(&data).unwrap();
+        std::os::unix::fs::symlink(&target, data.join(LOG_NAME)).unwrap();
+        let e = RevocationStore::open(&data, NOW, 5)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("key `server.data_dir`: "), "{e}");
+        assert!(
+            e.contains(&data.join(LOG_NAME).display().to_string()),
+            "{e}"
+        );
+        assert!(
+            e.contains("symbolic link") && !e.contains("writable"),
+            "{e}"
+        );
+        assert_eq!(fs::read_to_string(&target).unwrap(), "precious\n");
     }
 
     #[test]

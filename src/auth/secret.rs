@@ -9,15 +9,16 @@
 //! loser then reads the winner's key. Trailing whitespace of a key file (the
 //! newline of `openssl rand -hex 32 > file`) is not part of the key.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs;
 use std::io::{ErrorKind, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use argon2::password_hash::rand_core::{OsRng, RngCore};
 use tracing::{info, warn};
 
 use super::error::AuthInitError;
+use super::files;
 use crate::config::{check_secret, SecretSource};
 
 /// The key bytes with a `Debug` that never shows them.
@@ -40,14 +41,10 @@ pub fn load_key(source: &SecretSource) -> Result<KeyBytes, AuthInitError> {
     match source {
         SecretSource::Inline(s) => Ok(KeyBytes(s.expose().to_vec())),
         SecretSource::File(path) => read_key_file(path, "auth.secret_file", "the file"),
-        SecretSource::Generated(path) => match fs::metadata(path) {
-            Ok(_) => read_key_file(path, "server.data_dir", "the generated key file"),
-            Err(e) if e.kind() == ErrorKind::NotFound => generate(path),
-            Err(e) => Err(secret_err(
-                "server.data_dir",
-                path,
-                format!("cannot read: {e}"),
-            )),
+        SecretSource::Generated(path) => match files::read(path) {
+            Ok(Some(bytes)) => check_key(bytes, path, "server.data_dir", "the generated key file"),
+            Ok(None) => generate(path),
+            Err(e) => Err(generated_err(path, "cannot read", e)),
         },
     }
 }
@@ -60,14 +57,34 @@ fn secret_err(key: &'static str, path: &Path, message: String) -> AuthInitError 
     }
 }
 
+/// An error about the generated key file: a planted link is named as such.
+fn generated_err(path: &Path, doing: &str, e: std::io::Error) -> AuthInitError {
+    if files::is_symlink_refusal(&e) {
+        AuthInitError::Link(e)
+    } else {
+        secret_err("server.data_dir", path, format!("{doing}: {e}"))
+    }
+}
+
+/// `auth.secret_file` is the operator's own path (it may be a link, e.g.
+/// into /run/credentials); only files in `data_dir` refuse links.
 fn read_key_file(path: &Path, key: &'static str, what: &str) -> Result<KeyBytes, AuthInitError> {
-    let mut bytes = fs::read(path).map_err(|e| {
+    let bytes = fs::read(path).map_err(|e| {
         secret_err(
             key,
             path,
             format!("cannot read {what}: {e}: check the path and that the tars user may read it"),
         )
     })?;
+    check_key(bytes, path, key, what)
+}
+
+fn check_key(
+    mut bytes: Vec<u8>,
+    path: &Path,
+    key: &'static str,
+    what: &str,
+) -> Result<KeyBytes, AuthInitError> {
     while bytes.last().is_some_and(|b| b.is_ascii_whitespace()) {
         bytes.pop();
     }
@@ -98,18 +115,13 @@ fn hex(bytes: &[u8]) -> String {
 fn generate(path: &Path) -> Result<KeyBytes, AuthInitError> {
     let err = |m: String| secret_err("server.data_dir", path, m);
     let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(|e| err(format!("cannot create the data folder: {e}")))?;
+    files::ensure_dir(dir).map_err(|e| err(format!("cannot create the data folder: {e}")))?;
     let mut raw = [0u8; 32];
     OsRng.fill_bytes(&mut raw);
     let text = hex(&raw);
-    let tmp: PathBuf = dir.join(format!(".jwt.secret.{}.tmp", std::process::id()));
+    let tmp: PathBuf = files::temp_beside(path);
     let write = || -> std::io::Result<()> {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
+        let mut f = files::create_new(&tmp)?;
         f.write_all(text.as_bytes())?;
         f.write_all(b"\n")?;
         f.sync_all()
@@ -118,19 +130,22 @@ fn generate(path: &Path) -> Result<KeyBytes, AuthInitError> {
         let _ = fs::remove_file(&tmp);
         return Err(err(format!("cannot write a new JWT key: {e}")));
     }
+    // link(2) never follows a link at `path`: it fails with EEXIST.
     let linked = fs::hard_link(&tmp, path);
     let _ = fs::remove_file(&tmp);
     match linked {
         Ok(()) => {
-            if let Ok(d) = File::open(dir) {
-                let _ = d.sync_all();
-            }
+            let _ = files::sync_dir(path);
             info!(path = %path.display(), "created a new JWT signing key");
             Ok(KeyBytes(text.into_bytes()))
         }
-        Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-            read_key_file(path, "server.data_dir", "the generated key file")
-        }
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => match files::read(path) {
+            Ok(Some(bytes)) => check_key(bytes, path, "server.data_dir", "the generated key file"),
+            Ok(None) => Err(err(
+                "the JWT key file vanished while being created: start again".into(),
+            )),
+            Err(e) => Err(generated_err(path, "cannot read", e)),
+        },
         Err(e) => Err(err(format!("cannot create the JWT key file: {e}"))),
     }
 }
@@ -150,6 +165,29 @@ mod tests {
         let b = load_key(&SecretSource::Generated(path)).unwrap();
         assert_eq!(a.expose(), b.expose());
         assert!(!format!("{a:?}").contains(std::str::from_utf8(a.expose()).unwrap()));
+    }
+
+    #[test]
+    fn generated_key_link_refused_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("theirs");
+        fs::write(&target, "0123456789abcdef0123456789abcdef-theirs\n").unwrap();
+        let path = dir.path().join("jwt.secret");
+        std::os::unix::fs::symlink(&target, &path).unwrap();
+        let e = load_key(&SecretSource::Generated(path.clone()))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("key `server.data_dir`: "), "{e}");
+        assert!(
+            e.contains(&path.display().to_string()) && e.contains("symbolic link"),
+            "{e}"
+        );
+        // A dangling one is not followed to create its target either.
+        let dangling = dir.path().join("d/jwt.secret");
+        fs::create_dir(dir.path().join("d")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("made-by-tars"), &dangling).unwrap();
+        assert!(load_key(&SecretSource::Generated(dangling)).is_err());
+        assert!(!dir.path().join("made-by-tars").exists());
     }
 
     #[test]

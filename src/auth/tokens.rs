@@ -59,6 +59,61 @@ pub struct Claims {
     pub device_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_type: Option<String>,
+    /// The token family (RFC 9700 §4.14.2): a UUID set by `/auth/token` and
+    /// kept by every `/auth/refresh` of the chain, shared by each pair's
+    /// access and refresh token. Revoked whole when a refresh token of it is
+    /// reused or one of its tokens is revoked. Absent in tokens from before
+    /// families: such a token is its own family ([`Claims::family`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fam: Option<String>,
+    /// The issue instant in microseconds since the Unix epoch, compared with
+    /// the client's cutoff (`iat` has only whole seconds). Never at or before
+    /// a cutoff the issuer knew. Absent in older tokens: see
+    /// [`Claims::issued_us`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat_us: Option<u64>,
+}
+
+impl Claims {
+    /// The family id: `fam`, or the token's own `jti` for older tokens.
+    pub fn family(&self) -> &str {
+        self.fam.as_deref().unwrap_or(&self.jti)
+    }
+
+    /// The issue instant in microseconds: `iat_us`, or the start of the
+    /// `iat` second for older tokens (so a cutoff in that second refuses
+    /// them: the safe side).
+    pub fn issued_us(&self) -> u64 {
+        self.iat_us
+            .unwrap_or_else(|| self.iat.saturating_mul(1_000_000))
+    }
+}
+
+/// When and in which family a pair is minted.
+#[derive(Debug, Clone)]
+pub struct Issue {
+    /// Microseconds since the Unix epoch; `iat`, `nbf` and `exp` count from
+    /// its whole seconds.
+    pub at_us: u64,
+    /// The family: a refresh keeps its token's; `None` starts a new one.
+    pub family: Option<String>,
+}
+
+impl Issue {
+    /// Now, in a new family, at least 1 µs after `not_before_us` (the
+    /// client's cutoff) even if the clock says otherwise.
+    pub fn new_family(not_before_us: Option<u64>) -> Self {
+        Self::now(None, not_before_us)
+    }
+
+    /// Now, in `family` (`None`: a new one), after `not_before_us`.
+    pub fn now(family: Option<String>, not_before_us: Option<u64>) -> Self {
+        let now = super::cutoffs::now_us();
+        Self {
+            at_us: not_before_us.map_or(now, |c| now.max(c.saturating_add(1))),
+            family,
+        }
+    }
 }
 
 /// An access and a refresh token minted together. `Debug` hides the tokens.
@@ -153,12 +208,25 @@ impl TokenKeys {
         }
     }
 
-    /// Mint one token of type `typ` for `who`, valid for `ttl` from `now`.
+    /// Mint one token of type `typ` for `who`, valid for `ttl` from `now`,
+    /// in no family (tests and tools; pairs come from [`Self::issue_pair`]).
     pub fn issue(
         &self,
         who: &Subject,
         typ: TokenType,
         now: u64,
+        ttl: Duration,
+    ) -> Result<(String, Claims), AuthError> {
+        self.issue_at(who, typ, now, None, None, ttl)
+    }
+
+    fn issue_at(
+        &self,
+        who: &Subject,
+        typ: TokenType,
+        now: u64,
+        iat_us: Option<u64>,
+        fam: Option<String>,
         ttl: Duration,
     ) -> Result<(String, Claims), AuthError> {
         let claims = Claims {
@@ -172,22 +240,40 @@ impl TokenKeys {
             aud: self.audience.clone(),
             device_name: who.device_name.clone(),
             device_type: who.device_type.clone(),
+            fam,
+            iat_us,
         };
         let token = jsonwebtoken::encode(&self.header, &claims, &self.encoding)
             .map_err(|_| AuthError::Signing)?;
         Ok((token, claims))
     }
 
-    /// Mint an access and a refresh token for `who`.
+    /// Mint an access and a refresh token for `who`, both in the family of
+    /// `at` (a new one when it names none) and stamped with its instant.
     pub fn issue_pair(
         &self,
         who: &Subject,
         access_ttl: Duration,
         refresh_ttl: Duration,
+        at: Issue,
     ) -> Result<TokenPair, AuthError> {
-        let now = now_secs();
-        let (access_token, _) = self.issue(who, TokenType::Access, now, access_ttl)?;
-        let (refresh_token, _) = self.issue(who, TokenType::Refresh, now, refresh_ttl)?;
+        // Whole seconds of the instant, but never ahead of the clock (a
+        // cutoff-bumped instant must not make the token "not yet valid").
+        let now = (at.at_us / 1_000_000).min(now_secs().max(1));
+        let fam = at
+            .family
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let us = Some(at.at_us);
+        let (access_token, _) = self.issue_at(
+            who,
+            TokenType::Access,
+            now,
+            us,
+            Some(fam.clone()),
+            access_ttl,
+        )?;
+        let (refresh_token, _) =
+            self.issue_at(who, TokenType::Refresh, now, us, Some(fam), refresh_ttl)?;
         Ok(TokenPair {
             access_token,
             refresh_token,
@@ -257,7 +343,7 @@ mod tests {
         let c = cfg();
         let keys = TokenKeys::new(KEY, &c);
         let pair = keys
-            .issue_pair(&who(), c.access_ttl, c.refresh_ttl)
+            .issue_pair(&who(), c.access_ttl, c.refresh_ttl, Issue::new_family(None))
             .unwrap();
         assert_eq!(pair.expires_in, 86400);
         let a = keys
@@ -273,6 +359,41 @@ mod tests {
         assert_eq!(r.exp - r.iat, 7 * 86400);
         assert_ne!(a.jti, r.jti);
         assert!(uuid::Uuid::parse_str(&a.jti).is_ok());
+        // One family, one instant, for both.
+        assert!(a.fam.is_some() && a.fam == r.fam && a.family() != a.jti);
+        assert!(a.iat_us.is_some() && a.iat_us == r.iat_us);
+        assert_eq!(a.issued_us() / 1_000_000, a.iat);
+    }
+
+    #[test]
+    fn family_kept_and_cutoff_respected() {
+        let c = cfg();
+        let keys = TokenKeys::new(KEY, &c);
+        let fam = "f-1".to_string();
+        let later = crate::auth::cutoffs::now_us() + 5_000_000;
+        let pair = keys
+            .issue_pair(
+                &who(),
+                c.access_ttl,
+                c.refresh_ttl,
+                Issue::now(Some(fam), Some(later)),
+            )
+            .unwrap();
+        let a = keys.decode(&pair.access_token, None).unwrap();
+        assert_eq!(a.family(), "f-1");
+        // Issued after the cutoff, though the clock was behind it, and still
+        // valid now (not "not yet valid").
+        assert_eq!(a.issued_us(), later + 1);
+        assert!(a.iat <= now_secs());
+        // A token without the new claims: its own family, start of its second.
+        let (t, old) = keys
+            .issue(&who(), TokenType::Access, now_secs(), c.access_ttl)
+            .unwrap();
+        assert!(keys.decode(&t, None).is_ok());
+        assert_eq!(
+            (old.family(), old.issued_us()),
+            (old.jti.as_str(), old.iat * 1_000_000)
+        );
     }
 
     #[test]
@@ -280,7 +401,7 @@ mod tests {
         let c = cfg();
         let keys = TokenKeys::new(KEY, &c);
         let pair = keys
-            .issue_pair(&who(), c.access_ttl, c.refresh_ttl)
+            .issue_pair(&who(), c.access_ttl, c.refresh_ttl, Issue::new_family(None))
             .unwrap();
         let e = keys
             .decode(&pair.refresh_token, Some(TokenType::Access))
@@ -299,7 +420,7 @@ mod tests {
         let keys = TokenKeys::new(KEY, &c);
         let other = TokenKeys::new(b"another-key-another-key-another-key!", &c);
         let t = other
-            .issue_pair(&who(), c.access_ttl, c.refresh_ttl)
+            .issue_pair(&who(), c.access_ttl, c.refresh_ttl, Issue::new_family(None))
             .unwrap();
         let e = keys.decode(&t.access_token, None).unwrap_err();
         assert_eq!(e, AuthError::InvalidSignature);
@@ -307,7 +428,7 @@ mod tests {
         c512.algorithm = JwtAlgorithm::HS512;
         let k512 = TokenKeys::new(KEY, &c512);
         let t = k512
-            .issue_pair(&who(), c.access_ttl, c.refresh_ttl)
+            .issue_pair(&who(), c.access_ttl, c.refresh_ttl, Issue::new_family(None))
             .unwrap();
         assert_eq!(
             keys.decode(&t.access_token, None).unwrap_err(),
@@ -368,7 +489,7 @@ mod tests {
         let mut c = cfg();
         c.issuer = "evil".into();
         let t = TokenKeys::new(KEY, &c)
-            .issue_pair(&who(), c.access_ttl, c.refresh_ttl)
+            .issue_pair(&who(), c.access_ttl, c.refresh_ttl, Issue::new_family(None))
             .unwrap();
         assert_eq!(
             keys.decode(&t.access_token, None).unwrap_err(),
@@ -377,7 +498,7 @@ mod tests {
         let mut c = cfg();
         c.audience = "other".into();
         let t = TokenKeys::new(KEY, &c)
-            .issue_pair(&who(), c.access_ttl, c.refresh_ttl)
+            .issue_pair(&who(), c.access_ttl, c.refresh_ttl, Issue::new_family(None))
             .unwrap();
         assert_eq!(
             keys.decode(&t.access_token, None).unwrap_err(),

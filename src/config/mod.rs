@@ -135,8 +135,9 @@ pub struct LogConfig {
     pub retention_days: usize,
 }
 
-/// Where the JWT signing key comes from.
-#[derive(Debug, Clone)]
+/// Where the JWT signing key comes from. `==` compares the values (an
+/// inline key by its bytes), never the redacted `Debug`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SecretSource {
     /// `auth.secret` or `JWT_SECRET_KEY`, already checked for length.
     Inline(Secret),
@@ -226,6 +227,9 @@ pub struct OllamaConfig {
     pub history_turns: usize,
     pub max_conversations_per_client: usize,
     pub conversation_idle: Duration,
+    /// Text bytes of all remembered conversations of all clients together;
+    /// the least recently used are dropped first beyond it.
+    pub max_conversation_bytes: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -241,6 +245,10 @@ pub struct LimitsConfig {
     pub connections_per_second: u32,
     /// TCP connections one IP may hold open at once.
     pub max_connections_per_ip: usize,
+    /// IPv6 clients are counted per this many leading address bits in every
+    /// per-IP limit (128: each address alone; 64: one home network's hosts
+    /// together).
+    pub ipv6_prefix_len: u8,
 }
 
 /// The configuration in force, shared by every subsystem of one server and

@@ -197,6 +197,7 @@ pub struct RawOllama {
     pub history_turns: usize,
     pub max_conversations_per_client: usize,
     pub conversation_idle_secs: u64,
+    pub max_conversation_bytes: usize,
 }
 
 impl Default for RawOllama {
@@ -220,6 +221,7 @@ impl Default for RawOllama {
             history_turns: 20,
             max_conversations_per_client: 32,
             conversation_idle_secs: 3600,
+            max_conversation_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -233,6 +235,7 @@ pub struct RawLimits {
     pub auth_per_minute: u32,
     pub connections_per_second: u32,
     pub max_connections_per_ip: usize,
+    pub ipv6_prefix_len: u8,
 }
 
 impl Default for RawLimits {
@@ -243,6 +246,7 @@ impl Default for RawLimits {
             auth_per_minute: 30,
             connections_per_second: 20,
             max_connections_per_ip: 128,
+            ipv6_prefix_len: 128,
         }
     }
 }

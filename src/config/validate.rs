@@ -329,6 +329,11 @@ pub fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         )?,
         conversation_idle: c
             .positive_secs("ollama.conversation_idle_secs", o.conversation_idle_secs)?,
+        max_conversation_bytes: c.at_least(
+            "ollama.max_conversation_bytes",
+            o.max_conversation_bytes,
+            1024,
+        )?,
     };
 
     // [auth]
@@ -486,6 +491,17 @@ pub fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
             l.max_connections_per_ip,
             1,
         )?,
+        ipv6_prefix_len: match l.ipv6_prefix_len {
+            n @ 1..=128 => n,
+            n => {
+                return Err(c.err(
+                    "limits.ipv6_prefix_len",
+                    format!(
+                        "is {n}, must be between 1 and 128 (128: per address, 64: per network)"
+                    ),
+                ))
+            }
+        },
     };
 
     Ok(Config {

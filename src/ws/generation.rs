@@ -72,6 +72,7 @@ fn bounds(cfg: &Config) -> Bounds {
         turns: cfg.ollama.history_turns,
         per_client: cfg.ollama.max_conversations_per_client,
         idle: cfg.ollama.conversation_idle,
+        total_bytes: cfg.ollama.max_conversation_bytes,
     }
 }
 
@@ -101,7 +102,8 @@ pub fn build_request(state: &WsState, cfg: &Config, client_id: &str, job: &Job) 
             temperature: Some(o.temperature.unwrap_or(d.temperature)),
             top_p: Some(o.top_p.unwrap_or(d.top_p)),
             top_k: Some(o.top_k.unwrap_or(d.top_k)),
-            num_predict: Some(o.max_tokens.unwrap_or(d.max_tokens)),
+            // `[ollama] max_tokens` is a ceiling, not only a default.
+            num_predict: Some(o.max_tokens.map_or(d.max_tokens, |m| m.min(d.max_tokens))),
         },
         keep_alive: d.keep_alive.clone(),
     }

@@ -25,8 +25,9 @@ pub type CloseReason = (u16, &'static str);
 pub struct SessionInfo {
     pub id: String,
     pub client_id: String,
-    /// The `jti` of the access token the session authenticated with.
-    pub jti: String,
+    /// The `jti` of the access token the session runs on now (it changes
+    /// when the client re-authenticates in band).
+    jti: Mutex<String>,
     pub peer: SocketAddr,
     pub connected_at: SystemTime,
     pub opened: Instant,
@@ -46,6 +47,25 @@ pub struct SessionInfo {
 }
 
 impl SessionInfo {
+    /// True when the session runs on token `jti`.
+    pub fn has_jti(&self, jti: &str) -> bool {
+        *self.jti.lock().unwrap_or_else(|p| p.into_inner()) == jti
+    }
+
+    /// The session now runs on token `jti` (in-band re-authentication).
+    pub fn set_jti(&self, jti: String) {
+        *self.jti.lock().unwrap_or_else(|p| p.into_inner()) = jti;
+    }
+
+    /// Queue a `system` notice (dropped if the queue is full or gone), then
+    /// ask the session to close with `reason`.
+    pub fn notify_and_close(&self, notice: &str, reason: CloseReason) {
+        if let Some(tx) = self.out.upgrade() {
+            let _ = tx.try_send(Out::Text(super::protocol::system(notice).into()));
+        }
+        self.close(reason);
+    }
+
     pub fn touch(&self) {
         self.last_activity_ms
             .store(self.opened.elapsed().as_millis() as u64, Ordering::Relaxed);
@@ -157,7 +177,7 @@ impl SessionManager {
         let info = Arc::new(SessionInfo {
             id: id.clone(),
             client_id: slot.client_id.clone(),
-            jti,
+            jti: Mutex::new(jti),
             peer,
             connected_at: SystemTime::now(),
             opened: Instant::now(),
@@ -245,16 +265,29 @@ impl SessionManager {
         let hit: Vec<_> = self
             .snapshot()
             .into_iter()
-            .filter(|s| s.jti == jti)
+            .filter(|s| s.has_jti(jti))
             .collect();
-        let notice = Bytes::from(super::protocol::system(
-            "the token of this session was revoked: closing",
-        ));
         for s in &hit {
-            if let Some(tx) = s.out.upgrade() {
-                let _ = tx.try_send(Out::Text(notice.clone()));
-            }
-            s.close((1008, "token revoked"));
+            s.notify_and_close(
+                "the token of this session was revoked: closing",
+                (1008, "token revoked"),
+            );
+        }
+        hit.len()
+    }
+
+    /// Close every session of `client_id` with 1008 and `reason` (a reload
+    /// removed the client or changed its secret or permissions), after a
+    /// `system` notice saying so. Returns how many were told to close.
+    pub fn close_client(&self, client_id: &str, reason: &'static str) -> usize {
+        let hit: Vec<_> = self
+            .snapshot()
+            .into_iter()
+            .filter(|s| s.client_id == client_id)
+            .collect();
+        let notice = format!("{reason}: closing this session");
+        for s in &hit {
+            s.notify_and_close(&notice, (1008, reason));
         }
         hit.len()
     }
@@ -263,6 +296,10 @@ impl SessionManager {
 impl crate::auth::LiveSessions for SessionManager {
     fn revoke_jti(&self, jti: &str) -> usize {
         SessionManager::revoke_jti(self, jti)
+    }
+
+    fn count_jti(&self, jti: &str) -> usize {
+        self.snapshot().iter().filter(|s| s.has_jti(jti)).count()
     }
 }
 

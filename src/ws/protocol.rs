@@ -98,9 +98,27 @@ pub struct Chat {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientMessage {
     Chat(Chat),
-    Cancel { conversation_id: Option<String> },
+    Cancel {
+        conversation_id: Option<String>,
+    },
     Ping,
     Pong,
+    /// In-band re-authentication: the session goes on with this access
+    /// token (same client) instead of closing when the old one expires.
+    /// `Debug` never shows the token.
+    Auth {
+        token: Secret,
+    },
+}
+
+/// A token in a client message, redacted in `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
 }
 
 impl ClientMessage {
@@ -111,6 +129,7 @@ impl ClientMessage {
             Self::Cancel { .. } => "cancel",
             Self::Ping => "ping",
             Self::Pong => "pong",
+            Self::Auth { .. } => "auth",
         }
     }
 }
@@ -123,7 +142,7 @@ pub enum MessageError {
     NotJson(String),
     #[error("message must be a JSON object with a \"type\" field")]
     NotObject,
-    #[error("unknown message type {0:?}: expected chat, cancel, ping or pong")]
+    #[error("unknown message type {0:?}: expected chat, cancel, auth, ping or pong")]
     UnknownType(String),
     #[error("chat message: {0}")]
     BadChat(String),
@@ -135,12 +154,19 @@ pub enum MessageError {
     BadConversationId,
     #[error("options.{0}")]
     BadOption(String),
+    #[error("auth message: send {{\"type\":\"auth\",\"token\":\"<access token>\"}}")]
+    BadAuth,
 }
 
 #[derive(Deserialize)]
 struct Envelope<'a> {
     #[serde(rename = "type", borrow)]
     kind: Option<&'a str>,
+}
+
+#[derive(Deserialize)]
+struct AuthIn {
+    token: String,
 }
 
 #[derive(Deserialize)]
@@ -187,6 +213,13 @@ pub fn parse_client_message(
                 .map_err(|e| MessageError::BadChat(e.to_string()))?;
             Ok(ClientMessage::Cancel {
                 conversation_id: c.conversation_id,
+            })
+        }
+        "auth" => {
+            // Serde's own error could quote the value: say only what to send.
+            let a: AuthIn = serde_json::from_str(value.get()).map_err(|_| MessageError::BadAuth)?;
+            Ok(ClientMessage::Auth {
+                token: Secret(a.token),
             })
         }
         "ping" => Ok(ClientMessage::Ping),
@@ -297,8 +330,14 @@ pub enum ServerFrame<'a> {
     Ping { timestamp: String },
     /// The answer to a client's `ping`.
     Pong { timestamp: String },
-    /// A notice for people: shutdown, revocation.
+    /// A notice for people: shutdown, revocation, the token expiring soon.
     System { message: &'a str, timestamp: String },
+    /// The answer to an accepted `auth`: the session now runs on the new
+    /// token, until `expires_at` (RFC 3339 UTC).
+    AuthAck {
+        expires_at: String,
+        timestamp: String,
+    },
 }
 
 impl ServerFrame<'_> {
@@ -357,6 +396,21 @@ pub fn pong() -> Vec<u8> {
     .to_json()
 }
 
+/// The answer to an accepted `auth` message.
+pub fn auth_ack(expires_at_unix: u64) -> Vec<u8> {
+    let t = i64::try_from(expires_at_unix)
+        .ok()
+        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let mut buf = Vec::with_capacity(32);
+    crate::response::write_rfc3339(&mut buf, t);
+    ServerFrame::AuthAck {
+        expires_at: String::from_utf8(buf).unwrap_or_default(),
+        timestamp: now_rfc3339(),
+    }
+    .to_json()
+}
+
 pub fn system(message: &str) -> Vec<u8> {
     ServerFrame::System {
         message,
@@ -387,6 +441,23 @@ mod tests {
         let ClientMessage::Chat(c) = m else { panic!() };
         assert_eq!(c.model.as_deref(), Some("llama3.2"));
         assert_eq!(c.options.unwrap().max_tokens, Some(5));
+    }
+
+    #[test]
+    fn auth_message_and_ack() {
+        let m = parse(r#"{"type":"auth","token":"eyJ.x.y"}"#).unwrap();
+        assert_eq!(m.kind(), "auth");
+        let ClientMessage::Auth { token } = &m else {
+            panic!()
+        };
+        assert_eq!(token.0, "eyJ.x.y");
+        assert!(!format!("{m:?}").contains("eyJ"));
+        for bad in [r#"{"type":"auth"}"#, r#"{"type":"auth","token":5}"#] {
+            assert_eq!(parse(bad), Err(MessageError::BadAuth), "{bad}");
+        }
+        let ack: serde_json::Value = serde_json::from_slice(&auth_ack(1_767_225_600)).unwrap();
+        assert_eq!(ack["type"], "auth_ack");
+        assert_eq!(ack["expires_at"], "2026-01-01T00:00:00.000000Z");
     }
 
     #[test]

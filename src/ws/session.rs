@@ -13,7 +13,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use fastwebsockets::{Frame, OpCode, Payload, Role, WebSocket, WebSocketError, WebSocketRead};
@@ -21,7 +21,7 @@ use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncRead;
 use tokio::sync::mpsc;
-use tracing::{debug, info, info_span, Instrument};
+use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::generation::{self, Job, Outcome};
 use super::manager::{SessionInfo, Slot};
@@ -30,15 +30,50 @@ use super::protocol::{self, parse_client_message, ClientMessage, ErrorCode};
 use super::queue::{JobQueue, PushError};
 use super::writer::{self, Out, WriterEnd};
 use super::WsState;
+use crate::auth::Claims;
 use crate::metrics::Direction;
 use crate::server::ConnInfo;
 
 /// What the upgrade handler learned about the client.
 pub struct Client {
-    pub client_id: String,
-    pub jti: String,
+    /// The verified access token's claims: the session lives no longer than
+    /// the token (or the one that replaces it in band).
+    pub claims: Claims,
+    /// [`crate::auth::Auth::epoch`] before the token was verified.
+    pub epoch: u64,
     pub models: Vec<String>,
     pub conn: ConnInfo,
+}
+
+/// How long before the token's `exp` the session says it will expire.
+pub const EXPIRY_NOTICE: Duration = Duration::from_secs(60);
+
+/// The instant `unix_secs` (seconds since the Unix epoch) falls on.
+fn instant_of(unix_secs: u64) -> tokio::time::Instant {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let left = Duration::from_secs(unix_secs).saturating_sub(now);
+    tokio::time::Instant::now() + left
+}
+
+/// When the session closes for its token's expiry (`exp` + leeway), and
+/// when it warns (a minute before `exp`, or at once when less is left).
+fn token_deadlines(claims: &Claims, leeway: u64) -> (tokio::time::Instant, tokio::time::Instant) {
+    let expiry = instant_of(claims.exp.saturating_add(leeway));
+    let warn = instant_of(claims.exp)
+        .checked_sub(EXPIRY_NOTICE)
+        .unwrap_or_else(tokio::time::Instant::now)
+        .max(tokio::time::Instant::now());
+    (expiry, warn)
+}
+
+/// The `system` notice before expiry.
+fn expiry_notice(claims: &Claims) -> String {
+    let secs = claims.exp.saturating_sub(crate::auth::tokens::now_secs());
+    format!(
+        "the access token of this session expires in {secs} s: send {{\"type\":\"auth\",\"token\":\"<new access token>\"}} to keep it open"
+    )
 }
 
 /// How long the close frame gets to go out when a session ends.
@@ -88,12 +123,19 @@ async fn run_session(
     let info = state.sessions.register(
         &mut slot,
         state.metrics.clone(),
-        session_id,
-        client.jti.clone(),
+        session_id.clone(),
+        client.claims.jti.clone(),
         client.conn.peer,
         tx.downgrade(),
     );
     info!(peer = %client.conn.peer, "session opened");
+    // Revocations from now on wake the loop; one that landed between the
+    // upgrade's check and the registration above moved the epoch past
+    // `client.epoch`, so this re-check catches it.
+    let mut epoch_rx = state.auth.subscribe();
+    let mut seen_epoch = client.epoch;
+    let revoked_at_start = state.auth.recheck(&client.claims, &mut seen_epoch).err();
+    let leeway = state.auth.leeway_secs();
 
     // The writer ends once every sender is gone (this task's and the
     // generation runner's; the manager only holds a weak one) and the queue
@@ -131,7 +173,14 @@ async fn run_session(
 
     let queue = Arc::new(JobQueue::default());
 
+    let (expiry, warn_at) = token_deadlines(&client.claims, leeway);
+    let expiry = tokio::time::sleep_until(expiry);
+    let warn_at = tokio::time::sleep_until(warn_at);
+    tokio::pin!(expiry, warn_at);
+    let mut warned = false;
     let mut reader = Reader {
+        claims: client.claims,
+        reauthenticated: false,
         state: &state,
         info: &info,
         tx: &tx,
@@ -164,7 +213,15 @@ async fn run_session(
     let close: Option<(u16, String)> = {
         let reading = next_frame(read, obligated);
         tokio::pin!(reading);
+        let mut first_turn = revoked_at_start;
         loop {
+            if let Some(e) = first_turn.take() {
+                info.notify_and_close(
+                    &format!("{}: closing", e.close_reason()),
+                    (1008, e.close_reason()),
+                );
+                break Some((1008, e.close_reason().to_string()));
+            }
             let read_res = tokio::select! {
                 biased;
                 _ = info.cancel.cancelled() => {
@@ -189,6 +246,30 @@ async fn run_session(
                     continue;
                 }
                 _ = &mut idle => break Some((1001, "idle timeout".into())),
+                _ = &mut expiry => {
+                    info!(session_id = %info.id, client_id = %info.client_id, "access token expired: closing the session");
+                    break Some((1008, "token expired".into()));
+                }
+                _ = &mut warn_at, if !warned => {
+                    warned = true;
+                    let _ = tx.try_send(Out::Text(protocol::system(&expiry_notice(&reader.claims)).into()));
+                    state.metrics.ws_message(Direction::Out, "system");
+                    continue;
+                }
+                changed = epoch_rx.changed() => {
+                    if changed.is_err() {
+                        // The ledger is gone: the server is going away.
+                        std::future::pending::<()>().await;
+                    }
+                    match state.auth.recheck(&reader.claims, &mut seen_epoch) {
+                        Ok(()) => continue,
+                        Err(e) => {
+                            info!(session_id = %info.id, client_id = %info.client_id, reason = e.reason(), "the session's token was taken back: closing");
+                            let _ = tx.try_send(Out::Text(protocol::system(&format!("{}: closing", e.close_reason())).into()));
+                            break Some((1008, e.close_reason().to_string()));
+                        }
+                    }
+                }
                 (read, obligated, res) = &mut reading => {
                     reading.set(next_frame(read, obligated));
                     res
@@ -208,6 +289,12 @@ async fn run_session(
             }
             if let Err(close) = reader.on_frame(frame).await {
                 break Some(close);
+            }
+            if std::mem::take(&mut reader.reauthenticated) {
+                let (e, w) = token_deadlines(&reader.claims, leeway);
+                expiry.as_mut().reset(e);
+                warn_at.as_mut().reset(w);
+                warned = false;
             }
         }
         // The read half (and its sender for protocol replies) is dropped
@@ -286,6 +373,11 @@ fn protocol_close(e: &WebSocketError) -> Option<(u16, String)> {
 
 /// The reader's state between frames.
 struct Reader<'a> {
+    /// The token the session runs on now.
+    claims: Claims,
+    /// Set when an `auth` message replaced `claims` (the loop resets its
+    /// timers).
+    reauthenticated: bool,
     state: &'a Arc<WsState>,
     info: &'a Arc<SessionInfo>,
     tx: &'a mpsc::Sender<Out>,
@@ -344,7 +436,7 @@ impl Reader<'_> {
         match parse_client_message(data, self.max_content) {
             Ok(msg) => {
                 self.state.metrics.ws_message(Direction::In, msg.kind());
-                self.on_message(msg).await;
+                self.on_message(msg).await?;
             }
             Err(e) => {
                 self.state.metrics.ws_message(Direction::In, "invalid");
@@ -355,8 +447,27 @@ impl Reader<'_> {
         Ok(())
     }
 
-    async fn on_message(&mut self, msg: ClientMessage) {
+    async fn on_message(&mut self, msg: ClientMessage) -> Result<(), (u16, String)> {
         match msg {
+            ClientMessage::Auth { token } => {
+                let claims = match self.state.auth.verify_access(&token.0) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        info!(session_id = %self.info.id, client_id = %self.info.client_id, reason = e.reason(), "in-band auth refused: closing");
+                        return Err((1008, format!("token refused: {}", e.reason())));
+                    }
+                };
+                if claims.sub != self.claims.sub {
+                    warn!(session_id = %self.info.id, client_id = %self.info.client_id, other = %claims.sub, "in-band auth with another client's token: closing");
+                    return Err((1008, "token of another client".into()));
+                }
+                info!(session_id = %self.info.id, client_id = %self.info.client_id, jti = %claims.jti, "session re-authenticated");
+                self.info.set_jti(claims.jti.clone());
+                let ack = protocol::auth_ack(claims.exp);
+                self.claims = claims;
+                self.reauthenticated = true;
+                self.send(ack, "auth_ack").await;
+            }
             ClientMessage::Ping => {
                 self.send(protocol::pong(), "pong").await;
             }
@@ -376,7 +487,7 @@ impl Reader<'_> {
                     let ms = wait.as_millis().max(1) as u64;
                     let frame = protocol::rate_limited(ms, chat.conversation_id.as_deref());
                     self.send(frame, "error").await;
-                    return;
+                    return Ok(());
                 }
                 let cfg = self.state.config();
                 let model = chat
@@ -391,7 +502,7 @@ impl Reader<'_> {
                     );
                     self.reply_error(ErrorCode::ModelNotAllowed, &msg, conv.as_deref())
                         .await;
-                    return;
+                    return Ok(());
                 }
                 let job = Job {
                     chat,
@@ -426,6 +537,7 @@ impl Reader<'_> {
                 }
             }
         }
+        Ok(())
     }
 
     async fn send(&self, frame: Vec<u8>, kind: &'static str) {

@@ -15,6 +15,7 @@ use tracing::{debug, warn};
 use super::manager::LimitError;
 use super::session::{self, Client};
 use super::WsState;
+use crate::limits::HeldConn;
 use crate::metrics::KindLabel;
 use crate::response::{self as h, Resp};
 use crate::server::{origin_allowed, same_origin, ConnInfo};
@@ -68,6 +69,10 @@ pub async fn handle(state: Arc<WsState>, conn: ConnInfo, mut req: Request<Incomi
             "send an access token as ?token=<jwt> or Authorization: Bearer <jwt>",
         );
     };
+    // Taken before the check: a revocation that lands between this check
+    // and the session's registration moves the epoch past it, and the
+    // session re-checks right after registering (session::run).
+    let epoch = state.auth.epoch();
     let claims = match state.auth.verify_access(token) {
         Ok(c) => c,
         Err(e) => {
@@ -120,13 +125,16 @@ pub async fn handle(state: Arc<WsState>, conn: ConnInfo, mut req: Request<Incomi
         }
     };
     let client = Client {
-        client_id: claims.sub,
-        jti: claims.jti,
+        claims,
+        epoch,
         models,
         conn,
     };
+    // The connection's per-IP slot lives as long as the session.
+    let held = req.extensions_mut().remove::<HeldConn>();
     let task_state = state.clone();
     state.tasks.spawn(async move {
+        let _held = held;
         match tokio::time::timeout(UPGRADE_TIMEOUT, fut).await {
             Ok(Ok(ws)) => session::run(task_state, ws, slot, client).await,
             Ok(Err(e)) => debug!(peer = %conn.peer, error = %e, "upgrade failed"),

@@ -300,7 +300,8 @@ async fn refresh_rotates_and_reuse_is_refused_and_logged() {
     assert!(line.contains("tablet") && line.contains(&rjti), "{line}");
     assert!(!gw.logs().contains(&refresh1));
 
-    // The rotated one works once.
+    // The reuse revoked the whole family: the pair rotated from it (which a
+    // thief may hold) is refused too (tests/credentials.rs goes further).
     let r = post_json(
         &gw,
         "/auth/refresh",
@@ -308,7 +309,12 @@ async fn refresh_rotates_and_reuse_is_refused_and_logged() {
         None,
     )
     .await;
-    assert_eq!(r.status, 200);
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()["reason"], "family_revoked");
+    assert_eq!(
+        validate(&gw, access2).await.json()["reason"],
+        "family_revoked"
+    );
 
     // An access token is not a refresh token.
     let r = post_json(
@@ -397,7 +403,7 @@ async fn revoke_by_header_or_body() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(
         r.json(),
-        json!({"revoked": true, "jti": jti, "sessions_closed": 0})
+        json!({"revoked": true, "jti": jti, "family": claims_of(access)["fam"], "sessions_closed": 0})
     );
     let v = validate(&gw, access).await;
     assert_eq!(v.status, 401);
@@ -407,9 +413,21 @@ async fn revoke_by_header_or_body() {
     assert_eq!(r.status, 401);
     assert_eq!(r.json()["reason"], "revoked");
 
-    // The refresh token, in the body (the body wins over the header).
+    // Its family went with it: the refresh token minted with it is refused.
+    let r = post_json(
+        &gw,
+        "/auth/refresh",
+        &json!({"refresh_token": a["refresh_token"]}),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()["reason"], "family_revoked");
+
+    // A refresh token, in the body (the body wins over the header).
+    let b = issue(&gw, json!({"client_id": "one"})).await.json();
     let other = issue(&gw, json!({"client_id": "two"})).await.json();
-    let refresh = a["refresh_token"].as_str().unwrap();
+    let refresh = b["refresh_token"].as_str().unwrap();
     let other_access = other["access_token"].as_str().unwrap();
     let r = post_json(
         &gw,

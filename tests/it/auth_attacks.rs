@@ -348,14 +348,17 @@ async fn no_token_or_secret_in_logs_at_trace_level() {
     )
     .await;
     assert_eq!(r.status, 401);
+    // (The reuse revoked tokens[4]'s family; revoke the walk-in's pair.)
     assert_eq!(
-        post_json(&gw, "/auth/revoke", &json!({}), Some(&tokens[4]))
+        post_json(&gw, "/auth/revoke", &json!({}), Some(&tokens[2]))
             .await
             .status,
         200
     );
+    let r = post_json(&gw, "/auth/token", &json!({"client_id": "walk-in"}), None).await;
+    take(&r, &mut tokens);
     assert_eq!(
-        post_json(&gw, "/auth/revoke", &json!({"token": tokens[3]}), None)
+        post_json(&gw, "/auth/revoke", &json!({"token": tokens[7]}), None)
             .await
             .status,
         200

@@ -129,7 +129,12 @@ retries = 0
         ..Default::default()
     };
     let token = keys
-        .issue_pair(&who, Duration::from_secs(600), Duration::from_secs(600))
+        .issue_pair(
+            &who,
+            Duration::from_secs(600),
+            Duration::from_secs(600),
+            tars::auth::Issue::new_family(None),
+        )
         .unwrap()
         .access_token;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

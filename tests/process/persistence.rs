@@ -27,7 +27,8 @@ async fn pair(gw: &Endpoint, id: &str) -> (String, String) {
 async fn revocation_survives_kill_9() {
     let gw = gateway().set("auth.open_enrollment", true).start();
     let (revoked, _) = pair(&gw, "a").await;
-    let (kept, used_refresh) = pair(&gw, "b").await;
+    let (b_access, used_refresh) = pair(&gw, "b").await;
+    let (kept, _) = pair(&gw, "c").await;
     // A used refresh token is a revocation too.
     let r = post_json(
         &gw,
@@ -56,6 +57,11 @@ async fn revocation_survives_kill_9() {
     .await;
     assert_eq!(r.status, 401);
     assert_eq!(r.json()["reason"], "revoked");
+    // That reuse (after the restart) revoked b's whole family.
+    assert_eq!(
+        validate(&gw, &b_access).await.json()["reason"],
+        "family_revoked"
+    );
     assert_eq!(validate(&gw, &kept).await.status, 200);
     assert_eq!(get(&gw, "/auth/health").await.json()["revoked_count"], 2);
 }
@@ -86,10 +92,11 @@ async fn torn_last_line_is_ignored_at_start() {
             .status,
         200
     );
-    // Compacted at start: the torn tail is gone and new lines are whole.
+    // Compacted at start: the torn tail is gone and new lines are whole
+    // (two per revocation: the token and its family).
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(!text.contains("half-writ"), "{text}");
-    assert_eq!(text.lines().count(), 2, "{text}");
+    assert_eq!(text.lines().count(), 4, "{text}");
     for line in text.lines() {
         serde_json::from_str::<serde_json::Value>(line).unwrap();
     }
