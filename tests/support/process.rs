@@ -34,13 +34,14 @@ impl GatewayBuilder {
         let mut child = cmd.spawn().expect("spawn tars");
         let logs = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = std::sync::mpsc::channel::<SocketAddr>();
+        let mut readers = Vec::new();
         for pipe in [
             Box::new(child.stderr.take().unwrap()) as Box<dyn std::io::Read + Send>,
             Box::new(child.stdout.take().unwrap()),
         ] {
             let logs = logs.clone();
             let tx = tx.clone();
-            std::thread::spawn(move || {
+            readers.push(std::thread::spawn(move || {
                 for line in BufReader::new(pipe).lines() {
                     let Ok(line) = line else { break };
                     // Record the line before announcing the address, so a
@@ -54,7 +55,7 @@ impl GatewayBuilder {
                         let _ = tx.send(addr);
                     }
                 }
-            });
+            }));
         }
         let addr = match rx.recv_timeout(Duration::from_secs(20)) {
             Ok(a) => a,
@@ -73,6 +74,7 @@ impl GatewayBuilder {
                 cert: tls.then_some(cert),
             },
             logs,
+            readers,
             config,
             dir: self.dir,
         }
@@ -119,6 +121,9 @@ pub struct Gateway {
     pub child: Child,
     endpoint: Endpoint,
     logs: Arc<Mutex<String>>,
+    /// The threads reading stdout and stderr into `logs`; joined once the
+    /// process has exited, so that its last lines are in `logs` by then.
+    readers: Vec<std::thread::JoinHandle<()>>,
     pub config: PathBuf,
     pub dir: tempfile::TempDir,
 }
@@ -170,6 +175,10 @@ impl Gateway {
         let end = Instant::now() + timeout;
         while Instant::now() < end {
             if let Some(st) = self.child.try_wait().unwrap() {
+                // Its pipes are closed now: read them to the end.
+                for r in self.readers.drain(..) {
+                    let _ = r.join();
+                }
                 return Some(st);
             }
             std::thread::sleep(Duration::from_millis(10));
