@@ -92,7 +92,7 @@ pub async fn run(
     let span = info_span!(
         "session",
         session_id = %session_id,
-        client_id = %client.client_id,
+        client_id = %client.claims.sub,
         ip = %client.conn.peer.ip(),
     );
     run_session(state, ws, slot, client, session_id)
