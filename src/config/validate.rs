@@ -181,6 +181,36 @@ pub fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         shutdown_grace: Duration::from_secs(s.shutdown_grace_secs),
         max_header_bytes: c.at_least("server.max_header_bytes", s.max_header_bytes, 1024)?,
         max_headers: c.at_least("server.max_headers", s.max_headers, 8)?,
+        max_http_connections: c.at_least(
+            "server.max_http_connections",
+            s.max_http_connections,
+            1,
+        )?,
+        write_timeout: c.positive_secs("server.write_timeout_secs", s.write_timeout_secs)?,
+        allowed_hosts: match &s.allowed_hosts {
+            None => Vec::new(),
+            Some(list) => {
+                for h in list {
+                    let ok = !h.is_empty()
+                        && h.len() <= 253
+                        && h.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+                    if !ok {
+                        return Err(c.err(
+                            "server.allowed_hosts",
+                            format!("{h:?} is not a host name: write names without scheme or port, e.g. [\"nas.local\"]"),
+                        ));
+                    }
+                }
+                if list.is_empty() {
+                    return Err(c.err(
+                        "server.allowed_hosts",
+                        "is empty: list the names clients use (e.g. [\"nas.local\"]), or remove the key to allow any",
+                    ));
+                }
+                list.iter().map(|h| h.to_ascii_lowercase()).collect()
+            }
+        },
     };
     if s.data_dir.is_empty() {
         return Err(c.err("server.data_dir", "must name a folder, e.g. \"data\""));
