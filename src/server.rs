@@ -81,7 +81,7 @@ pub fn host_allowed(cfg: &crate::config::ServerConfig, host: Option<&HeaderValue
         None => host.rsplit_once(':').map_or(host, |(n, _)| n),
     };
     let name = name.trim_end_matches('.').to_ascii_lowercase();
-    if name == "localhost" || cfg.allowed_hosts.iter().any(|h| *h == name) {
+    if name == "localhost" || cfg.allowed_hosts.contains(&name) {
         return true;
     }
     match name.parse::<std::net::IpAddr>() {
