@@ -406,3 +406,59 @@ fn shipped_config_caps_sessions_per_client() {
     let cfg = tars::config::from_toml_str(&text, Some(path)).unwrap();
     assert_eq!(cfg.websocket.max_connections_per_client, Some(3));
 }
+
+/// `tars chat --client-id` keeps its session past the token it started
+/// with: on the expiry notice it sends a fresh token in band, so a prompt
+/// after the old token's expiry is still answered on the same session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tars_chat_renews_its_session_in_band() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    use support::fake_ollama::{Behavior, FakeOllama};
+    let fake = FakeOllama::start().await;
+    fake.set(Behavior::Echo);
+    let gw = open_gateway().ollama(&fake.url()).start();
+    let old_exp = now() + 4;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tars"))
+        .args([
+            "chat",
+            "--url",
+            &format!("wss://localhost:{}", gw.addr.port()),
+        ])
+        .arg("--ca")
+        .arg(gw.cert.as_ref().unwrap())
+        .args(["--token", &short_token("cli", 4), "--client-id", "cli"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"first prompt\n").unwrap();
+    stdin.flush().unwrap();
+    while now() <= old_exp + 1 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stdin.write_all(b"second prompt\n").unwrap();
+    drop(stdin);
+    let out = tokio::task::spawn_blocking(move || {
+        wait_output(child, Duration::from_secs(30), "tars chat")
+    })
+    .await
+    .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        stdout.contains("first prompt") && stdout.contains("second prompt"),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(stderr.contains("session renewed until"), "{stderr}");
+    assert_eq!(
+        stderr.matches("connected as").count(),
+        1,
+        "one session, renewed in band: {stderr}"
+    );
+}
