@@ -277,3 +277,52 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowed_hosts_rules() {
+        let text = "[tls]\nenabled = false\n[server]\nlisten = \"192.168.1.5:8443\"\nallowed_hosts = [\"nas.local\"]\n";
+        let cfg = crate::config::from_toml_str(text, None).unwrap();
+        let ok = |h: Option<&str>| {
+            let v = h.map(|h| HeaderValue::from_str(h).unwrap());
+            host_allowed(&cfg.server, v.as_ref())
+        };
+        for h in [
+            "nas.local",
+            "NAS.local:8443",
+            "nas.local.",
+            "localhost:1",
+            "192.168.1.5:8443",
+            "127.0.0.1",
+            "[::1]:8443",
+        ] {
+            assert!(ok(Some(h)), "{h}");
+        }
+        for h in [
+            "evil.example",
+            "nas.local.evil",
+            "10.0.0.9",
+            "[2001:db8::1]:8443",
+            "",
+        ] {
+            assert!(!ok(Some(h)), "{h}");
+        }
+        assert!(!ok(None));
+        // Listening on every address: any IP literal is one of ours.
+        let any =
+            crate::config::from_toml_str(&text.replace("192.168.1.5", "0.0.0.0"), None).unwrap();
+        assert!(host_allowed(
+            &any.server,
+            Some(&HeaderValue::from_static("10.0.0.9"))
+        ));
+        // No list: anything goes.
+        let open = crate::config::from_toml_str("[tls]\nenabled = false\n", None).unwrap();
+        assert!(host_allowed(
+            &open.server,
+            Some(&HeaderValue::from_static("evil.example"))
+        ));
+    }
+}
