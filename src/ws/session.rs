@@ -21,7 +21,7 @@ use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncRead;
 use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::generation::{self, Job, Outcome};
 use super::manager::{SessionInfo, Slot};
@@ -79,12 +79,33 @@ fn expiry_notice(claims: &Claims) -> String {
 /// How long the close frame gets to go out when a session ends.
 const CLOSE_FLUSH: Duration = Duration::from_secs(2);
 
-/// Run a session to its end.
+/// Run a session to its end, inside a `session` span (`session_id`,
+/// `client_id`, `ip`) that every log line of the session, its writer and its
+/// generations carries.
 pub async fn run(
+    state: Arc<WsState>,
+    ws: WebSocket<TokioIo<Upgraded>>,
+    slot: Slot,
+    client: Client,
+) {
+    let session_id = uuid::Uuid::new_v4().to_string();
+    let span = info_span!(
+        "session",
+        session_id = %session_id,
+        client_id = %client.claims.sub,
+        ip = %client.conn.peer.ip(),
+    );
+    run_session(state, ws, slot, client, session_id)
+        .instrument(span)
+        .await
+}
+
+async fn run_session(
     state: Arc<WsState>,
     ws: WebSocket<TokioIo<Upgraded>>,
     mut slot: Slot,
     client: Client,
+    session_id: String,
 ) {
     let cfg = state.config();
     let wscfg = cfg.websocket.clone();
@@ -97,16 +118,15 @@ pub async fn run(
     // reassembly below caps whole messages.
     read.set_max_message_size(wscfg.max_message_bytes + 1);
     let (tx, rx) = mpsc::channel::<Out>(wscfg.outgoing_queue_frames);
-    let session_id = uuid::Uuid::new_v4().to_string();
     let info = state.sessions.register(
         &mut slot,
         state.metrics.clone(),
-        session_id.clone(),
+        session_id,
         client.claims.jti.clone(),
         client.conn.peer,
         tx.downgrade(),
     );
-    info!(session_id = %info.id, client_id = %info.client_id, peer = %client.conn.peer, "session opened");
+    info!(peer = %client.conn.peer, "session opened");
     // Revocations from now on wake the loop; one that landed between the
     // upgrade's check and the registration above moved the epoch past
     // `client.epoch`, so this re-check catches it.
@@ -121,23 +141,26 @@ pub async fn run(
     let writer = {
         let metrics = state.metrics.clone();
         let info = info.clone();
-        state.tasks.spawn(async move {
-            let end = writer::run(
-                write,
-                rx,
-                wscfg.write_timeout,
-                wscfg.heartbeat_interval,
-                &metrics,
-            )
-            .await;
-            if end == WriterEnd::TimedOut {
-                info!(session_id = %info.id, "client stopped reading: closing the session");
-                info.close((1008, "write timeout"));
-            } else if end != WriterEnd::Closed {
-                info.cancel.cancel();
+        state.tasks.spawn(
+            async move {
+                let end = writer::run(
+                    write,
+                    rx,
+                    wscfg.write_timeout,
+                    wscfg.heartbeat_interval,
+                    &metrics,
+                )
+                .await;
+                if end == WriterEnd::TimedOut {
+                    info!("client stopped reading: closing the session");
+                    info.close((1008, "write timeout"));
+                } else if end != WriterEnd::Closed {
+                    info.cancel.cancel();
+                }
+                end
             }
-            end
-        })
+            .in_current_span(),
+        )
     };
     let _ = tx
         .send(Out::Text(
@@ -222,7 +245,7 @@ pub async fn run(
                 }
                 _ = &mut idle => break Some((1001, "idle timeout".into())),
                 _ = &mut expiry => {
-                    info!(session_id = %info.id, client_id = %info.client_id, "access token expired: closing the session");
+                    info!("access token expired: closing the session");
                     break Some((1008, "token expired".into()));
                 }
                 _ = &mut warn_at, if !warned => {
@@ -239,7 +262,7 @@ pub async fn run(
                     match state.auth.recheck(&reader.claims, &mut seen_epoch) {
                         Ok(()) => continue,
                         Err(e) => {
-                            info!(session_id = %info.id, client_id = %info.client_id, reason = e.reason(), "the session's token was taken back: closing");
+                            info!(reason = e.reason(), "the session's token was taken back: closing");
                             let _ = tx.try_send(Out::Text(protocol::system(&format!("{}: closing", e.close_reason())).into()));
                             break Some((1008, e.close_reason().to_string()));
                         }
@@ -290,11 +313,9 @@ pub async fn run(
         let _ = runner.await;
     }
     if tokio::time::timeout(CLOSE_FLUSH, writer).await.is_err() {
-        debug!(session_id = %info.id, "close frame not flushed in time");
+        debug!("close frame not flushed in time");
     }
     info!(
-        session_id = %info.id,
-        client_id = %info.client_id,
         peer = %info.peer,
         duration_ms = info.opened.elapsed().as_millis() as u64,
         messages = info.messages.load(Ordering::Relaxed),
@@ -430,15 +451,15 @@ impl Reader<'_> {
                 let claims = match self.state.auth.verify_access(&token.0) {
                     Ok(c) => c,
                     Err(e) => {
-                        info!(session_id = %self.info.id, client_id = %self.info.client_id, reason = e.reason(), "in-band auth refused: closing");
+                        info!(reason = e.reason(), "in-band auth refused: closing");
                         return Err((1008, format!("token refused: {}", e.reason())));
                     }
                 };
                 if claims.sub != self.claims.sub {
-                    warn!(session_id = %self.info.id, client_id = %self.info.client_id, other = %claims.sub, "in-band auth with another client's token: closing");
+                    warn!(other = %claims.sub, "in-band auth with another client's token: closing");
                     return Err((1008, "token of another client".into()));
                 }
-                info!(session_id = %self.info.id, client_id = %self.info.client_id, jti = %claims.jti, "session re-authenticated");
+                info!(jti = %claims.jti, "session re-authenticated");
                 self.info.set_jti(claims.jti.clone());
                 let ack = protocol::auth_ack(claims.exp);
                 self.claims = claims;
@@ -492,7 +513,7 @@ impl Reader<'_> {
                             let (state, info) = (self.state.clone(), self.info.clone());
                             let (tx, queue) = (self.tx.clone(), self.queue.clone());
                             let task = run_jobs(state, info, tx, queue);
-                            self.runner = Some(self.state.tasks.spawn(task));
+                            self.runner = Some(self.state.tasks.spawn(task.in_current_span()));
                         }
                     }
                     Err(PushError::Full) => {
@@ -538,7 +559,14 @@ async fn run_jobs(
     queue: Arc<JobQueue>,
 ) {
     while let Some((job, cancel)) = queue.next(&info.cancel).await {
-        let outcome = generation::run(&state, &info, &tx, job, &cancel).await;
+        let span = info_span!(
+            "generation",
+            conversation_id = job.chat.conversation_id.as_deref().unwrap_or("-"),
+            model = %job.model,
+        );
+        let outcome = generation::run(&state, &info, &tx, job, &cancel)
+            .instrument(span)
+            .await;
         match outcome {
             Outcome::Complete | Outcome::Cancelled => {
                 state.metrics.ws_message(Direction::Out, "complete")
