@@ -462,3 +462,36 @@ async fn tars_chat_renews_its_session_in_band() {
         "one session, renewed in band: {stderr}"
     );
 }
+
+/// IPv6 clients are limited per address: a `[::1]` listener with a cap of
+/// two sessions per IP refuses the third from `::1`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_clients_are_limited_per_address() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI needs IPv6 loopback for this test"
+        );
+        eprintln!("skipped: no IPv6 loopback on this machine");
+        return;
+    }
+    let gw = open_gateway()
+        .set("server.listen", "[::1]:0")
+        .set("limits.max_connections_per_ip", 2)
+        .start();
+    assert!(gw.addr.is_ipv6(), "{}", gw.addr);
+    let token = access(&pair(&gw, "v6", None).await).to_string();
+    // (The sign-in's connection may still be closing: retry up to a deadline.)
+    let mut open = Vec::new();
+    let end = Instant::now() + Duration::from_secs(10);
+    while open.len() < 2 {
+        match try_open(&gw, &token).await {
+            Ok(ws) => open.push(ws),
+            Err(_) => assert!(Instant::now() < end, "two sessions never fit"),
+        }
+    }
+    assert!(
+        try_open(&gw, &token).await.is_err(),
+        "a third session from ::1"
+    );
+}
