@@ -317,7 +317,10 @@ mod paths {
         get, path = "/ready", tag = "gateway",
         summary = "Readiness: Ollama answers",
         description = "Asks Ollama `GET /api/version` with a 2 s timeout; the answer is cached \
-            for 3 s and only one probe runs at a time.",
+            for 3 s and only one probe runs at a time. The model, Ollama's URL and version and the \
+            reason it is down are shown only to loopback callers and admin clients' bearer tokens; \
+            anyone else gets `status` alone.",
+        security((), ("bearer" = [])),
         responses(
             (status = 200, description = "Ollama answers", body = ReadyBody,
              example = json!({"model": "mistral:7b-instruct", "ollama": {"host": "http://127.0.0.1:11434",
@@ -460,6 +463,9 @@ mod paths {
     #[utoipa::path(
         get, path = "/auth/health", tag = "auth",
         summary = "The token service's settings and revocation count",
+        description = "The settings and counts are shown only to loopback callers and admin \
+            clients' bearer tokens; anyone else gets `status` alone.",
+        security((), ("bearer" = [])),
         responses(
             (status = 200, description = "Healthy", body = AuthHealthBody,
              example = json!({"access_ttl_secs": 86400, "algorithm": "HS256", "open_enrollment": false,

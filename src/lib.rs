@@ -15,6 +15,7 @@
 //! - [`logging`]: tracing subscriber set-up (text, JSON, journald).
 //! - [`server`]: accept loop, TLS handshake, hyper connections, drain ([`server::run`]);
 //!   connection facts ([`server::ConnInfo`]) and the origin checks.
+//! - [`write_timeout`]: a socket wrapper that fails writes a client stopped taking.
 //! - [`tls`]: PEM → rustls config, self-signed generation, swappable certificate.
 //! - [`routes`]: the route table and CORS; hands each handler its subsystem's state.
 //! - [`status`]: `/` (JSON), `/health`, `/ready`, `/metrics`.
@@ -52,6 +53,7 @@ pub mod status;
 pub mod systemd;
 pub mod tls;
 pub mod web;
+pub mod write_timeout;
 pub mod ws;
 
 pub use app::{serve, Error, Handle, Server};

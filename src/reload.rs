@@ -44,6 +44,9 @@ fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.server.listen != new.server.listen {
         v.push("server.listen");
     }
+    if old.server.max_http_connections != new.server.max_http_connections {
+        v.push("server.max_http_connections");
+    }
     if old.server.data_dir != new.server.data_dir {
         v.push("server.data_dir");
     }

@@ -6,12 +6,12 @@
 
 use std::sync::Arc;
 
-use http::header::{HeaderValue, ALLOW, ORIGIN, VARY};
+use http::header::{HeaderValue, ALLOW, HOST, ORIGIN, VARY};
 use http::{Method, Request, StatusCode};
 use hyper::body::Incoming;
 
 use crate::response::{self as h, Resp};
-use crate::server::{origin_allowed, ConnInfo};
+use crate::server::{host_allowed, origin_allowed, ConnInfo};
 use crate::state::AppState;
 
 /// Every route the gateway serves.
@@ -89,6 +89,14 @@ pub fn endpoints() -> Vec<String> {
 
 /// The service for every request (what [`crate::server::run`] serves).
 pub async fn handle(state: Arc<AppState>, conn: ConnInfo, req: Request<Incoming>) -> Resp {
+    if !host_allowed(&state.config().server, req.headers().get(HOST)) {
+        state.metrics.http("misdirected");
+        return h::error(
+            StatusCode::MISDIRECTED_REQUEST,
+            "misdirected_request",
+            "this Host is not served here: use a name listed in [server] allowed_hosts",
+        );
+    }
     let origin = req.headers().get(ORIGIN).cloned();
     let allowed_origin = origin
         .as_ref()
@@ -146,14 +154,15 @@ async fn dispatch(
         Route::Health => crate::status::health(state.started),
         Route::Ready => {
             let client = state.ollama.load_full();
-            crate::status::ready(&state.ready, &client, &state.config()).await
+            let details = details_for(&state, conn, &req);
+            crate::status::ready(&state.ready, &client, &state.config(), details).await
         }
         Route::Metrics => crate::status::metrics(&state.metrics, &req),
         Route::AuthToken => auth::token(&state.auth, conn, req).await,
         Route::AuthRefresh => auth::refresh(&state.auth, conn, req).await,
         Route::AuthValidate => auth::validate(&state.auth, conn, req).await,
         Route::AuthRevoke => auth::revoke(&state.auth, conn, req).await,
-        Route::AuthHealth => auth::health(&state.auth),
+        Route::AuthHealth => auth::health(&state.auth, details_for(&state, conn, &req)),
         Route::WsChat => upgrade::handle(state.ws.clone(), conn, req).await,
         Route::WsHealth => ws::health(&state.ws),
         Route::WsSessions => ws::sessions(&state.ws, &req),
@@ -163,6 +172,14 @@ async fn dispatch(
         Route::Docs => crate::api_doc::docs(&req),
         Route::Redoc => crate::api_doc::redoc(),
     }
+}
+
+/// Whether `/ready` and `/auth/health` may show details (Ollama's URL and
+/// error text, counts of clients and revocations): to loopback callers and
+/// to admin clients' bearer tokens; anyone else gets the status alone.
+fn details_for<B>(state: &AppState, conn: ConnInfo, req: &Request<B>) -> bool {
+    conn.peer.ip().to_canonical().is_loopback()
+        || h::bearer(req).is_some_and(|t| state.auth.auth.is_admin_token(t))
 }
 
 /// 429 with `Retry-After` (whole seconds, at least 1).

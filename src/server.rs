@@ -30,6 +30,7 @@ use crate::limits::{HeldConn, Limits};
 use crate::metrics::{KindLabel, Metrics};
 use crate::response::Resp;
 use crate::tls::CertStore;
+use crate::write_timeout::WriteTimeout;
 
 /// How long the accept loop sleeps after an accept error such as EMFILE.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -62,6 +63,36 @@ pub fn same_origin<B>(req: &Request<B>, origin: &HeaderValue) -> bool {
     origin_host.as_bytes().eq_ignore_ascii_case(host.as_bytes())
 }
 
+/// `[server] allowed_hosts` (DNS rebinding defence): true when the list is
+/// empty, or `host` (its port ignored) is listed, is `localhost`, or is an
+/// IP literal of the listen address (any local IP when listening on
+/// 0.0.0.0 or `::`, and loopback). A missing `Host` is refused when there
+/// is a list.
+pub fn host_allowed(cfg: &crate::config::ServerConfig, host: Option<&HeaderValue>) -> bool {
+    if cfg.allowed_hosts.is_empty() {
+        return true;
+    }
+    let Some(host) = host.and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    // `[v6]:port`, `[v6]`, `name:port`, `name`, `v4:port`.
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(n, _)| n),
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    if name == "localhost" || cfg.allowed_hosts.contains(&name) {
+        return true;
+    }
+    match name.parse::<std::net::IpAddr>() {
+        Ok(ip) => {
+            let listen = cfg.listen.ip();
+            listen.is_unspecified() || ip == listen || ip.to_canonical().is_loopback()
+        }
+        Err(_) => false,
+    }
+}
+
 /// What the accept loop needs from the server it belongs to.
 #[derive(Clone)]
 pub struct Listener {
@@ -77,6 +108,9 @@ pub struct Listener {
     /// The root of the cancellation tree, cancelled when the grace period
     /// is over: every session (and its generation) ends at once.
     pub stop: CancellationToken,
+    /// One permit per connection still speaking HTTP (TLS handshake
+    /// included); an upgraded WebSocket gives its permit back.
+    pub http_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// Serve `service` on `listener` until `l.draining` is cancelled, then
@@ -107,10 +141,18 @@ where
                             continue;
                         }
                     };
+                    let Ok(http_slot) = l.http_slots.clone().try_acquire_owned() else {
+                        l.metrics.connections_rejected.get_or_create(&KindLabel { kind: "http_connections" }).inc();
+                        debug!(%peer, "connection refused at accept: server.max_http_connections reached");
+                        continue;
+                    };
                     let (conn_l, acceptor, service) = (l.clone(), acceptor.clone(), service.clone());
                     let held = HeldConn::new(guard);
                     l.tasks.spawn(async move {
+                        // The permit is held until the HTTP connection ends,
+                        // which an upgrade does at once.
                         serve_socket(tcp, peer, acceptor, conn_l, service, held).await;
+                        drop(http_slot);
                     });
                 }
                 Err(e) => {
@@ -160,6 +202,7 @@ async fn serve_socket<S, F>(
     F: Future<Output = Resp> + Send + 'static,
 {
     let _ = tcp.set_nodelay(true);
+    let tcp = WriteTimeout::new(tcp, l.config.get().server.write_timeout);
     match acceptor {
         None => {
             let conn = ConnInfo {
@@ -232,5 +275,54 @@ where
                 debug!(peer = %conn.peer, error = %e, "connection ended with an error during drain");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowed_hosts_rules() {
+        let text = "[tls]\nenabled = false\n[server]\nlisten = \"192.168.1.5:8443\"\nallowed_hosts = [\"nas.local\"]\n";
+        let cfg = crate::config::from_toml_str(text, None).unwrap();
+        let ok = |h: Option<&str>| {
+            let v = h.map(|h| HeaderValue::from_str(h).unwrap());
+            host_allowed(&cfg.server, v.as_ref())
+        };
+        for h in [
+            "nas.local",
+            "NAS.local:8443",
+            "nas.local.",
+            "localhost:1",
+            "192.168.1.5:8443",
+            "127.0.0.1",
+            "[::1]:8443",
+        ] {
+            assert!(ok(Some(h)), "{h}");
+        }
+        for h in [
+            "evil.example",
+            "nas.local.evil",
+            "10.0.0.9",
+            "[2001:db8::1]:8443",
+            "",
+        ] {
+            assert!(!ok(Some(h)), "{h}");
+        }
+        assert!(!ok(None));
+        // Listening on every address: any IP literal is one of ours.
+        let any =
+            crate::config::from_toml_str(&text.replace("192.168.1.5", "0.0.0.0"), None).unwrap();
+        assert!(host_allowed(
+            &any.server,
+            Some(&HeaderValue::from_static("10.0.0.9"))
+        ));
+        // No list: anything goes.
+        let open = crate::config::from_toml_str("[tls]\nenabled = false\n", None).unwrap();
+        assert!(host_allowed(
+            &open.server,
+            Some(&HeaderValue::from_static("evil.example"))
+        ));
     }
 }

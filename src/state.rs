@@ -57,6 +57,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Every spawned connection and session task, for the drain.
     pub tasks: TaskTracker,
+    /// `[server] max_http_connections` permits (restart only).
+    pub http_slots: Arc<tokio::sync::Semaphore>,
     pub started: Instant,
 }
 
@@ -99,6 +101,9 @@ impl AppState {
         }
         let ollama = Arc::new(ArcSwap::from_pointee(OllamaClient::new(&config.ollama)));
         let limits = Arc::new(Limits::new(&config.limits));
+        let http_slots = Arc::new(tokio::sync::Semaphore::new(
+            config.server.max_http_connections,
+        ));
         let config = SharedConfig::new(config);
         let metrics = Arc::new(Metrics::new());
         let ready = Arc::new(ReadyProbe::default());
@@ -138,6 +143,7 @@ impl AppState {
             stop,
             shutdown,
             tasks,
+            http_slots,
             started: Instant::now(),
         }))
     }
@@ -152,6 +158,7 @@ impl AppState {
             tasks: self.tasks.clone(),
             draining: self.shutdown.clone(),
             stop: self.stop.clone(),
+            http_slots: self.http_slots.clone(),
         }
     }
 

@@ -40,12 +40,15 @@ pub(crate) struct HealthBody {
     version: &'static str,
 }
 
-/// `GET /ready` body, 200 and 503 alike.
+/// `GET /ready` body, 200 and 503 alike. Callers that are neither on
+/// loopback nor an admin client get `status` alone.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct ReadyBody {
     /// `[ollama] model`, the default model.
-    model: String,
-    ollama: OllamaProbe,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ollama: Option<OllamaProbe>,
     /// Why Ollama is considered down (503 only).
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
@@ -102,18 +105,19 @@ pub fn health(started: Instant) -> Resp {
     )
 }
 
-/// `GET /ready`: 200 when Ollama answers, 503 with the reason when not.
-pub async fn ready(probe: &ReadyProbe, client: &OllamaClient, cfg: &Config) -> Resp {
-    let (status, body) = match probe.check(client).await {
+/// `GET /ready`: 200 when Ollama answers, 503 when not; with `details`,
+/// the model, Ollama's URL and version, and the reason it is down.
+pub async fn ready(probe: &ReadyProbe, client: &OllamaClient, cfg: &Config, details: bool) -> Resp {
+    let (status, mut body) = match probe.check(client).await {
         Probe::Up { version } => (
             StatusCode::OK,
             ReadyBody {
-                model: cfg.ollama.model.clone(),
-                ollama: OllamaProbe {
+                model: Some(cfg.ollama.model.clone()),
+                ollama: Some(OllamaProbe {
                     host: cfg.ollama.host.clone(),
                     status: OllamaState::Up,
                     version: Some(version),
-                },
+                }),
                 reason: None,
                 status: ReadyStatus::Ready,
             },
@@ -121,17 +125,22 @@ pub async fn ready(probe: &ReadyProbe, client: &OllamaClient, cfg: &Config) -> R
         Probe::Down { reason } => (
             StatusCode::SERVICE_UNAVAILABLE,
             ReadyBody {
-                model: cfg.ollama.model.clone(),
-                ollama: OllamaProbe {
+                model: Some(cfg.ollama.model.clone()),
+                ollama: Some(OllamaProbe {
                     host: cfg.ollama.host.clone(),
                     status: OllamaState::Down,
                     version: None,
-                },
+                }),
                 reason: Some(reason),
                 status: ReadyStatus::NotReady,
             },
         ),
     };
+    if !details {
+        body.model = None;
+        body.ollama = None;
+        body.reason = None;
+    }
     h::json(status, &body)
 }
 

@@ -314,7 +314,9 @@ async fn reconnects_after_gateway_restart() {
 /// The page refreshes the access token before it expires: with the stored
 /// expiry moved to a few seconds ahead (as if the day had passed), a reload
 /// schedules the refresh at once; the new pair replaces the old in
-/// sessionStorage, and the old refresh token is spent (rotation).
+/// sessionStorage, and the old refresh token is spent (rotation): presenting
+/// it again is taken as theft and ends the whole token family, so the page
+/// is signed out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refreshes_the_token_before_it_expires() {
     let fake = FakeOllama::start().await;
@@ -343,6 +345,9 @@ async fn refreshes_the_token_before_it_expires() {
         .js("return Number(sessionStorage.getItem('tars.expires_at')) - Date.now()")
         .await;
     assert!(expires_at.as_f64().unwrap() > 86_000_000.0, "{expires_at}");
+    fake.set(Behavior::Echo);
+    b.ask("after refresh").await;
+    assert_eq!(b.answer_done().await["text"], "after refresh");
     let r = post_json(
         &gw,
         "/auth/refresh",
@@ -351,9 +356,14 @@ async fn refreshes_the_token_before_it_expires() {
     )
     .await;
     assert_eq!(r.status, 401, "the old refresh token still works");
-    fake.set(Behavior::Echo);
-    b.ask("after refresh").await;
-    assert_eq!(b.answer_done().await["text"], "after refresh");
+    let err = b
+        .until(
+            "the page signed out by the family revocation",
+            "const e = document.getElementById('sign-in-error'); \
+             return !e.hidden && e.textContent;",
+        )
+        .await;
+    assert!(err.as_str().unwrap().contains("family"), "{err}");
     b.quit().await;
 }
 

@@ -365,7 +365,8 @@ async fn per_ip_cap_counts_websocket_sessions_for_their_life() {
     let gw = open_gateway()
         .set("limits.max_connections_per_ip", 6)
         .start();
-    let token = access(&pair(&gw, "many", None).await).to_string();
+    // Minted offline: no HTTP connection of the test's own takes a slot.
+    let token = short_token("many", 3600);
     let mut open = Vec::new();
     let mut refused = 0;
     for _ in 0..8 {
@@ -405,4 +406,93 @@ fn shipped_config_caps_sessions_per_client() {
     let text = std::fs::read_to_string(path).unwrap();
     let cfg = tars::config::from_toml_str(&text, Some(path)).unwrap();
     assert_eq!(cfg.websocket.max_connections_per_client, Some(3));
+}
+
+/// `tars chat --client-id` keeps its session past the token it started
+/// with: on the expiry notice it sends a fresh token in band, so a prompt
+/// after the old token's expiry is still answered on the same session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tars_chat_renews_its_session_in_band() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    use support::fake_ollama::{Behavior, FakeOllama};
+    let fake = FakeOllama::start().await;
+    fake.set(Behavior::Echo);
+    let gw = open_gateway().ollama(&fake.url()).start();
+    let old_exp = now() + 4;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tars"))
+        .args([
+            "chat",
+            "--url",
+            &format!("wss://localhost:{}", gw.addr.port()),
+        ])
+        .arg("--ca")
+        .arg(gw.cert.as_ref().unwrap())
+        .args(["--token", &short_token("cli", 4), "--client-id", "cli"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"first prompt\n").unwrap();
+    stdin.flush().unwrap();
+    while now() <= old_exp + 1 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stdin.write_all(b"second prompt\n").unwrap();
+    drop(stdin);
+    let out = tokio::task::spawn_blocking(move || {
+        wait_output(child, Duration::from_secs(30), "tars chat")
+    })
+    .await
+    .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        stdout.contains("first prompt") && stdout.contains("second prompt"),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(stderr.contains("session renewed until"), "{stderr}");
+    assert_eq!(
+        stderr.matches("connected as").count(),
+        1,
+        "one session, renewed in band: {stderr}"
+    );
+}
+
+/// IPv6 clients are limited per address: a `[::1]` listener with a cap of
+/// two sessions per IP refuses the third from `::1`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_clients_are_limited_per_address() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI needs IPv6 loopback for this test"
+        );
+        eprintln!("skipped: no IPv6 loopback on this machine");
+        return;
+    }
+    let gw = open_gateway()
+        .set("server.listen", "[::1]:0")
+        .set("limits.max_connections_per_ip", 2)
+        .start();
+    assert!(gw.addr.is_ipv6(), "{}", gw.addr);
+    let token = access(&pair(&gw, "v6", None).await).to_string();
+    // (The sign-in's connection may still be closing: retry up to a deadline.)
+    let mut open = Vec::new();
+    let end = Instant::now() + Duration::from_secs(10);
+    while open.len() < 2 {
+        match try_open(&gw, &token).await {
+            Ok(ws) => open.push(ws),
+            Err(_) => assert!(Instant::now() < end, "two sessions never fit"),
+        }
+    }
+    assert!(
+        try_open(&gw, &token).await.is_err(),
+        "a third session from ::1"
+    );
 }

@@ -158,6 +158,9 @@
     if (r.ok) {
       saveTokens(r.data);
       scheduleRefresh();
+      // The open session goes on with the new token (otherwise the gateway
+      // closes it when the old one expires).
+      sendFrame({ type: "auth", token: r.data.access_token });
       return true;
     }
     if (r.status === 400 || r.status === 401) {
@@ -414,6 +417,8 @@
       case "ping":
         sendFrame({ type: "pong" });
         break;
+      case "auth_ack":
+        break; // the session runs on the refreshed token
       default:
         break; // pong and frame types this page does not know
     }

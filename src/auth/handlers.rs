@@ -121,21 +121,30 @@ pub(crate) struct NotValidBody {
 
 /// `GET /auth/health` 200.
 #[derive(Serialize, ToSchema)]
+/// Everything but `status` only for loopback callers and admin bearers.
 pub(crate) struct AuthHealthBody {
-    access_ttl_secs: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    access_ttl_secs: Option<u64>,
     /// `HS256`, `HS384` or `HS512`.
     #[schema(example = "HS256")]
-    algorithm: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    algorithm: Option<&'static str>,
     /// True when any well-formed client id gets tokens without a secret.
-    open_enrollment: bool,
-    refresh_ttl_secs: u64,
-    registered_clients: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    open_enrollment: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_ttl_secs: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    registered_clients: Option<usize>,
     /// Revoked (or used refresh) tokens not yet expired.
-    revoked_count: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    revoked_count: Option<usize>,
     /// Revoked token families not yet expired.
-    revoked_families: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    revoked_families: Option<usize>,
     /// Clients with a cutoff (tokens issued before it are refused).
-    client_cutoffs: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_cutoffs: Option<usize>,
     /// Always `healthy`.
     #[schema(example = "healthy")]
     status: &'static str,
@@ -437,19 +446,23 @@ pub async fn validate(state: &AuthState, _conn: ConnInfo, req: Request<Incoming>
 }
 
 /// `GET /auth/health`.
-pub fn health(state: &AuthState) -> Resp {
+/// `GET /auth/health`; `details` (loopback or admin caller) adds the
+/// settings and counts.
+pub fn health(state: &AuthState, details: bool) -> Resp {
     let policy = state.auth.policy();
+    let ledger = state.auth.ledger();
+    let d = |v| details.then_some(v);
     h::json(
         StatusCode::OK,
         &AuthHealthBody {
-            access_ttl_secs: policy.access_ttl.as_secs(),
-            algorithm: state.auth.algorithm().as_str(),
-            open_enrollment: policy.open_enrollment,
-            refresh_ttl_secs: policy.refresh_ttl.as_secs(),
-            registered_clients: policy.registered_clients(),
-            revoked_count: state.auth.revoked_count(),
-            revoked_families: state.auth.ledger().revoked_families(),
-            client_cutoffs: state.auth.ledger().client_cutoffs(),
+            access_ttl_secs: d(policy.access_ttl.as_secs()),
+            algorithm: details.then(|| state.auth.algorithm().as_str()),
+            open_enrollment: details.then_some(policy.open_enrollment),
+            refresh_ttl_secs: d(policy.refresh_ttl.as_secs()),
+            registered_clients: details.then(|| policy.registered_clients()),
+            revoked_count: details.then(|| state.auth.revoked_count()),
+            revoked_families: details.then(|| ledger.revoked_families()),
+            client_cutoffs: details.then(|| ledger.client_cutoffs()),
             status: "healthy",
         },
     )

@@ -259,6 +259,12 @@ impl Auth {
         self.keys.issue_pair(who, p.access_ttl, p.refresh_ttl, at)
     }
 
+    /// True when `token` is a valid access token of an admin client.
+    pub fn is_admin_token(&self, token: &str) -> bool {
+        self.verify_access(token)
+            .is_ok_and(|c| self.is_admin(&c.sub))
+    }
+
     /// True for a registered client with `admin = true`.
     pub fn is_admin(&self, client_id: &str) -> bool {
         self.policy.load().is_admin(client_id)

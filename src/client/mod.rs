@@ -3,7 +3,10 @@
 //! tokens as they stream and the `complete` statistics.
 //!
 //! It keeps one `conversation_id` for the whole run, so each line continues
-//! the conversation.
+//! the conversation. With `--client-id` it keeps the session alive past its
+//! token's expiry: on the gateway's notice (or before a prompt when the
+//! token is about to expire) it gets a fresh token and sends it in band
+//! (`{"type":"auth"}`), reconnecting if the session already ended.
 
 mod tls;
 
@@ -110,6 +113,23 @@ async fn connect(t: &Target, trust: &Trust) -> Result<Box<dyn Io>, String> {
     Ok(Box::new(tls))
 }
 
+/// The `exp` of a JWT (read, not verified: it is our own token), or 0.
+fn token_exp(token: &str) -> u64 {
+    jsonwebtoken::dangerous::insecure_decode::<Value>(token)
+        .ok()
+        .and_then(|d| d.claims["exp"].as_u64())
+        .unwrap_or(0)
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// How long before `exp` a token is renewed before a prompt.
+const RENEW_LEAD_SECS: u64 = 60;
+
 /// POST /auth/token and return the access token.
 async fn fetch_token(
     t: &Target,
@@ -215,23 +235,25 @@ async fn chat(args: ChatArgs) -> Result<(), String> {
             )
         }
     };
-    let mut ws = open_ws(&target, &trust, &token).await?;
-    let ack = next_json(&mut ws)
-        .await?
-        .ok_or("the gateway closed the connection")?;
-    if ack["type"] != "connection_ack" {
-        return Err(format!("expected connection_ack, got {ack}"));
-    }
-    eprintln!(
-        "connected as {} (session {})",
-        ack["client_id"].as_str().unwrap_or("?"),
-        ack["session_id"].as_str().unwrap_or("?")
-    );
+    let mut token = token;
+    let mut ws = start_session(&target, &trust, &token).await?;
+    // Renewal needs a client id (and its secret, for a registered client).
+    let renew = |args: &ChatArgs| args.client_id.clone();
     let conversation_id = format!("cli-{}", uuid::Uuid::new_v4());
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     while let Some(line) = lines.next_line().await.map_err(|e| e.to_string())? {
         if line.trim().is_empty() {
             continue;
+        }
+        if let Some(id) = renew(&args) {
+            if now_secs() + RENEW_LEAD_SECS >= token_exp(&token) {
+                token = fetch_token(&target, &trust, &id, args.secret.as_deref()).await?;
+                ws = match reauth(&mut ws, &token).await {
+                    Ok(()) => ws,
+                    // The session already ended (the old token expired).
+                    Err(_) => start_session(&target, &trust, &token).await?,
+                };
+            }
         }
         let mut msg = json!({"type": "chat", "content": line, "conversation_id": conversation_id});
         if let Some(m) = &args.model {
@@ -270,13 +292,65 @@ async fn chat(args: ChatArgs) -> Result<(), String> {
                     }
                 }
                 "ping" => send_json(&mut ws, &json!({"type": "pong"})).await?,
-                "system" => eprintln!("[system: {}]", v["message"].as_str().unwrap_or("")),
+                "system" => {
+                    let text = v["message"].as_str().unwrap_or("");
+                    eprintln!("[system: {text}]");
+                    if let (true, Some(id)) = (text.contains("expires in"), renew(&args)) {
+                        // Mid-answer: send the new token; `auth_ack` follows.
+                        token = fetch_token(&target, &trust, &id, args.secret.as_deref()).await?;
+                        send_json(&mut ws, &json!({"type": "auth", "token": token})).await?;
+                    }
+                }
+                "auth_ack" => eprintln!(
+                    "[session renewed until {}]",
+                    v["expires_at"].as_str().unwrap_or("?")
+                ),
                 _ => {}
             }
         }
     }
     let _ = ws.write_frame(Frame::close(1000, b"bye")).await;
     Ok(())
+}
+
+type Session = WebSocket<TokioIo<Upgraded>>;
+
+/// Open a session with `token` and read its `connection_ack`.
+async fn start_session(target: &Target, trust: &Trust, token: &str) -> Result<Session, String> {
+    let mut ws = open_ws(target, trust, token).await?;
+    let ack = next_json(&mut ws)
+        .await?
+        .ok_or("the gateway closed the connection")?;
+    if ack["type"] != "connection_ack" {
+        return Err(format!("expected connection_ack, got {ack}"));
+    }
+    eprintln!(
+        "connected as {} (session {})",
+        ack["client_id"].as_str().unwrap_or("?"),
+        ack["session_id"].as_str().unwrap_or("?")
+    );
+    Ok(ws)
+}
+
+/// Send `token` in band and wait for `auth_ack`. `Err` when the session is
+/// gone (or refused the token).
+async fn reauth(ws: &mut Session, token: &str) -> Result<(), String> {
+    send_json(ws, &json!({"type": "auth", "token": token})).await?;
+    loop {
+        let v = next_json(ws).await?.ok_or("the session ended")?;
+        match v["type"].as_str().unwrap_or("") {
+            "auth_ack" => {
+                eprintln!(
+                    "[session renewed until {}]",
+                    v["expires_at"].as_str().unwrap_or("?")
+                );
+                return Ok(());
+            }
+            "ping" => send_json(ws, &json!({"type": "pong"})).await?,
+            "system" => eprintln!("[system: {}]", v["message"].as_str().unwrap_or("")),
+            _ => {}
+        }
+    }
 }
 
 async fn send_json<S: AsyncRead + AsyncWrite + Unpin>(

@@ -99,6 +99,16 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     pub max_header_bytes: usize,
     pub max_headers: usize,
+    /// Connections still speaking HTTP (not upgraded to a WebSocket) at once,
+    /// over all clients; more are closed at accept.
+    pub max_http_connections: usize,
+    /// A write to a client (HTTP response or WebSocket frame) that makes no
+    /// progress for this long ends the connection.
+    pub write_timeout: Duration,
+    /// Host names requests may carry in `Host` (DNS rebinding defence);
+    /// empty: any. IP literals of the listen address and `localhost` are
+    /// always allowed.
+    pub allowed_hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone)]

@@ -32,6 +32,9 @@ pub struct RawServer {
     pub shutdown_grace_secs: u64,
     pub max_header_bytes: usize,
     pub max_headers: usize,
+    pub max_http_connections: usize,
+    pub write_timeout_secs: u64,
+    pub allowed_hosts: Option<Vec<String>>,
 }
 
 impl Default for RawServer {
@@ -44,6 +47,9 @@ impl Default for RawServer {
             shutdown_grace_secs: 30,
             max_header_bytes: 16 * 1024,
             max_headers: 100,
+            max_http_connections: 256,
+            write_timeout_secs: 30,
+            allowed_hosts: None,
         }
     }
 }

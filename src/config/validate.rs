@@ -181,6 +181,36 @@ pub fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         shutdown_grace: Duration::from_secs(s.shutdown_grace_secs),
         max_header_bytes: c.at_least("server.max_header_bytes", s.max_header_bytes, 1024)?,
         max_headers: c.at_least("server.max_headers", s.max_headers, 8)?,
+        max_http_connections: c.at_least(
+            "server.max_http_connections",
+            s.max_http_connections,
+            1,
+        )?,
+        write_timeout: c.positive_secs("server.write_timeout_secs", s.write_timeout_secs)?,
+        allowed_hosts: match &s.allowed_hosts {
+            None => Vec::new(),
+            Some(list) => {
+                for h in list {
+                    let ok = !h.is_empty()
+                        && h.len() <= 253
+                        && h.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+                    if !ok {
+                        return Err(c.err(
+                            "server.allowed_hosts",
+                            format!("{h:?} is not a host name: write names without scheme or port, e.g. [\"nas.local\"]"),
+                        ));
+                    }
+                }
+                if list.is_empty() {
+                    return Err(c.err(
+                        "server.allowed_hosts",
+                        "is empty: list the names clients use (e.g. [\"nas.local\"]), or remove the key to allow any",
+                    ));
+                }
+                list.iter().map(|h| h.to_ascii_lowercase()).collect()
+            }
+        },
     };
     if s.data_dir.is_empty() {
         return Err(c.err("server.data_dir", "must name a folder, e.g. \"data\""));
@@ -518,95 +548,5 @@ pub fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn check(text: &str) -> Result<Config, ConfigError> {
-        let raw = crate::config::parse_toml("t.toml", text)?;
-        validate(Path::new("/nonexistent/t.toml"), raw)
-    }
-
-    fn msg(text: &str) -> String {
-        check(text).unwrap_err().to_string()
-    }
-
-    #[test]
-    fn defaults_validate() {
-        let c = check("[tls]\nenabled = false\n").unwrap();
-        assert_eq!(c.server.listen.port(), 8443);
-        assert_eq!(c.server.data_dir, Path::new("/nonexistent/data"));
-        assert_eq!(c.ollama.allowed_models, vec!["mistral:7b-instruct"]);
-        assert!(matches!(c.auth.secret, SecretSource::Generated(_)));
-    }
-
-    #[test]
-    fn port_out_of_range() {
-        let m = msg("[server]\nlisten = \"0.0.0.0:70000\"\n");
-        assert!(
-            m.contains("key `server.listen`") && m.contains("out of range"),
-            "{m}"
-        );
-    }
-
-    #[test]
-    fn bad_address() {
-        let m = msg("[server]\nlisten = \"localhost\"\n");
-        assert!(
-            m.contains("key `server.listen`") && m.contains("IP:PORT"),
-            "{m}"
-        );
-    }
-
-    #[test]
-    fn short_and_placeholder_secrets() {
-        assert!(msg("[auth]\nsecret = \"short\"\n").contains("at least 32"));
-        assert!(
-            msg("[auth]\nsecret = \"your-secret-key-change-this-in-production\"\n")
-                .contains("placeholder")
-        );
-    }
-
-    #[test]
-    fn algorithm_pinned_to_hmac() {
-        assert!(msg("[auth]\nalgorithm = \"none\"\n").contains("key `auth.algorithm`"));
-        assert!(msg("[auth]\nalgorithm = \"RS256\"\n").contains("not supported"));
-    }
-
-    #[test]
-    fn client_hash_must_be_argon2id() {
-        let m = msg("[[auth.clients]]\nid = \"a\"\nsecret_hash = \"plain\"\n");
-        assert!(m.contains("auth.clients[0].secret_hash"), "{m}");
-    }
-
-    #[test]
-    fn ollama_host_must_be_http() {
-        assert!(msg("[ollama]\nhost = \"ftp://x\"\n").contains("ollama.host"));
-        assert!(msg("[ollama]\nhost = \"https://x:1\"\n").contains("https upstreams"));
-    }
-
-    #[test]
-    fn log_levels() {
-        for ok in [
-            "info",
-            "DEBUG",
-            "warn",
-            "tars=debug,info",
-            "tars=trace,hyper=warn",
-        ] {
-            assert!(valid_log_level(ok), "{ok}");
-        }
-        for bad in ["", "loud", "inof", "tars=loud", "info,,debug"] {
-            assert!(!valid_log_level(bad), "{bad}");
-        }
-        assert!(msg("[log]\nlevel = \"loud\"\n").contains("key `log.level`"));
-    }
-
-    #[test]
-    fn client_ids() {
-        assert!(valid_client_id("client-001"));
-        assert!(valid_client_id("a.b_c-D9"));
-        assert!(!valid_client_id(""));
-        assert!(!valid_client_id("a b"));
-        assert!(!valid_client_id(&"x".repeat(129)));
-    }
-}
+#[path = "validate_tests.rs"]
+mod tests;

@@ -123,7 +123,7 @@ async fn run_session(
     let info = state.sessions.register(
         &mut slot,
         state.metrics.clone(),
-        session_id.clone(),
+        session_id,
         client.claims.jti.clone(),
         client.conn.peer,
         tx.downgrade(),
@@ -247,7 +247,7 @@ async fn run_session(
                 }
                 _ = &mut idle => break Some((1001, "idle timeout".into())),
                 _ = &mut expiry => {
-                    info!(session_id = %info.id, client_id = %info.client_id, "access token expired: closing the session");
+                    info!("access token expired: closing the session");
                     break Some((1008, "token expired".into()));
                 }
                 _ = &mut warn_at, if !warned => {
@@ -264,7 +264,7 @@ async fn run_session(
                     match state.auth.recheck(&reader.claims, &mut seen_epoch) {
                         Ok(()) => continue,
                         Err(e) => {
-                            info!(session_id = %info.id, client_id = %info.client_id, reason = e.reason(), "the session's token was taken back: closing");
+                            info!(reason = e.reason(), "the session's token was taken back: closing");
                             let _ = tx.try_send(Out::Text(protocol::system(&format!("{}: closing", e.close_reason())).into()));
                             break Some((1008, e.close_reason().to_string()));
                         }
@@ -453,15 +453,15 @@ impl Reader<'_> {
                 let claims = match self.state.auth.verify_access(&token.0) {
                     Ok(c) => c,
                     Err(e) => {
-                        info!(session_id = %self.info.id, client_id = %self.info.client_id, reason = e.reason(), "in-band auth refused: closing");
+                        info!(reason = e.reason(), "in-band auth refused: closing");
                         return Err((1008, format!("token refused: {}", e.reason())));
                     }
                 };
                 if claims.sub != self.claims.sub {
-                    warn!(session_id = %self.info.id, client_id = %self.info.client_id, other = %claims.sub, "in-band auth with another client's token: closing");
+                    warn!(other = %claims.sub, "in-band auth with another client's token: closing");
                     return Err((1008, "token of another client".into()));
                 }
-                info!(session_id = %self.info.id, client_id = %self.info.client_id, jti = %claims.jti, "session re-authenticated");
+                info!(jti = %claims.jti, "session re-authenticated");
                 self.info.set_jti(claims.jti.clone());
                 let ack = protocol::auth_ack(claims.exp);
                 self.claims = claims;
