@@ -2,6 +2,10 @@
 //! timestamp when journald (which stamps lines itself) is the receiver, and
 //! optionally also to a daily-rotated file with a retention count.
 //!
+//! A session's lines carry its span (`session_id`, `client_id`, `ip`) and a
+//! generation's also `conversation_id` and `model`: in text as the
+//! `session{..}:generation{..}:` prefix, in JSON under `span` / `spans`.
+//!
 //! Nothing logged anywhere in the gateway may contain a token or a secret:
 //! handlers log client ids, session ids and `jti`s, never the JWT itself.
 
@@ -67,7 +71,14 @@ pub fn init(cfg: &LogConfig) -> Result<Option<WorkerGuard>, LogFileError> {
         .with_ansi(false)
         .with_target(false);
     let _ = match (cfg.format, under_journald) {
-        (LogFormat::Json, _) => builder.json().flatten_event(true).try_init(),
+        // Event fields at the top level; the innermost span's fields under
+        // "span" and every open span (session, then generation) under "spans".
+        (LogFormat::Json, _) => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(true)
+            .try_init(),
         (LogFormat::Text, true) => builder.without_time().try_init(),
         (LogFormat::Text, false) => builder.try_init(),
     };

@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::error::{error_chain, OllamaError};
+use super::policy::RetryPolicy;
 use super::stream::ChatStream;
 use super::OllamaClient;
 use crate::config::OllamaConfig;
@@ -29,8 +30,6 @@ use crate::metrics::{KindLabel, Metrics};
 pub const ERROR_BODY_TIMEOUT: Duration = Duration::from_secs(5);
 /// How much of the body of a non-200 answer is read.
 pub const ERROR_BODY_MAX: usize = 16 * 1024;
-/// The longest backoff between two attempts, whatever the base and count.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
 /// Who wrote a message of the conversation.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -110,40 +109,6 @@ impl ChatRequest {
             options,
             keep_alive,
         }
-    }
-}
-
-/// How hard [`OllamaClient::chat`] tries, and how long the stream may wait.
-#[derive(Clone, Debug)]
-pub struct RetryPolicy {
-    /// Attempts after the first.
-    pub retries: u32,
-    /// The first backoff; then doubled each time.
-    pub base_delay: Duration,
-    /// From sending the request to the first complete line (model loads are
-    /// slow).
-    pub first_token_timeout: Duration,
-    /// Between two lines, once the first arrived.
-    pub idle_timeout: Duration,
-    pub max_line_bytes: usize,
-}
-
-impl RetryPolicy {
-    pub fn from_config(cfg: &OllamaConfig) -> Self {
-        Self {
-            retries: cfg.retries,
-            base_delay: cfg.retry_base_delay,
-            first_token_timeout: cfg.first_token_timeout,
-            idle_timeout: cfg.idle_timeout,
-            max_line_bytes: cfg.max_line_bytes,
-        }
-    }
-
-    /// The wait before retry number `retry` (0-based): base, 2·base, 4·base …
-    pub fn backoff(&self, retry: u32) -> Duration {
-        self.base_delay
-            .saturating_mul(1u32 << retry.min(20))
-            .min(MAX_BACKOFF)
     }
 }
 
@@ -343,21 +308,6 @@ mod tests {
         assert!(serde_json::to_string(&req)
             .unwrap()
             .ends_with(r#""keep_alive":"5m"}"#));
-    }
-
-    #[test]
-    fn backoff_doubles_and_is_capped() {
-        let p = RetryPolicy {
-            retries: 3,
-            base_delay: Duration::from_secs(2),
-            first_token_timeout: Duration::from_secs(1),
-            idle_timeout: Duration::from_secs(1),
-            max_line_bytes: 1,
-        };
-        assert_eq!(p.backoff(0), Duration::from_secs(2));
-        assert_eq!(p.backoff(1), Duration::from_secs(4));
-        assert_eq!(p.backoff(2), Duration::from_secs(8));
-        assert_eq!(p.backoff(40), MAX_BACKOFF);
     }
 
     #[test]

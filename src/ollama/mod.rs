@@ -1,8 +1,9 @@
 //! The Ollama client: one pooled HTTP/1.1 keep-alive client shared by every
 //! session, used for the readiness probe and for streaming chats.
 //!
-//! - [`chat`]: request types, [`RetryPolicy`], [`OllamaClient::chat`] (retries,
-//!   backoff, cancellation).
+//! - [`chat`]: request types, [`OllamaClient::chat`] (retries, backoff,
+//!   cancellation).
+//! - [`policy`]: [`RetryPolicy`], the retry and timeout settings of one chat.
 //! - [`stream`]: [`ChatStream`], the answer read line by line on demand.
 //! - [`ndjson`]: [`NdjsonSplitter`], body chunks → lines.
 //! - [`line`]: [`parse_chat_line`], line → [`ChatLine`] borrowing the token's
@@ -13,6 +14,7 @@ pub mod chat;
 pub mod error;
 pub mod line;
 pub mod ndjson;
+pub mod policy;
 pub mod stream;
 
 use std::time::Duration;
@@ -25,10 +27,11 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::config::OllamaConfig;
 
-pub use chat::{ChatMessage, ChatOptions, ChatRequest, RetryPolicy, Role};
+pub use chat::{ChatMessage, ChatOptions, ChatRequest, Role};
 pub use error::{error_chain, OllamaError};
 pub use line::{parse_chat_line, ChatLine, DoneStats, LineError};
 pub use ndjson::{LineTooLong, NdjsonSplitter};
+pub use policy::RetryPolicy;
 pub use stream::ChatStream;
 
 /// A cheap-to-clone handle on the pooled client.

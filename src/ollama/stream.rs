@@ -13,9 +13,9 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use super::chat::RetryPolicy;
 use super::error::{error_chain, OllamaError};
 use super::ndjson::NdjsonSplitter;
+use super::policy::RetryPolicy;
 
 /// A streaming answer of `/api/chat` (or `/api/generate`).
 pub struct ChatStream {

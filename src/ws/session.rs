@@ -21,7 +21,7 @@ use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncRead;
 use tokio::sync::mpsc;
-use tracing::{debug, info};
+use tracing::{debug, info, info_span, Instrument};
 
 use super::generation::{self, Job, Outcome};
 use super::manager::{SessionInfo, Slot};
@@ -44,12 +44,33 @@ pub struct Client {
 /// How long the close frame gets to go out when a session ends.
 const CLOSE_FLUSH: Duration = Duration::from_secs(2);
 
-/// Run a session to its end.
+/// Run a session to its end, inside a `session` span (`session_id`,
+/// `client_id`, `ip`) that every log line of the session, its writer and its
+/// generations carries.
 pub async fn run(
+    state: Arc<WsState>,
+    ws: WebSocket<TokioIo<Upgraded>>,
+    slot: Slot,
+    client: Client,
+) {
+    let session_id = uuid::Uuid::new_v4().to_string();
+    let span = info_span!(
+        "session",
+        session_id = %session_id,
+        client_id = %client.client_id,
+        ip = %client.conn.peer.ip(),
+    );
+    run_session(state, ws, slot, client, session_id)
+        .instrument(span)
+        .await
+}
+
+async fn run_session(
     state: Arc<WsState>,
     ws: WebSocket<TokioIo<Upgraded>>,
     mut slot: Slot,
     client: Client,
+    session_id: String,
 ) {
     let cfg = state.config();
     let wscfg = cfg.websocket.clone();
@@ -62,16 +83,15 @@ pub async fn run(
     // reassembly below caps whole messages.
     read.set_max_message_size(wscfg.max_message_bytes + 1);
     let (tx, rx) = mpsc::channel::<Out>(wscfg.outgoing_queue_frames);
-    let session_id = uuid::Uuid::new_v4().to_string();
     let info = state.sessions.register(
         &mut slot,
         state.metrics.clone(),
-        session_id.clone(),
+        session_id,
         client.jti.clone(),
         client.conn.peer,
         tx.downgrade(),
     );
-    info!(session_id = %info.id, client_id = %info.client_id, peer = %client.conn.peer, "session opened");
+    info!(peer = %client.conn.peer, "session opened");
 
     // The writer ends once every sender is gone (this task's and the
     // generation runner's; the manager only holds a weak one) and the queue
@@ -79,23 +99,26 @@ pub async fn run(
     let writer = {
         let metrics = state.metrics.clone();
         let info = info.clone();
-        state.tasks.spawn(async move {
-            let end = writer::run(
-                write,
-                rx,
-                wscfg.write_timeout,
-                wscfg.heartbeat_interval,
-                &metrics,
-            )
-            .await;
-            if end == WriterEnd::TimedOut {
-                info!(session_id = %info.id, "client stopped reading: closing the session");
-                info.close((1008, "write timeout"));
-            } else if end != WriterEnd::Closed {
-                info.cancel.cancel();
+        state.tasks.spawn(
+            async move {
+                let end = writer::run(
+                    write,
+                    rx,
+                    wscfg.write_timeout,
+                    wscfg.heartbeat_interval,
+                    &metrics,
+                )
+                .await;
+                if end == WriterEnd::TimedOut {
+                    info!("client stopped reading: closing the session");
+                    info.close((1008, "write timeout"));
+                } else if end != WriterEnd::Closed {
+                    info.cancel.cancel();
+                }
+                end
             }
-            end
-        })
+            .in_current_span(),
+        )
     };
     let _ = tx
         .send(Out::Text(
@@ -203,11 +226,9 @@ pub async fn run(
         let _ = runner.await;
     }
     if tokio::time::timeout(CLOSE_FLUSH, writer).await.is_err() {
-        debug!(session_id = %info.id, "close frame not flushed in time");
+        debug!("close frame not flushed in time");
     }
     info!(
-        session_id = %info.id,
-        client_id = %info.client_id,
         peer = %info.peer,
         duration_ms = info.opened.elapsed().as_millis() as u64,
         messages = info.messages.load(Ordering::Relaxed),
@@ -381,7 +402,7 @@ impl Reader<'_> {
                             let (state, info) = (self.state.clone(), self.info.clone());
                             let (tx, queue) = (self.tx.clone(), self.queue.clone());
                             let task = run_jobs(state, info, tx, queue);
-                            self.runner = Some(self.state.tasks.spawn(task));
+                            self.runner = Some(self.state.tasks.spawn(task.in_current_span()));
                         }
                     }
                     Err(PushError::Full) => {
@@ -426,7 +447,14 @@ async fn run_jobs(
     queue: Arc<JobQueue>,
 ) {
     while let Some((job, cancel)) = queue.next(&info.cancel).await {
-        let outcome = generation::run(&state, &info, &tx, job, &cancel).await;
+        let span = info_span!(
+            "generation",
+            conversation_id = job.chat.conversation_id.as_deref().unwrap_or("-"),
+            model = %job.model,
+        );
+        let outcome = generation::run(&state, &info, &tx, job, &cancel)
+            .instrument(span)
+            .await;
         match outcome {
             Outcome::Complete | Outcome::Cancelled => {
                 state.metrics.ws_message(Direction::Out, "complete")
