@@ -253,9 +253,14 @@ impl Logs {
             .with_ansi(false)
             .with_target(false);
         match cfg.format {
-            tars::config::LogFormat::Json => {
-                tracing::Dispatch::new(builder.json().flatten_event(true).finish())
-            }
+            tars::config::LogFormat::Json => tracing::Dispatch::new(
+                builder
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_span_list(true)
+                    .finish(),
+            ),
             tars::config::LogFormat::Text => tracing::Dispatch::new(builder.finish()),
         }
     }
