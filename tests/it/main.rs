@@ -20,6 +20,7 @@ mod embed;
 mod examples;
 mod hardening;
 mod http;
+mod http_limits;
 mod module_graph;
 mod props;
 mod reload;

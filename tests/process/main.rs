@@ -9,7 +9,9 @@ mod support;
 
 mod auth_cli;
 mod config_errors;
+mod credentials;
 mod lifecycle;
+mod live_sessions;
 mod persistence;
 mod service;
 mod systemd_unit;

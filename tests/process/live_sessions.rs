@@ -6,15 +6,13 @@
 //! while the session is being set up. Each test is the attack, over real
 //! TLS and a real WebSocket client.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::chat::*;
+use crate::support::jwt::{good_claims, now, sign};
+use crate::support::*;
 use jsonwebtoken::Algorithm;
 use serde_json::{json, Value};
-use support::chat::*;
-use support::jwt::{good_claims, now, sign};
-use support::*;
 
 /// Wait for the session's close, skipping other frames; the `system`
 /// notices seen on the way are returned with it.
@@ -413,9 +411,9 @@ fn shipped_config_caps_sessions_per_client() {
 /// after the old token's expiry is still answered on the same session.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tars_chat_renews_its_session_in_band() {
+    use crate::support::fake_ollama::{Behavior, FakeOllama};
     use std::io::Write;
     use std::process::{Command, Stdio};
-    use support::fake_ollama::{Behavior, FakeOllama};
     let fake = FakeOllama::start().await;
     fake.set(Behavior::Echo);
     let gw = open_gateway().ollama(&fake.url()).start();

@@ -8,16 +8,14 @@
 //! Self-contained on purpose (only `support`'s gateway, clients and fake
 //! Ollama), so it moves easily when the harness changes.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::chat::*;
+use crate::support::fake_ollama::{Behavior, FakeOllama};
 use serde_json::json;
-use support::chat::*;
-use support::fake_ollama::{Behavior, FakeOllama};
 
-use support::jwt::claims_of;
-use support::*;
+use crate::support::jwt::claims_of;
+use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_tokens_is_a_ceiling() {
@@ -307,7 +305,7 @@ async fn replayed_refresh_token_kills_the_thiefs_pair() {
     }
 
     // Persisted: the family stays dead after a restart.
-    let gw = support::jwt::restart(gw);
+    let gw = gw.restart();
     let v = validate(&gw, thief_access).await;
     assert_eq!((v.status, reason(&v)), (401, "family_revoked".into()));
     assert_eq!(get(&gw, "/auth/health").await.json()["revoked_families"], 1);
@@ -405,7 +403,7 @@ async fn admin_revokes_a_client_by_id() {
     assert_eq!(r.status, 200, "{}", r.text());
     let fresh_access = r.json()["access_token"].as_str().unwrap().to_string();
 
-    let gw = support::jwt::restart(gw);
+    let gw = gw.restart();
     assert_eq!(reason(&validate(&gw, phone_access).await), "client_revoked");
     assert_eq!(validate(&gw, &fresh_access).await.status, 200);
     assert_eq!(get(&gw, "/auth/health").await.json()["client_cutoffs"], 1);
@@ -534,7 +532,7 @@ async fn reload_removing_a_client_or_changing_its_secret_ends_its_tokens() {
         "client_revoked"
     );
 
-    let gw = support::jwt::restart(gw);
+    let gw = gw.restart();
     assert_eq!(
         reason(&validate(&gw, &token(&gone)).await),
         "client_revoked"

@@ -5,14 +5,12 @@
 //! and `[server] allowed_hosts` against DNS rebinding. Real sockets, plain
 //! HTTP where TLS adds nothing to the point.
 
-mod support;
-
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use crate::support::chat::*;
+use crate::support::*;
 use serde_json::json;
-use support::chat::*;
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -34,7 +32,7 @@ async fn http_connection_cap_holds_and_websocket_sessions_do_not_count() {
         .plain()
         .set("auth.open_enrollment", true)
         .set("server.max_http_connections", 2)
-        .start();
+        .serve();
     let token = token_for(&gw, "ws", None).await;
     // Three sessions with a cap of two HTTP connections: each upgrade gives
     // its slot back.
@@ -111,7 +109,7 @@ async fn a_client_that_stops_reading_is_cut_off() {
         .plain()
         .set("server.write_timeout_secs", 2)
         .set("limits.max_connections_per_ip", 1)
-        .start();
+        .serve();
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let mut stuck = socket.connect(gw.addr).await.unwrap();
@@ -165,12 +163,14 @@ async fn ready_details_hidden_from_a_non_loopback_address() {
         eprintln!("skipped: no non-loopback address on this machine");
         return;
     };
-    let mut gw = gateway()
+    let server = gateway()
         .plain()
         .set("server.listen", "0.0.0.0:0")
         .client("boss", "boss-secret-123", true)
         .client("user", "user-secret-456", false)
-        .start();
+        .serve();
+    // One server, reached on loopback and on the LAN address.
+    let mut gw: Endpoint = (*server).clone();
     let port = gw.addr.port();
     gw.addr = SocketAddr::new("127.0.0.1".parse().unwrap(), port);
     let local = get(&gw, "/ready").await;
@@ -229,7 +229,7 @@ async fn other_host_headers_get_421() {
     let gw = gateway()
         .plain()
         .set("server.allowed_hosts", vec!["nas.local"])
-        .start();
+        .serve();
     let port = gw.addr.port();
     for (host, status) in [
         ("evil.example".to_string(), 421),
@@ -262,7 +262,7 @@ async fn other_host_headers_get_421() {
         }
     }
     // Without the key, any Host is served (the default).
-    let open = gateway().plain().start();
+    let open = gateway().plain().serve();
     let r = request(&open, "GET", "/health", &[], None).await;
     assert_eq!(r.status, 200);
 }
