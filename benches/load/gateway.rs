@@ -60,6 +60,15 @@ impl Gateway {
         set(&mut t, "limits.chat_per_minute", 1_000_000_000i64.into());
         set(&mut t, "limits.connections_per_second", 1_000_000i64.into());
         set(&mut t, "limits.max_connections_per_ip", 1_000_000i64.into());
+        // One client id holds every load session: the per-client session cap
+        // goes as high as the total, and HTTP connections (sign-ins and
+        // upgrades in flight) as high as the sessions.
+        set(
+            &mut t,
+            "websocket.max_connections_per_client",
+            MAX_CONNECTIONS.into(),
+        );
+        set(&mut t, "server.max_http_connections", MAX_CONNECTIONS.into());
         set(&mut t, "ollama.host", ollama.into());
         set(&mut t, "tls.enabled", opts.tls.into());
         let config = dir.path().join("config.toml");

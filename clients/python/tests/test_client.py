@@ -129,19 +129,29 @@ async def test_refresh_by_hand_and_before_expiry(gateway: Gateway) -> None:
     first_access, first_refresh = client.access_token, client._refresh
     await client.refresh()
     assert client.access_token != first_access and client.refreshes == 1
-    # A refresh token is accepted once.
+    # A refresh token is accepted once; presenting a used one again revokes
+    # its whole family (RFC 9700 4.14.2): the pair the client holds now dies too.
     with pytest.raises(AuthenticationError):
         await post_json(client._ep, "/auth/refresh", {"refresh_token": first_refresh},
                         client._ctx, None, 10, "pytest")
-    # Automatic: once the token is due, connect() refreshes it first.
+    with pytest.raises(AuthenticationError):
+        await post_json(client._ep, "/auth/validate", {}, client._ctx, None, 10, "pytest",
+                        {"Authorization": f"Bearer {client.access_token}"})
+    # Automatic: once the token is due, connect() refreshes it first; the
+    # family is gone, so the refresh is refused and the client signs in again
+    # with its secret.
     before = client.access_token
     deadline = time.monotonic() + 10
     while time.monotonic() < client._access_expires - client.refresh_margin:
         assert time.monotonic() < deadline
         await asyncio.sleep(0.05)
     await client.connect()
-    assert client.refreshes == 2 and client.access_token != before
+    assert client.refreshes == 1 and client.reauthentications == 1
+    assert client.access_token != before
     assert await client.chat("after refresh") == "Hello world."
+    # A fresh family refreshes normally again.
+    await client.refresh()
+    assert client.refreshes == 2 and client.reauthentications == 1
     await client.close()
 
 
@@ -149,8 +159,10 @@ async def test_a_revoked_access_token_is_replaced_at_connect(gateway: Gateway) -
     client = await signed_in(gateway)
     await post_json(client._ep, "/auth/revoke", {}, client._ctx, None, 10, "pytest",
                     {"Authorization": f"Bearer {client.access_token}"})
-    await client.connect()  # 401 at the upgrade -> refresh -> connected
-    assert client.refreshes == 1
+    # 401 at the upgrade -> refresh refused (revoking the access token revoked
+    # its family's refresh token) -> signed in again with the secret -> connected.
+    await client.connect()
+    assert client.refreshes == 0 and client.reauthentications == 1
     assert await client.chat("hi") == "Hello world."
     await client.close()
 

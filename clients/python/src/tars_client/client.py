@@ -171,6 +171,10 @@ class TARSClient:
         self.reconnects = 0
         #: Access tokens obtained through `/auth/refresh`.
         self.refreshes = 0
+        #: Times a refused refresh token was replaced by signing in again with
+        #: the credentials (a revoked family: replayed refresh token, revoked
+        #: access token, client cutoff).
+        self.reauthentications = 0
 
         self._device_name: Optional[str] = None
         self._secret: Optional[str] = None
@@ -254,6 +258,7 @@ class TARSClient:
         except AuthenticationError as e:
             log.info("refresh refused (%s); authenticating again", e.code)
             await self.authenticate(self.client_id, self._device_name, self._secret)
+            self.reauthentications += 1
             return
         self.refreshes += 1
         self._store(pair)
