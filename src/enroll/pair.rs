@@ -1,0 +1,1 @@
+//! `tars pair`: see [`run`].
