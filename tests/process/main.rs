@@ -8,6 +8,7 @@
 mod support;
 
 mod auth_cli;
+mod client_cli;
 mod config_errors;
 mod credentials;
 mod lifecycle;
