@@ -124,6 +124,22 @@ pub fn reload(state: &AppState) -> Result<(), ReloadError> {
     Ok(())
 }
 
+/// [`reload`] with its count and log line, for a request that needs the
+/// file's clients now (`POST /auth/pair` with a client `tars pair` has just
+/// registered). The old config stays on error.
+pub fn reload_now(state: &AppState) {
+    match reload(state) {
+        Ok(()) => {
+            count(state, "ok");
+            info!("configuration reloaded (a pairing code's client was not known yet)");
+        }
+        Err(e) => {
+            count(state, "error");
+            tracing::error!(error = %e, "reload refused; the previous configuration stays in force");
+        }
+    }
+}
+
 fn stamp(p: &Path) -> Option<(SystemTime, u64)> {
     let m = std::fs::metadata(p).ok()?;
     Some((m.modified().ok()?, m.len()))
