@@ -189,11 +189,16 @@ pub fn spawn_cert_watch(state: Arc<AppState>, every: Duration) -> Option<JoinHan
     }))
 }
 
-/// SHA-256 of the file's bytes; `None` when it cannot be read.
-fn digest(p: &Path) -> Option<[u8; 32]> {
+/// The file's inode, modification time and SHA-256; `None` when it cannot
+/// be read. The inode and time matter too: a file edited back to bytes the
+/// watcher saw before (add, then remove a client) may differ from what a
+/// reload in between applied.
+fn digest(p: &Path) -> Option<(u64, Option<SystemTime>, [u8; 32])> {
     use sha2::{Digest, Sha256};
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(p).ok()?;
     let bytes = std::fs::read(p).ok()?;
-    Some(Sha256::digest(&bytes).into())
+    Some((meta.ino(), meta.modified().ok(), Sha256::digest(&bytes).into()))
 }
 
 /// Poll the config file the server was started from; when its contents

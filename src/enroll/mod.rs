@@ -45,13 +45,25 @@ fn applies_when(cfg: &Config) -> String {
     }
 }
 
-/// `https://HOST:PORT` for messages and the pairing URL: `host` if given,
-/// else the listen address when it is a specific one, else the first of
+/// `https://HOST:PORT` for messages and the pairing URL: `host` if given
+/// (`NAME` or `NAME:PORT`, e.g. behind a port mapping), else the listen
+/// address when it is a specific one, else the first of
 /// `server.allowed_hosts`, else this machine's address on its default
-/// route (no packet is sent), else `localhost`.
+/// route (no packet is sent), else `localhost`; the port is the listen
+/// port unless `host` names one.
 pub fn base_url(cfg: &Config, host: Option<&str>) -> String {
     let listen = cfg.server.listen;
     let scheme = if cfg.tls.enabled { "https" } else { "http" };
+    if let Some((name, port)) = host.and_then(|h| h.rsplit_once(':')) {
+        if !name.contains(':') && port.parse::<u16>().is_ok() {
+            return format!("{scheme}://{name}:{port}");
+        }
+        if let Some(v6) = name.strip_prefix('[').filter(|n| n.ends_with(']')) {
+            if port.parse::<u16>().is_ok() {
+                return format!("{scheme}://[{v6}:{port}");
+            }
+        }
+    }
     let name = match host {
         Some(h) => h.to_string(),
         None if !listen.ip().is_unspecified() => listen.ip().to_string(),
@@ -75,4 +87,28 @@ fn lan_address() -> Option<String> {
     s.connect("192.0.2.1:9").ok()?;
     let ip = s.local_addr().ok()?.ip();
     (!ip.is_unspecified() && !ip.is_loopback()).then(|| ip.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(listen: &str, hosts: &str) -> Config {
+        let text = format!(
+            "[server]\nlisten = \"{listen}\"\n{hosts}\n[tls]\nenabled = true\n"
+        );
+        crate::config::from_toml_str(&text, None).unwrap()
+    }
+
+    #[test]
+    fn the_url_names_a_host_the_phone_can_reach() {
+        let c = cfg("0.0.0.0:8443", "allowed_hosts = [\"nas.local\"]");
+        assert_eq!(base_url(&c, None), "https://nas.local:8443");
+        assert_eq!(base_url(&c, Some("10.0.0.5")), "https://10.0.0.5:8443");
+        assert_eq!(base_url(&c, Some("nas.example:443")), "https://nas.example:443");
+        assert_eq!(base_url(&c, Some("fd00::5")), "https://[fd00::5]:8443");
+        assert_eq!(base_url(&c, Some("[fd00::5]:9000")), "https://[fd00::5]:9000");
+        let c = cfg("192.168.1.20:9443", "");
+        assert_eq!(base_url(&c, None), "https://192.168.1.20:9443");
+    }
 }

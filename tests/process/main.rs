@@ -13,6 +13,7 @@ mod config_errors;
 mod credentials;
 mod lifecycle;
 mod live_sessions;
+mod pair_cli;
 mod persistence;
 mod service;
 mod systemd_unit;
