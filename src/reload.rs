@@ -198,7 +198,11 @@ fn digest(p: &Path) -> Option<(u64, Option<SystemTime>, [u8; 32])> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(p).ok()?;
     let bytes = std::fs::read(p).ok()?;
-    Some((meta.ino(), meta.modified().ok(), Sha256::digest(&bytes).into()))
+    Some((
+        meta.ino(),
+        meta.modified().ok(),
+        Sha256::digest(&bytes).into(),
+    ))
 }
 
 /// Poll the config file the server was started from; when its contents

@@ -126,7 +126,11 @@ pub async fn pair(
         Ok(r) => r,
         Err(e) => return refused(state, ip, &e),
     };
-    if body.client_id.as_ref().is_some_and(|c| *c != record.client_id) {
+    if body
+        .client_id
+        .as_ref()
+        .is_some_and(|c| *c != record.client_id)
+    {
         state.metrics.auth("pair", "invalid_code");
         info!(peer = %ip, "pairing refused: the code is for another client");
         return invalid_code("this code was made for another client");

@@ -185,7 +185,10 @@ mod tests {
             assert_eq!(&c[5..6], "-");
             assert!(!c.contains(['0', 'O', '1', 'I', 'L']), "{c}");
             assert_eq!(normalize(&c).unwrap(), c.replace('-', ""));
-            assert_eq!(normalize(&c.to_lowercase().replace('-', " ")), normalize(&c));
+            assert_eq!(
+                normalize(&c.to_lowercase().replace('-', " ")),
+                normalize(&c)
+            );
         }
         assert!((CODE_CHARS as f64) * (ALPHABET.len() as f64).log2() >= 40.0);
         assert_eq!(normalize("ABCDE-FGHJ"), None);
@@ -212,12 +215,23 @@ mod tests {
 
         let late = new_code();
         store(&data, &late, &rec).unwrap();
-        assert!(matches!(redeem(&data, &late, 1001), Err(PairError::Expired)));
+        assert!(matches!(
+            redeem(&data, &late, 1001),
+            Err(PairError::Expired)
+        ));
         assert!(matches!(redeem(&data, &late, 999), Err(PairError::Unknown)));
 
         let (old, fresh) = (new_code(), new_code());
         store(&data, &old, &rec).unwrap();
-        store(&data, &fresh, &PairRecord { expires_at: 5000, ..rec.clone() }).unwrap();
+        store(
+            &data,
+            &fresh,
+            &PairRecord {
+                expires_at: 5000,
+                ..rec.clone()
+            },
+        )
+        .unwrap();
         assert_eq!(prune(&data, 2000), 1);
         assert!(peek(&data, &fresh).is_ok());
         assert!(matches!(peek(&data, &old), Err(PairError::Unknown)));

@@ -68,14 +68,14 @@ impl ConfigFile {
             source,
         })?;
         super::from_file_text(path, &text, &env)?;
-        let doc: DocumentMut = text.parse().map_err(|e: toml_edit::TomlError| {
-            ConfigError::Parse {
-                path: shown.clone(),
-                line: 0,
-                key: "-".into(),
-                message: e.message().split_whitespace().collect::<Vec<_>>().join(" "),
-            }
-        })?;
+        let doc: DocumentMut =
+            text.parse()
+                .map_err(|e: toml_edit::TomlError| ConfigError::Parse {
+                    path: shown.clone(),
+                    line: 0,
+                    key: "-".into(),
+                    message: e.message().split_whitespace().collect::<Vec<_>>().join(" "),
+                })?;
         let real = fs::canonicalize(path).map_err(|source| ConfigError::Read {
             path: shown,
             source,
@@ -306,9 +306,10 @@ fn write_atomic(real: &Path, bytes: &[u8]) -> io::Result<()> {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let name = real
-        .file_name()
-        .map_or_else(|| "config.toml".into(), |n| n.to_string_lossy().into_owned());
+    let name = real.file_name().map_or_else(
+        || "config.toml".into(),
+        |n| n.to_string_lossy().into_owned(),
+    );
     let tmp = dir.join(format!(".{name}.{:016x}.tmp", rand::random::<u64>()));
     let result = (|| {
         let mut f = OpenOptions::new()

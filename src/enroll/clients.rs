@@ -33,9 +33,7 @@ pub enum ClientCommand {
     /// List the registered clients: id, admin, models, how each was added.
     List,
     /// Remove a client: its tokens and sessions end.
-    Remove {
-        name: String,
-    },
+    Remove { name: String },
     /// Give a client a new secret (printed once); the old one stops working.
     Rotate {
         name: String,
@@ -98,7 +96,9 @@ fn print_secret(cfg: &crate::config::Config, name: &str, secret: &str, host: Opt
     println!("  chat page:  {url}/  (client id + secret)");
     println!("  terminal:   tars chat --url {url} --client-id {name} --secret {secret}");
     println!("  HTTP:       POST {url}/auth/token {{\"client_id\": \"{name}\", \"client_secret\": \"{secret}\"}}");
-    println!("  Python:     await client.authenticate(client_id=\"{name}\", client_secret=\"{secret}\")");
+    println!(
+        "  Python:     await client.authenticate(client_id=\"{name}\", client_secret=\"{secret}\")"
+    );
     println!("{}.", applies_when(cfg));
 }
 

@@ -94,9 +94,7 @@ mod tests {
     use super::*;
 
     fn cfg(listen: &str, hosts: &str) -> Config {
-        let text = format!(
-            "[server]\nlisten = \"{listen}\"\n{hosts}\n[tls]\nenabled = true\n"
-        );
+        let text = format!("[server]\nlisten = \"{listen}\"\n{hosts}\n[tls]\nenabled = true\n");
         crate::config::from_toml_str(&text, None).unwrap()
     }
 
@@ -105,9 +103,15 @@ mod tests {
         let c = cfg("0.0.0.0:8443", "allowed_hosts = [\"nas.local\"]");
         assert_eq!(base_url(&c, None), "https://nas.local:8443");
         assert_eq!(base_url(&c, Some("10.0.0.5")), "https://10.0.0.5:8443");
-        assert_eq!(base_url(&c, Some("nas.example:443")), "https://nas.example:443");
+        assert_eq!(
+            base_url(&c, Some("nas.example:443")),
+            "https://nas.example:443"
+        );
         assert_eq!(base_url(&c, Some("fd00::5")), "https://[fd00::5]:8443");
-        assert_eq!(base_url(&c, Some("[fd00::5]:9000")), "https://[fd00::5]:9000");
+        assert_eq!(
+            base_url(&c, Some("[fd00::5]:9000")),
+            "https://[fd00::5]:9000"
+        );
         let c = cfg("192.168.1.20:9443", "");
         assert_eq!(base_url(&c, None), "https://192.168.1.20:9443");
     }

@@ -70,7 +70,9 @@ fn register_device(file: &mut ConfigFile) -> Result<(String, Config), EditError>
 /// The served certificate's fingerprint, or why there is none.
 fn fingerprint(cfg: &Config) -> Result<String, String> {
     if !cfg.tls.enabled {
-        return Err("tls.enabled = false: no certificate; the tokens cross the LAN unencrypted".into());
+        return Err(
+            "tls.enabled = false: no certificate; the tokens cross the LAN unencrypted".into(),
+        );
     }
     if !cfg.tls.cert.exists() {
         return Err(format!(
@@ -138,7 +140,10 @@ pub fn run(path: &Path, args: &PairArgs) -> ExitCode {
     }
     let url = format!("{}/pair#{code}", base_url(&cfg, args.host.as_deref()));
     if new_device {
-        println!("new client {client:?} registered in {} for this device", path.display());
+        println!(
+            "new client {client:?} registered in {} for this device",
+            path.display()
+        );
     }
     println!(
         "pairing code for {client:?} (works once, for {} minutes):",

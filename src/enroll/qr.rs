@@ -87,6 +87,8 @@ mod tests {
         assert!(m[0].iter().all(|d| !d) && m.iter().all(|r| !r[0]));
         assert!(m[QUIET][QUIET]);
         let coloured = render(url, true).unwrap();
-        assert!(coloured.lines().all(|l| l.starts_with("\x1b[30;47m") && l.ends_with("\x1b[0m")));
+        assert!(coloured
+            .lines()
+            .all(|l| l.starts_with("\x1b[30;47m") && l.ends_with("\x1b[0m")));
     }
 }

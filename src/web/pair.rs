@@ -23,7 +23,10 @@ pub static SCRIPT: Asset = asset!(
 
 /// `GET /pair` or `GET /static/pair.js`.
 pub fn serve_path<B>(req: &Request<B>) -> Resp {
-    match [&PAGE, &SCRIPT].into_iter().find(|a| a.path == req.uri().path()) {
+    match [&PAGE, &SCRIPT]
+        .into_iter()
+        .find(|a| a.path == req.uri().path())
+    {
         Some(a) => serve(a, req),
         None => h::error(StatusCode::NOT_FOUND, "not_found", "no such file"),
     }

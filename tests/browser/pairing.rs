@@ -49,7 +49,8 @@ async fn a_phone_pairs_from_the_url_and_chats_signed_in() {
         .find_map(|l| l.split_once("or open ").map(|(_, u)| u.trim().to_string()))
         .unwrap();
     let pair_code = url.split_once('#').unwrap().1.to_string();
-    let Some(b) = Browser::start_with(&gw, "a_phone_pairs_from_the_url", Some((360, 740)), &[]).await
+    let Some(b) =
+        Browser::start_with(&gw, "a_phone_pairs_from_the_url", Some((360, 740)), &[]).await
     else {
         return;
     };
@@ -63,11 +64,17 @@ async fn a_phone_pairs_from_the_url_and_chats_signed_in() {
     b.wait_connected().await;
     let href = b.js("return location.href").await;
     assert!(!href.as_str().unwrap().contains(&pair_code), "{href}");
-    assert_eq!(session_storage(&b, "tars.client_id").await.as_deref(), Some(CLIENT));
+    assert_eq!(
+        session_storage(&b, "tars.client_id").await.as_deref(),
+        Some(CLIENT)
+    );
     assert!(session_storage(&b, "tars.refresh_token").await.is_some());
     let logs = gw.logs();
     assert!(logs.contains("device paired"), "{logs}");
-    assert!(!logs.contains(&pair_code), "the code reached the server's log");
+    assert!(
+        !logs.contains(&pair_code),
+        "the code reached the server's log"
+    );
 
     // The same URL again: the code is used up, the page says so.
     b.c.goto(&url).await.unwrap();

@@ -59,7 +59,13 @@ async fn a_code_redeems_once_for_a_working_token_pair() {
     send(&mut ws, &json!({"type": "ping"})).await;
     assert_eq!(recv(&mut ws).await["type"], "pong");
     // The refresh token works like any other.
-    let r = post_json(&gw, "/auth/refresh", &json!({"refresh_token": v["refresh_token"]}), None).await;
+    let r = post_json(
+        &gw,
+        "/auth/refresh",
+        &json!({"refresh_token": v["refresh_token"]}),
+        None,
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text());
 
     // Once only.
@@ -72,7 +78,9 @@ async fn a_code_redeems_once_for_a_working_token_pair() {
     assert!(!logs.contains(&code) && !logs.to_uppercase().contains(&typed.to_uppercase()));
     // And nowhere in data_dir.
     assert_eq!(
-        std::fs::read_dir(pairing::folder(&data_dir(&gw))).unwrap().count(),
+        std::fs::read_dir(pairing::folder(&data_dir(&gw)))
+            .unwrap()
+            .count(),
         0,
         "a used code leaves no file"
     );
@@ -84,10 +92,18 @@ async fn an_expired_code_is_refused_and_gone() {
     let code = make_code(&gw, "phone", now() - 1);
     let r = redeem(&gw, json!({"code": code})).await;
     assert_eq!(r.status, 401, "{}", r.text());
-    assert!(r.json()["message"].as_str().unwrap().contains("expired"), "{}", r.text());
+    assert!(
+        r.json()["message"].as_str().unwrap().contains("expired"),
+        "{}",
+        r.text()
+    );
     let r = redeem(&gw, json!({"code": code})).await;
     assert_eq!(r.status, 401);
-    assert!(r.json()["message"].as_str().unwrap().contains("unknown"), "{}", r.text());
+    assert!(
+        r.json()["message"].as_str().unwrap().contains("unknown"),
+        "{}",
+        r.text()
+    );
 }
 
 #[tokio::test]
@@ -138,8 +154,14 @@ async fn a_client_registered_a_moment_ago_pairs_at_once() {
         .client("laptop", "laptop-secret-1", false)
         .serve();
     let mut file = tars::config::edit::ConfigFile::open(&gw.config).unwrap();
-    file.add_client("device-abcd", &hash_secret("unknown-to-all"), false, None, "tars pair")
-        .unwrap();
+    file.add_client(
+        "device-abcd",
+        &hash_secret("unknown-to-all"),
+        false,
+        None,
+        "tars pair",
+    )
+    .unwrap();
     file.save().unwrap();
     let code = make_code(&gw, "device-abcd", now() + 600);
     let r = redeem(&gw, json!({"code": code})).await;
@@ -158,11 +180,20 @@ async fn the_pair_page_and_its_script_are_served_under_the_page_policy() {
     let gw = gateway().serve();
     let page = get(&gw, "/pair").await;
     assert_eq!(page.status, 200);
-    assert!(page.header("content-type").unwrap().starts_with("text/html"));
+    assert!(page
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/html"));
     let csp = page.header("content-security-policy").unwrap();
-    assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"), "{csp}");
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
     let html = page.text();
-    assert!(html.contains("/static/pair.js") && !html.contains("<script>"), "{html}");
+    assert!(
+        html.contains("/static/pair.js") && !html.contains("<script>"),
+        "{html}"
+    );
     let js = get(&gw, "/static/pair.js").await;
     assert_eq!(js.status, 200);
     assert!(js.text().contains("location.hash"));
@@ -170,7 +201,10 @@ async fn the_pair_page_and_its_script_are_served_under_the_page_policy() {
 
     let doc = get(&gw, "/openapi.json").await.json();
     let op = &doc["paths"]["/auth/pair"]["post"];
-    assert!(op["responses"]["200"].is_object() && op["responses"]["429"].is_object(), "{op}");
+    assert!(
+        op["responses"]["200"].is_object() && op["responses"]["429"].is_object(),
+        "{op}"
+    );
     assert!(doc["components"]["schemas"]["PairRequest"]["properties"]["code"].is_object());
     assert!(doc["paths"]["/pair"]["get"].is_object());
 }

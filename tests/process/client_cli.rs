@@ -74,12 +74,18 @@ fn mode(p: &Path) -> u32 {
 #[test]
 fn client_add_edits_a_commented_config_in_place() {
     let (_dir, config) = config_with(BEFORE);
-    let (code, out, err) = tars_on(&config, &["client", "add", "phone", "--admin", "--models", "m2"]);
+    let (code, out, err) = tars_on(
+        &config,
+        &["client", "add", "phone", "--admin", "--models", "m2"],
+    );
     assert_eq!(code, 0, "{err}");
     let secret = printed_secret(&out);
     assert_eq!(secret.len(), 64, "256 bits as hex: {secret}");
     assert!(secret.chars().all(|c| c.is_ascii_hexdigit()));
-    assert!(out.contains("--client-id phone"), "says how to use it: {out}");
+    assert!(
+        out.contains("--client-id phone"),
+        "says how to use it: {out}"
+    );
     let hash = stored_hash(&config, "phone");
     assert!(hash.starts_with("$argon2id$"), "{hash}");
     assert!(tars::auth::clients::verify_secret(&hash, secret.as_bytes()));
@@ -99,9 +105,14 @@ fn client_add_edits_a_commented_config_in_place() {
     assert_eq!(code, 0, "{err}");
     let laptop = out.lines().find(|l| l.starts_with("laptop ")).unwrap();
     let phone = out.lines().find(|l| l.starts_with("phone ")).unwrap();
-    assert!(laptop.contains(" no ") && laptop.contains("m1") && laptop.ends_with("by hand"), "{out}");
     assert!(
-        phone.contains(" yes ") && phone.contains("m2") && phone.ends_with(&format!("tars client add, {}", today())),
+        laptop.contains(" no ") && laptop.contains("m1") && laptop.ends_with("by hand"),
+        "{out}"
+    );
+    assert!(
+        phone.contains(" yes ")
+            && phone.contains("m2")
+            && phone.ends_with(&format!("tars client add, {}", today())),
         "{out}"
     );
     assert!(!out.contains("argon2"), "no hash in the list: {out}");
@@ -110,7 +121,10 @@ fn client_add_edits_a_commented_config_in_place() {
 #[test]
 fn rotate_rekeys_and_remove_restores_the_file() {
     let (_dir, config) = config_with(BEFORE);
-    let (code, out, _) = tars_on(&config, &["client", "add", "phone", "--admin", "--models", "m2"]);
+    let (code, out, _) = tars_on(
+        &config,
+        &["client", "add", "phone", "--admin", "--models", "m2"],
+    );
     assert_eq!(code, 0);
     let old_secret = printed_secret(&out);
     let old_hash = stored_hash(&config, "phone");
@@ -121,10 +135,20 @@ fn rotate_rekeys_and_remove_restores_the_file() {
     let new_hash = stored_hash(&config, "phone");
     assert_ne!(new_secret, old_secret);
     assert_ne!(new_hash, old_hash);
-    assert!(tars::auth::clients::verify_secret(&new_hash, new_secret.as_bytes()));
-    assert!(!tars::auth::clients::verify_secret(&new_hash, old_secret.as_bytes()));
+    assert!(tars::auth::clients::verify_secret(
+        &new_hash,
+        new_secret.as_bytes()
+    ));
+    assert!(!tars::auth::clients::verify_secret(
+        &new_hash,
+        old_secret.as_bytes()
+    ));
     let want = GOLDEN.replace("HASH", &new_hash).replace("DATE", &today());
-    assert_eq!(std::fs::read_to_string(&config).unwrap(), want, "only the hash changed");
+    assert_eq!(
+        std::fs::read_to_string(&config).unwrap(),
+        want,
+        "only the hash changed"
+    );
 
     let (code, out, err) = tars_on(&config, &["client", "remove", "phone"]);
     assert_eq!(code, 0, "{err}");
@@ -140,9 +164,20 @@ fn refused(config: &Path, args: &[&str], needle: &str) {
     let (code, out, err) = tars_on(config, args);
     assert_ne!(code, 0, "{args:?} succeeded: {out}");
     assert!(err.starts_with("tars: error: "), "{args:?}: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: not one line: {err}");
-    assert!(err.contains(needle), "{args:?}: {err:?} does not say {needle:?}");
-    assert_eq!(std::fs::read(config).unwrap(), before, "{args:?} changed the file");
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "{args:?}: not one line: {err}"
+    );
+    assert!(
+        err.contains(needle),
+        "{args:?}: {err:?} does not say {needle:?}"
+    );
+    assert_eq!(
+        std::fs::read(config).unwrap(),
+        before,
+        "{args:?} changed the file"
+    );
     assert!(!out.contains("secret:"), "{args:?} printed a secret: {out}");
 }
 
@@ -152,21 +187,44 @@ fn bad_input_leaves_the_config_byte_identical() {
     refused(&config, &["client", "add", "laptop"], "already exists");
     refused(&config, &["client", "add", "bad name"], "A-Z a-z 0-9");
     refused(&config, &["client", "add", "x/../y"], "A-Z a-z 0-9");
-    refused(&config, &["client", "add", "tab", "--models", "m1,nope"], "allowed_models");
-    refused(&config, &["client", "remove", "ghost"], "no client \"ghost\"");
-    refused(&config, &["client", "rotate", "ghost"], "no client \"ghost\"");
+    refused(
+        &config,
+        &["client", "add", "tab", "--models", "m1,nope"],
+        "allowed_models",
+    );
+    refused(
+        &config,
+        &["client", "remove", "ghost"],
+        "no client \"ghost\"",
+    );
+    refused(
+        &config,
+        &["client", "rotate", "ghost"],
+        "no client \"ghost\"",
+    );
     refused(&config, &["client", "remove", "bad name"], "A-Z a-z 0-9");
 
     // A config that does not validate is refused before any edit.
     let bad = BEFORE.replace("access_ttl_hours = 24", "access_ttl_hours = \"soon\"");
     let (_dir2, bad_config) = config_with(&bad);
-    refused(&bad_config, &["client", "add", "phone"], "auth.access_ttl_hours");
-    refused(&bad_config, &["client", "remove", "laptop"], "auth.access_ttl_hours");
+    refused(
+        &bad_config,
+        &["client", "add", "phone"],
+        "auth.access_ttl_hours",
+    );
+    refused(
+        &bad_config,
+        &["client", "remove", "laptop"],
+        "auth.access_ttl_hours",
+    );
     // A missing file.
     let missing = bad_config.with_file_name("nope.toml");
     let (code, _, err) = tars_on(&missing, &["client", "add", "phone"]);
     assert_ne!(code, 0);
-    assert!(err.contains("nope.toml") && err.lines().count() == 1, "{err}");
+    assert!(
+        err.contains("nope.toml") && err.lines().count() == 1,
+        "{err}"
+    );
     assert!(!missing.exists());
 }
 
@@ -176,7 +234,13 @@ fn a_config_it_cannot_write_is_refused_untouched() {
     let before = std::fs::read(&config).unwrap();
     let is_root = unsafe { libc::geteuid() } == 0;
     let mut cmd = tars_command(
-        &["--config", config.to_str().unwrap(), "client", "add", "phone"],
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "client",
+            "add",
+            "phone",
+        ],
         &[],
     );
     if is_root {
@@ -242,12 +306,19 @@ async fn a_running_gateway_applies_added_and_removed_clients_on_its_own() {
             break r.json();
         }
         assert_eq!(r.status, 401, "{}", r.text());
-        assert!(Instant::now() < deadline, "the added client was not accepted in time");
+        assert!(
+            Instant::now() < deadline,
+            "the added client was not accepted in time"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let access = pair["access_token"].as_str().unwrap().to_string();
     let (mut ws, _) = open_chat(&gw, &access).await;
-    let (mut laptop_ws, _) = open_chat(&gw, &token_for(&gw, "laptop", Some("laptop-secret-1")).await).await;
+    let (mut laptop_ws, _) = open_chat(
+        &gw,
+        &token_for(&gw, "laptop", Some("laptop-secret-1")).await,
+    )
+    .await;
 
     let (code, _, err) = tars_on(&config, &["client", "remove", "phone"]);
     assert_eq!(code, 0, "{err}");
@@ -258,7 +329,13 @@ async fn a_running_gateway_applies_added_and_removed_clients_on_its_own() {
     assert_eq!(sign_in(&gw, "phone", &secret).await.status, 401);
     let r = post_json(&gw, "/auth/validate", &json!({}), Some(&access)).await;
     assert_eq!(r.status, 401, "{}", r.text());
-    let r = post_json(&gw, "/auth/refresh", &json!({"refresh_token": pair["refresh_token"]}), None).await;
+    let r = post_json(
+        &gw,
+        "/auth/refresh",
+        &json!({"refresh_token": pair["refresh_token"]}),
+        None,
+    )
+    .await;
     assert_eq!(r.status, 401, "{}", r.text());
     // Other clients' sessions carry on.
     send(&mut laptop_ws, &json!({"type": "ping"})).await;
@@ -272,20 +349,33 @@ async fn a_saved_config_that_does_not_validate_is_logged_and_changes_nothing() {
         .set("tls.watch_interval_secs", 1)
         .start();
     let good = std::fs::read_to_string(&gw.config).unwrap();
-    std::fs::write(&gw.config, format!("{good}\n[websocket]\nmax_connections = 0\n")).unwrap();
+    std::fs::write(
+        &gw.config,
+        format!("{good}\n[websocket]\nmax_connections = 0\n"),
+    )
+    .unwrap();
     gw.wait_log("reload refused", Duration::from_secs(5)).await;
     let logs = gw.logs();
     let line = logs.lines().find(|l| l.contains("reload refused")).unwrap();
-    assert!(line.contains("websocket.max_connections"), "names the key: {line}");
+    assert!(
+        line.contains("websocket.max_connections"),
+        "names the key: {line}"
+    );
     assert_eq!(get(&gw, "/ws/health").await.json()["max_connections"], 10);
     assert_eq!(sign_in(&gw, "laptop", "laptop-secret-1").await.status, 200);
     // Refused once per state of the file, not at every poll.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(gw.logs().matches("reload refused").count(), 1);
     // Fixed: applied.
-    std::fs::write(&gw.config, good.replace("[auth]", "[websocket]\nmax_connections = 7\n\n[auth]")).unwrap();
-    wait_until("the fixed file is applied", Duration::from_secs(5), || async {
-        get(&gw, "/ws/health").await.json()["max_connections"] == 7
-    })
+    std::fs::write(
+        &gw.config,
+        good.replace("[auth]", "[websocket]\nmax_connections = 7\n\n[auth]"),
+    )
+    .unwrap();
+    wait_until(
+        "the fixed file is applied",
+        Duration::from_secs(5),
+        || async { get(&gw, "/ws/health").await.json()["max_connections"] == 7 },
+    )
     .await;
 }

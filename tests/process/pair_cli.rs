@@ -44,19 +44,36 @@ async fn tars_pair_lets_a_new_device_in_once_and_remove_cuts_it_off() {
     let host = format!("localhost:{}", gw.addr.port());
     let (code, out, err) = tars_on(&gw, &["pair", "--host", &host, "--ttl-mins", "5"]);
     assert_eq!(code, 0, "{err}");
-    let device = after(&out, "new client").split('"').nth(1).unwrap().to_string();
-    assert!(device.starts_with("device-") && device.len() == 11, "{device}");
+    let device = after(&out, "new client")
+        .split('"')
+        .nth(1)
+        .unwrap()
+        .to_string();
+    assert!(
+        device.starts_with("device-") && device.len() == 11,
+        "{device}"
+    );
     let pair_code = out
         .lines()
         .map(str::trim)
         .find(|l| l.len() == 11 && l.as_bytes()[5] == b'-')
         .unwrap_or_else(|| panic!("no grouped code in {out}"))
         .to_string();
-    assert!(tars::auth::pairing::normalize(&pair_code).is_some(), "{pair_code}");
+    assert!(
+        tars::auth::pairing::normalize(&pair_code).is_some(),
+        "{pair_code}"
+    );
     let url = after(&out, "or open");
     assert_eq!(url, format!("https://{host}/pair#{pair_code}"));
     // The URL leads to the pairing page (the fragment stays in the browser).
-    let page = get(&gw, url.split('#').next().unwrap().trim_start_matches(&format!("https://{host}"))).await;
+    let page = get(
+        &gw,
+        url.split('#')
+            .next()
+            .unwrap()
+            .trim_start_matches(&format!("https://{host}")),
+    )
+    .await;
     assert_eq!(page.status, 200);
     assert!(page.text().contains("/static/pair.js"));
     // The QR block: half-block lines of one width, more than 20 of them.
@@ -67,11 +84,17 @@ async fn tars_pair_lets_a_new_device_in_once_and_remove_cuts_it_off() {
     assert!(qr.len() > 10, "{out}");
     let w = qr[0].chars().count();
     assert!(qr.iter().all(|l| l.chars().count() == w), "ragged QR block");
-    assert!(!out.contains("\x1b["), "no colours when stdout is not a terminal");
+    assert!(
+        !out.contains("\x1b["),
+        "no colours when stdout is not a terminal"
+    );
     assert_eq!(after(&out, "certificate sha256:"), served_fingerprint(&gw));
 
     let (_, list, _) = tars_on(&gw, &["client", "list"]);
-    let row = list.lines().find(|l| l.starts_with(&device)).unwrap_or_else(|| panic!("{list}"));
+    let row = list
+        .lines()
+        .find(|l| l.starts_with(&device))
+        .unwrap_or_else(|| panic!("{list}"));
     assert!(row.contains("tars pair"), "{row}");
 
     // The phone: the page posts the code from the fragment.
@@ -94,7 +117,12 @@ async fn tars_pair_lets_a_new_device_in_once_and_remove_cuts_it_off() {
         }
     })
     .await
-    .unwrap_or_else(|_| panic!("the removed device's session did not end; logs:\n{}", gw.logs()));
+    .unwrap_or_else(|_| {
+        panic!(
+            "the removed device's session did not end; logs:\n{}",
+            gw.logs()
+        )
+    });
     assert_eq!(close, Some((1008, "client removed".into())));
     let r = post_json(&gw, "/auth/validate", &json!({}), Some(&access)).await;
     assert_eq!(r.status, 401);
@@ -107,7 +135,11 @@ async fn tars_pair_for_a_named_client_and_bad_options() {
     let (code, out, err) = tars_on(&gw, &["pair", "--client", "laptop"]);
     assert_eq!(code, 0, "{err}");
     assert!(!out.contains("new client"), "{out}");
-    assert_eq!(std::fs::read(&gw.config).unwrap(), before, "no new client for --client");
+    assert_eq!(
+        std::fs::read(&gw.config).unwrap(),
+        before,
+        "no new client for --client"
+    );
     let pair_code = out
         .lines()
         .map(str::trim)
