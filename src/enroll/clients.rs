@@ -94,7 +94,12 @@ fn print_secret(cfg: &crate::config::Config, name: &str, secret: &str, host: Opt
     println!("Shown once: only its argon2id hash is stored. Keep it now; `tars client rotate {name}` makes a new one.");
     println!("Sign in with client id {name:?} and this secret:");
     println!("  chat page:  {url}/  (client id + secret)");
-    println!("  terminal:   tars chat --url {url} --client-id {name} --secret {secret}");
+    let ca = if cfg.tls.enabled {
+        format!(" --ca {}", cfg.tls.cert.display())
+    } else {
+        String::new()
+    };
+    println!("  terminal:   tars chat --url {url}{ca} --client-id {name} --secret {secret}");
     println!("  HTTP:       POST {url}/auth/token {{\"client_id\": \"{name}\", \"client_secret\": \"{secret}\"}}");
     println!(
         "  Python:     await client.authenticate(client_id=\"{name}\", client_secret=\"{secret}\")"
