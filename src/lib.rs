@@ -28,7 +28,7 @@
 //! - [`web`]: the embedded browser chat page (`/`, `/static/*`) and `GET /models`.
 //! - [`ollama`]: pooled Ollama client, NDJSON streaming.
 //! - [`ready`]: cached, single-flight Ollama readiness probe.
-//! - [`reload`]: config reload and certificate-file polling.
+//! - [`reload`]: config reload, config- and certificate-file polling.
 //! - [`systemd`]: sd_notify (ready, status, reload, stop, watchdog) and socket activation (used by [`cli`] only).
 //! - [`limits`]: per-IP connection and auth limits, per-client chat limits.
 //! - [`metrics`]: Prometheus registry and the seed's JSON metrics.

@@ -148,8 +148,14 @@ async fn dispatch(
     }
     if matches!(
         route,
-        Route::AuthToken | Route::AuthRefresh | Route::AuthRevoke | Route::AuthPair
+        Route::AuthToken | Route::AuthRefresh | Route::AuthRevoke
     ) {
+        if let Err(wait) = state.limits.auth(conn.peer.ip()) {
+            return rate_limited(&state, wait);
+        }
+    }
+    // `/auth/pair` draws on the same `/auth/*` request rate.
+    if route == Route::AuthPair {
         if let Err(wait) = state.limits.auth(conn.peer.ip()) {
             return rate_limited(&state, wait);
         }

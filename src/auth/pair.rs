@@ -39,7 +39,11 @@ pub(crate) struct PairRequest {
     client_id: Option<String>,
     /// Shown in logs and the session list: at most 128 characters, no control characters.
     #[serde(default)]
-    #[schema(max_length = 128, example = "Pixel 8")]
+    #[schema(
+        max_length = 128,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$",
+        example = "Pixel 8"
+    )]
     device_name: Option<String>,
 }
 
