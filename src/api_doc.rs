@@ -63,6 +63,8 @@ use crate::ws::protocol::{ErrorCode, ServerFrame};
         paths::openapi_json,
         paths::docs,
         paths::redoc,
+        paths::auth_pair,
+        paths::pair,
     ),
     components(schemas(h::ErrorBody, ServerFrame, ErrorCode)),
     modifiers(&BearerScheme),
@@ -275,6 +277,7 @@ mod paths {
         AuthHealthBody, NotValidBody, RefreshRequest, RevokeRequest, RevokedBody, TokenErrorBody,
         TokenRequest, ValidBody,
     };
+    use crate::auth::pair::{PairRequest, PairedBody};
     use crate::auth::TokenPair;
     use crate::metrics::SeedMetrics;
     use crate::response::ErrorBody;
@@ -576,6 +579,47 @@ mod paths {
                    headers(("Location" = String, description = "`/docs`")))),
     )]
     fn redoc() {}
+
+    /// `POST /auth/pair`.
+    #[utoipa::path(
+        post, path = "/auth/pair", tag = "auth",
+        summary = "Redeem a one-time pairing code from `tars pair` for a token pair",
+        description = "The page at `/pair` sends the code it read from its URL fragment. A code \
+            works once and until it expires (`tars pair --ttl-mins`, 10 by default). Wrong, used \
+            and expired codes count against the same per-address failed-attempt limit as a wrong \
+            secret at `/auth/token`.",
+        request_body(content = PairRequest, content_type = "application/json",
+            example = json!({"code": "K7MPQ-W3XRT"})),
+        responses(
+            (status = 200, description = "The client the code was made for, and its token pair", body = PairedBody,
+             example = json!({"client_id": "device-4kq9",
+                              "access_token": "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9...",
+                              "refresh_token": "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9...",
+                              "token_type": "bearer", "expires_in": 86400, "refresh_expires_in": 604800})),
+            (status = 400, description = "Malformed JSON (`invalid_body`) or device field (`invalid_request`)", body = ErrorBody),
+            (status = 401, description = "Unknown, used, expired code, or a code for another `client_id` (`invalid_code`)", body = ErrorBody,
+             example = json!({"error": "invalid_code", "message": "unknown or already used pairing code"})),
+            (status = 408, description = "The body did not arrive within 10 s (`body_timeout`)", body = ErrorBody),
+            (status = 409, description = "The code's client is no longer registered (`unknown_client`)", body = ErrorBody),
+            (status = 413, description = "Body over `[limits] max_body_bytes`", body = ErrorBody),
+            (status = 415, description = "Body not sent as `application/json`", body = ErrorBody),
+            (status = 429, description = "Too many failed attempts (`too_many_attempts`) or too many \
+              `/auth` requests (`rate_limited`) from this address", body = ErrorBody,
+             headers(("Retry-After" = u64, description = "Seconds to wait"))),
+            (status = 500, description = "The codes could not be read or the tokens not signed", body = ErrorBody),
+        ),
+    )]
+    fn auth_pair() {}
+
+    /// `GET /pair`.
+    #[utoipa::path(
+        get, path = "/pair", tag = "auth",
+        summary = "The pairing page a phone opens from the QR code of `tars pair`",
+        description = "Open it as `/pair#CODE`: the page reads the code from the fragment (never \
+            sent to the server), redeems it at `POST /auth/pair` and opens the chat page signed in.",
+        responses((status = 200, description = "The pairing page", content_type = "text/html", body = String)),
+    )]
+    fn pair() {}
 }
 
 #[cfg(test)]

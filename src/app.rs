@@ -108,6 +108,18 @@ impl Server {
         }
         if let Some(every) = state.config().tls.watch_interval {
             background.extend(crate::reload::spawn_cert_watch(state.clone(), every));
+            // A saved config.toml (`tars client add`, ...) applies itself.
+            let handle = Handle {
+                state: state.clone(),
+            };
+            background.extend(crate::reload::spawn_config_watch(
+                state.clone(),
+                every,
+                move || {
+                    let handle = handle.clone();
+                    async move { handle.reload().await }
+                },
+            ));
         }
         log_start(&state, addr);
         let service = {

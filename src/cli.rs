@@ -67,6 +67,11 @@ pub enum Command {
         #[arg(long, value_name = "ID")]
         client: String,
     },
+    /// Register, list, remove or re-key clients in config.toml (no hand-editing).
+    #[command(subcommand)]
+    Client(crate::enroll::clients::ClientCommand),
+    /// Print a one-time code, URL and QR code that let a phone in (no typing of secrets).
+    Pair(crate::enroll::pair::PairArgs),
     /// Chat with a gateway from the terminal: prompts from stdin, streamed answers on stdout.
     Chat(crate::client::ChatArgs),
 }
@@ -84,6 +89,8 @@ pub fn main() -> ExitCode {
             ttl_hours,
         } => token(&cli.config, &client_id, ttl_hours),
         Command::Revoke { client } => revoke(&cli.config, &client),
+        Command::Client(cmd) => crate::enroll::clients::run(&cli.config, cmd),
+        Command::Pair(args) => crate::enroll::pair::run(&cli.config, &args),
         Command::Chat(args) => match tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()

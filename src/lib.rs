@@ -11,7 +11,9 @@
 //! - [`cli`]: the `tars` command line: logging, signals, systemd glue, exit codes.
 //! - [`app`]: the embeddable server: [`serve`], [`Server`], [`Handle`], [`Error`].
 //! - [`client`]: `tars chat`, the example WSS client.
-//! - [`config`]: `config.toml` + environment → validated, frozen [`config::Config`].
+//! - [`config`]: `config.toml` + environment → validated, frozen [`config::Config`];
+//!   [`config::edit`] changes its `[[auth.clients]]` in place.
+//! - [`enroll`]: `tars client add/list/remove/rotate` and `tars pair` (used by [`cli`] only).
 //! - [`logging`]: tracing subscriber set-up (text, JSON, journald).
 //! - [`server`]: accept loop, TLS handshake, hyper connections, drain ([`server::run`]);
 //!   connection facts ([`server::ConnInfo`]) and the origin checks.
@@ -26,7 +28,7 @@
 //! - [`web`]: the embedded browser chat page (`/`, `/static/*`) and `GET /models`.
 //! - [`ollama`]: pooled Ollama client, NDJSON streaming.
 //! - [`ready`]: cached, single-flight Ollama readiness probe.
-//! - [`reload`]: config reload and certificate-file polling.
+//! - [`reload`]: config reload, config- and certificate-file polling.
 //! - [`systemd`]: sd_notify (ready, status, reload, stop, watchdog) and socket activation (used by [`cli`] only).
 //! - [`limits`]: per-IP connection and auth limits, per-client chat limits.
 //! - [`metrics`]: Prometheus registry and the seed's JSON metrics.
@@ -39,6 +41,7 @@ pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod enroll;
 pub mod limits;
 pub mod logging;
 pub mod metrics;

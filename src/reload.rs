@@ -2,7 +2,9 @@
 //! [`crate::Handle::reload`], which the `tars` binary wires to SIGHUP)
 //! re-reads `config.toml` and the certificate files, validates them, and
 //! swaps the whole configuration at once; certificate files replaced on disk are picked up by polling their
-//! modification time. Open connections and running streams keep what they
+//! modification time, and a saved `config.toml` by polling its contents
+//! ([`spawn_config_watch`], every `tls.watch_interval_secs`: what makes
+//! `tars client add` take effect with no restart and no signal). Open connections and running streams keep what they
 //! have; new handshakes, requests and chats see the new settings.
 //!
 //! A bad new configuration is refused with a logged error, the old one stays
@@ -122,6 +124,22 @@ pub fn reload(state: &AppState) -> Result<(), ReloadError> {
     Ok(())
 }
 
+/// [`reload`] with its count and log line, for a request that needs the
+/// file's clients now (`POST /auth/pair` with a client `tars pair` has just
+/// registered). The old config stays on error.
+pub fn reload_now(state: &AppState) {
+    match reload(state) {
+        Ok(()) => {
+            count(state, "ok");
+            info!("configuration reloaded (a pairing code's client was not known yet)");
+        }
+        Err(e) => {
+            count(state, "error");
+            tracing::error!(error = %e, "reload refused; the previous configuration stays in force");
+        }
+    }
+}
+
 fn stamp(p: &Path) -> Option<(SystemTime, u64)> {
     let m = std::fs::metadata(p).ok()?;
     Some((m.modified().ok()?, m.len()))
@@ -167,6 +185,64 @@ pub fn spawn_cert_watch(state: Arc<AppState>, every: Duration) -> Option<JoinHan
                 }
                 Err(_) => {}
             }
+        }
+    }))
+}
+
+/// The file's inode, modification time and SHA-256; `None` when it cannot
+/// be read. The inode and time matter too: a file edited back to bytes the
+/// watcher saw before (add, then remove a client) may differ from what a
+/// reload in between applied.
+fn digest(p: &Path) -> Option<(u64, Option<SystemTime>, [u8; 32])> {
+    use sha2::{Digest, Sha256};
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(p).ok()?;
+    let bytes = std::fs::read(p).ok()?;
+    Some((
+        meta.ino(),
+        meta.modified().ok(),
+        Sha256::digest(&bytes).into(),
+    ))
+}
+
+/// Poll the config file the server was started from; when its contents
+/// change, call `apply` (the full reload of [`crate::Handle::reload`]: a
+/// change that validates is applied, clients removed or re-keyed lose their
+/// tokens and sessions; one that does not is logged with its one-line
+/// reason and the running configuration stays). Each state of the file is
+/// applied (or refused) once. `None` for a config that came from no file.
+/// Ends when the server starts draining.
+pub fn spawn_config_watch<F, Fut>(
+    state: Arc<AppState>,
+    every: Duration,
+    apply: F,
+) -> Option<JoinHandle<()>>
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), ReloadError>> + Send,
+{
+    let source = state.config().source.clone();
+    if !source.is_file() {
+        return None;
+    }
+    Some(tokio::spawn(async move {
+        let mut last = digest(&source);
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = state.shutdown.cancelled() => return,
+            }
+            let now = digest(&source);
+            if now == last || now.is_none() {
+                // Unchanged, or gone for a moment (an editor's save).
+                continue;
+            }
+            last = now;
+            info!(config = %source.display(), "configuration file changed: reloading");
+            // Logged and counted by `apply`; the old config stays on error.
+            let _ = apply().await;
         }
     }))
 }

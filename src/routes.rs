@@ -38,6 +38,10 @@ pub enum Route {
     Docs,
     /// `GET /redoc`: a redirect to `/docs`.
     Redoc,
+    /// `POST /auth/pair`: a `tars pair` code for a token pair.
+    AuthPair,
+    /// `GET /pair` and its script ([`crate::web::pair`]).
+    Pair,
 }
 
 const GET: &[Method] = &[Method::GET, Method::HEAD];
@@ -67,6 +71,9 @@ pub const ROUTES: &[(&str, Route, &[Method], &str)] = &[
     ("/docs/swagger-ui-bundle.js", Route::Docs, GET, "docs"),
     ("/docs/swagger-initializer.js", Route::Docs, GET, "docs"),
     ("/redoc", Route::Redoc, GET, "docs"),
+    ("/auth/pair", Route::AuthPair, POST, "auth_pair"),
+    ("/pair", Route::Pair, GET, "pair"),
+    ("/static/pair.js", Route::Pair, GET, "pair"),
 ];
 
 fn allow_header(methods: &[Method]) -> HeaderValue {
@@ -147,6 +154,12 @@ async fn dispatch(
             return rate_limited(&state, wait);
         }
     }
+    // `/auth/pair` draws on the same `/auth/*` request rate.
+    if route == Route::AuthPair {
+        if let Err(wait) = state.limits.auth(conn.peer.ip()) {
+            return rate_limited(&state, wait);
+        }
+    }
     use crate::auth::handlers as auth;
     use crate::ws::{handlers as ws, upgrade};
     match route {
@@ -171,6 +184,11 @@ async fn dispatch(
         Route::OpenApi => crate::api_doc::openapi_json(),
         Route::Docs => crate::api_doc::docs(&req),
         Route::Redoc => crate::api_doc::redoc(),
+        Route::AuthPair => {
+            let reload = || crate::reload::reload_now(&state);
+            crate::auth::pair::pair(&state.auth, conn, req, &reload).await
+        }
+        Route::Pair => crate::web::pair::serve_path(&req),
     }
 }
 

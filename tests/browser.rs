@@ -26,6 +26,8 @@
 mod harness;
 #[path = "browser/page.rs"]
 mod page;
+#[path = "browser/pairing.rs"]
+mod pairing;
 mod support;
 
 use std::time::{Duration, Instant};

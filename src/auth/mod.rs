@@ -11,6 +11,8 @@
 //! - [`cutoffs`]: `{data_dir}/cutoffs.json` (per-client "not before").
 //! - [`files`]: `data_dir` files: 0700/0600, `O_NOFOLLOW`, atomic replace.
 //! - [`handlers`]: the `/auth/*` endpoints (`revoke.rs`: `/auth/revoke`).
+//! - [`pairing`]: one-time pairing codes in `{data_dir}/pairing/` (stored hashed);
+//!   [`pair`]: `POST /auth/pair`, which redeems one for a token pair.
 //!
 //! [`Auth`] ties them together; the WebSocket upgrade calls
 //! [`Auth::verify_access`], which is synchronous, cheap and does no I/O; a
@@ -23,6 +25,8 @@ mod error;
 pub mod files;
 pub mod handlers;
 pub mod ledger;
+pub mod pair;
+pub mod pairing;
 pub mod revocation;
 mod revoke;
 pub mod secret;

@@ -5,8 +5,10 @@
 //! environment overrides, `validate.rs` the checks that turn a raw file into
 //! the typed [`Config`] the rest of the gateway reads. Every error is one line
 //! that names the file (or variable), the key and what to change
-//! ([`ConfigError`]); `main` prints it and exits 2.
+//! ([`ConfigError`]); `main` prints it and exits 2. `edit.rs` changes the
+//! file's `[[auth.clients]]` in place for `tars client` and `tars pair`.
 
+pub mod edit;
 mod env;
 mod raw;
 mod validate;
@@ -294,6 +296,19 @@ pub fn load_with_env(
     get_env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigError> {
     let raw = load_raw(path, get_env)?;
+    validate::validate(path, raw).map_err(|e| env::blame(e, get_env))
+}
+
+/// Validate `text` as the contents of `path` would be loaded (environment
+/// overrides from `get_env` included), without reading `path`: what
+/// [`edit`] checks before it writes.
+pub fn from_file_text(
+    path: &Path,
+    text: &str,
+    get_env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let mut raw = parse_toml(&path.display().to_string(), text)?;
+    env::apply(&mut raw, get_env)?;
     validate::validate(path, raw).map_err(|e| env::blame(e, get_env))
 }
 

@@ -1,7 +1,8 @@
 //! The browser chat page: `web/index.html`, the script and `web/app.css`,
 //! embedded in the binary with `include_bytes!` (no runtime folder to lose,
 //! no extra crate for a few files), and `GET /models`, the list the page's
-//! model picker is filled from.
+//! model picker is filled from. [`pair`]: the `/pair` page a phone opens
+//! from `tars pair`'s QR code.
 //!
 //! `/static/app.js` is one file joined at compile time from [`SCRIPT_PARTS`]:
 //! the vendored Markdown renderer and sanitizer (`web/vendor/`, versions and
@@ -128,6 +129,8 @@ macro_rules! asset {
         }
     };
 }
+
+pub mod pair;
 
 /// The page, served at `/` to browsers.
 pub static PAGE: Asset = asset!("/", "text/html; charset=utf-8", "../../web/index.html");

@@ -22,6 +22,7 @@ mod hardening;
 mod http;
 mod http_limits;
 mod module_graph;
+mod pairing;
 mod props;
 mod reload;
 mod shutdown_midframe;

@@ -8,10 +8,12 @@
 mod support;
 
 mod auth_cli;
+mod client_cli;
 mod config_errors;
 mod credentials;
 mod lifecycle;
 mod live_sessions;
+mod pair_cli;
 mod persistence;
 mod service;
 mod systemd_unit;
