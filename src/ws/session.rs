@@ -293,7 +293,9 @@ async fn run_session(
                 OpCode::Ping => {
                     // Answered here, not by fastwebsockets' auto-pong, whose
                     // read would go on to wait (buffer held) for the next frame.
-                    let _ = tx.send(Out::Pong(Bytes::from(frame.payload.to_vec()))).await;
+                    let _ = tx
+                        .send(Out::Pong(Bytes::from(frame.payload.to_vec())))
+                        .await;
                     continue;
                 }
                 OpCode::Pong => continue,
@@ -382,7 +384,8 @@ where
     F: FnMut(Frame<'_>) -> R,
     R: std::future::Future<Output = Result<(), &'static str>>,
 {
-    let (mut read, _) = fastwebsockets::after_handshake_split(guard, tokio::io::sink(), Role::Server);
+    let (mut read, _) =
+        fastwebsockets::after_handshake_split(guard, tokio::io::sink(), Role::Server);
     read.set_max_message_size(max_frame);
     read.set_auto_pong(false);
     read.read_frame(obligated)
