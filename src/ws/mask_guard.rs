@@ -5,10 +5,16 @@
 //! only (no copying, no unmasking) and fails the read with
 //! [`UnmaskedFrame`] when a header lacks the mask bit. The session maps that
 //! to close code 1002.
+//!
+//! It also keeps an idle session from holding a read buffer: reads never
+//! run past the end of the current frame (so the frame reader above, built
+//! per frame, is left with nothing buffered when the frame is done), and
+//! [`MaskGuard::poll_first`] waits for the next frame's first byte into
+//! this struct alone, before any frame reader (and its buffer) exists.
 
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, ReadBuf};
 
@@ -32,6 +38,9 @@ pub struct MaskGuard<R> {
     need: usize,
     /// Payload bytes still to pass before the next header.
     remaining: u64,
+    /// A frame's first byte taken by [`MaskGuard::poll_first`], handed out
+    /// by the next read.
+    peeked: Option<u8>,
 }
 
 impl<R> MaskGuard<R> {
@@ -42,6 +51,17 @@ impl<R> MaskGuard<R> {
             have: 0,
             need: 2,
             remaining: 0,
+            peeked: None,
+        }
+    }
+
+    /// Bytes left of the current frame part: the rest of the header, or of
+    /// the payload.
+    fn part_left(&self) -> usize {
+        if self.remaining > 0 {
+            usize::try_from(self.remaining).unwrap_or(usize::MAX)
+        } else {
+            self.need - self.have
         }
     }
 
@@ -83,6 +103,28 @@ impl<R> MaskGuard<R> {
     }
 }
 
+impl<R: AsyncRead + Unpin> MaskGuard<R> {
+    /// Wait until the next frame's first byte arrived, reading it into this
+    /// struct (no buffer is held while waiting). `Ok(false)`: the stream
+    /// ended. Call only between frames; the byte is handed out (and checked)
+    /// by the next read.
+    pub fn poll_first(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
+        if self.peeked.is_some() {
+            return Poll::Ready(Ok(true));
+        }
+        let mut one = [0u8; 1];
+        let mut rb = ReadBuf::new(&mut one);
+        ready!(Pin::new(&mut self.inner).poll_read(cx, &mut rb))?;
+        match *rb.filled() {
+            [b] => {
+                self.peeked = Some(b);
+                Poll::Ready(Ok(true))
+            }
+            _ => Poll::Ready(Ok(false)),
+        }
+    }
+}
+
 impl<R: AsyncRead + Unpin> AsyncRead for MaskGuard<R> {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -91,18 +133,30 @@ impl<R: AsyncRead + Unpin> AsyncRead for MaskGuard<R> {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) => {
-                match this.scan(&buf.filled()[before..]) {
-                    Ok(()) => Poll::Ready(Ok(())),
-                    Err(e) => {
-                        // A failed read must not report bytes.
-                        buf.set_filled(before);
-                        Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, e)))
-                    }
-                }
+        if buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        if let Some(b) = this.peeked.take() {
+            buf.put_slice(&[b]);
+        } else {
+            // Never past the current frame part: what the reader above
+            // gets is always the rest of one header or one payload.
+            let limit = this.part_left().min(buf.remaining());
+            let n = {
+                let dst = buf.initialize_unfilled_to(limit);
+                let mut part = ReadBuf::new(dst);
+                ready!(Pin::new(&mut this.inner).poll_read(cx, &mut part))?;
+                part.filled().len()
+            };
+            buf.advance(n);
+        }
+        match this.scan(&buf.filled()[before..]) {
+            Ok(()) => Poll::Ready(Ok(())),
+            Err(e) => {
+                // A failed read must not report bytes.
+                buf.set_filled(before);
+                Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, e)))
             }
-            other => other,
         }
     }
 }
@@ -156,6 +210,30 @@ mod tests {
             let res: Result<(), UnmaskedFrame> = stream.chunks(chunk).try_for_each(|c| g.scan(c));
             assert!(res.is_err(), "chunk {chunk}");
         }
+    }
+
+    #[tokio::test]
+    async fn reads_stop_at_each_frame_part_and_the_first_byte_waits_outside() {
+        use tokio::io::AsyncReadExt;
+        let mut data = frame(true, 300);
+        data.extend(frame(true, 3));
+        let mut g = MaskGuard::new(&data[..]);
+        let mut buf = vec![0u8; 4096];
+        // Header of frame 1 (first byte peeked, then the rest of the 8-byte
+        // header), its payload, then frame 2 in the same parts.
+        let mut sizes = Vec::new();
+        assert!(std::future::poll_fn(|cx| g.poll_first(cx)).await.unwrap());
+        loop {
+            let n = g.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            sizes.push(n);
+        }
+        assert_eq!(sizes, [1, 1, 6, 300, 2, 4, 3]);
+        let mut rest: &[u8] = &[];
+        let mut g = MaskGuard::new(&mut rest);
+        assert!(!std::future::poll_fn(|cx| g.poll_first(cx)).await.unwrap());
     }
 
     #[tokio::test]

@@ -2,7 +2,7 @@
 //!
 //! - [`upgrade`]: checks before the upgrade (origin, token, limits), then spawns the session.
 //! - [`session`]: one session: reader loop, heartbeat, generation runner.
-//! - [`mask_guard`]: closes on unmasked client frames (RFC 6455 §5.1), under fastwebsockets.
+//! - [`mask_guard`]: closes on unmasked client frames (RFC 6455 §5.1), under fastwebsockets; waits for a frame without a buffer (ADR 0013).
 //! - [`writer`]: the task that owns the socket's raw write half; bounded queue = backpressure; one write per batch of queued frames.
 //! - [`queue`]: the per-session chat queue and cancel.
 //! - [`generation`]: one chat → Ollama → `token` frames → `complete`/`error`.

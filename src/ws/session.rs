@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use fastwebsockets::{Frame, OpCode, Payload, Role, WebSocket, WebSocketError, WebSocketRead};
+use fastwebsockets::{Frame, OpCode, Payload, Role, WebSocket, WebSocketError};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncRead;
@@ -31,6 +31,7 @@ use super::queue::{JobQueue, PushError};
 use super::writer::{self, Out, WriterEnd};
 use super::WsState;
 use crate::auth::Claims;
+use crate::limits::HeldConn;
 use crate::metrics::Direction;
 use crate::server::ConnInfo;
 
@@ -43,6 +44,8 @@ pub struct Client {
     pub epoch: u64,
     pub models: Vec<String>,
     pub conn: ConnInfo,
+    /// The connection's per-IP slot: held as long as the session lives.
+    pub held: Option<HeldConn>,
 }
 
 /// How long before the token's `exp` the session says it will expire.
@@ -81,13 +84,15 @@ const CLOSE_FLUSH: Duration = Duration::from_secs(2);
 
 /// Run a session to its end, inside a `session` span (`session_id`,
 /// `client_id`, `ip`) that every log line of the session, its writer and its
-/// generations carries.
-pub async fn run(
+/// generations carries. A plain function returning the session's future (not
+/// an `async fn` around it), so the spawned task holds one copy of the
+/// arguments, not one per wrapper level (idle memory, ADR 0013).
+pub fn run(
     state: Arc<WsState>,
     ws: WebSocket<TokioIo<Upgraded>>,
     slot: Slot,
     client: Client,
-) {
+) -> impl std::future::Future<Output = ()> + Send {
     let session_id = uuid::Uuid::new_v4().to_string();
     let span = info_span!(
         "session",
@@ -95,9 +100,7 @@ pub async fn run(
         client_id = %client.claims.sub,
         ip = %client.conn.peer.ip(),
     );
-    run_session(state, ws, slot, client, session_id)
-        .instrument(span)
-        .await
+    run_session(state, ws, slot, client, session_id).instrument(span)
 }
 
 async fn run_session(
@@ -107,6 +110,7 @@ async fn run_session(
     client: Client,
     session_id: String,
 ) {
+    let _held = client.held;
     let cfg = state.config();
     let wscfg = cfg.websocket.clone();
     drop(cfg);
@@ -114,11 +118,13 @@ async fn run_session(
     // write per batch); fastwebsockets only reads. Its write half here is a
     // sink that is never used.
     let (r, write) = tokio::io::split(ws.into_inner());
-    let (mut read, _) =
-        fastwebsockets::after_handshake_split(MaskGuard::new(r), tokio::io::sink(), Role::Server);
+    // fastwebsockets' frame reader (and its 8 KiB buffer) exists only while
+    // a frame is being read (see `next_frame`); between frames the session
+    // holds just this guard.
+    let read = MaskGuard::new(r);
     // fastwebsockets refuses frames of at least this size; our own
     // reassembly below caps whole messages.
-    read.set_max_message_size(wscfg.max_message_bytes + 1);
+    let max_frame = wscfg.max_message_bytes + 1;
     let (tx, rx) = mpsc::channel::<Out>(wscfg.outgoing_queue_frames);
     let info = state.sessions.register(
         &mut slot,
@@ -211,7 +217,7 @@ async fn run_session(
     tokio::pin!(idle);
     let mut draining = false;
     let close: Option<(u16, String)> = {
-        let reading = next_frame(read, obligated);
+        let reading = next_frame(read, obligated, max_frame);
         tokio::pin!(reading);
         let mut first_turn = revoked_at_start;
         loop {
@@ -271,7 +277,7 @@ async fn run_session(
                     }
                 }
                 (read, obligated, res) = &mut reading => {
-                    reading.set(next_frame(read, obligated));
+                    reading.set(next_frame(read, obligated, max_frame));
                     res
                 }
             };
@@ -284,10 +290,20 @@ async fn run_session(
             info.touch();
             match frame.opcode {
                 OpCode::Close => break None, // echoed by fastwebsockets' auto-close
-                OpCode::Ping | OpCode::Pong => continue,
+                OpCode::Ping => {
+                    // Answered here, not by fastwebsockets' auto-pong, whose
+                    // read would go on to wait (buffer held) for the next frame.
+                    let _ = tx
+                        .send(Out::Pong(Bytes::from(frame.payload.to_vec())))
+                        .await;
+                    continue;
+                }
+                OpCode::Pong => continue,
                 _ => {}
             }
-            if let Err(close) = reader.on_frame(frame).await {
+            // Boxed: the message handling's state lives on the heap only
+            // while a message is handled, not in every idle session's task.
+            if let Err(close) = Box::pin(reader.on_frame(frame)).await {
                 break Some(close);
             }
             if std::mem::take(&mut reader.reauthenticated) {
@@ -332,20 +348,49 @@ async fn run_session(
 /// Read one whole frame and hand the read half back with it (the frame
 /// copied out of the read buffer), so the caller can keep this future alive
 /// across `select!` turns and start the next read only after this one ends.
+///
+/// Idle memory: the wait for the frame's first byte holds no buffer (the
+/// guard takes that byte itself); only then is a fastwebsockets reader
+/// built (its 8 KiB buffer and its read state on the heap) for this one
+/// frame. The guard never reads past the frame's end, so nothing is left
+/// in that reader's buffer when it is dropped (docs/adr/0013-idle-session-memory.md).
 async fn next_frame<S, F, R>(
-    mut read: WebSocketRead<S>,
+    mut read: MaskGuard<S>,
     mut obligated: F,
-) -> (WebSocketRead<S>, F, Result<Frame<'static>, WebSocketError>)
+    max_frame: usize,
+) -> (MaskGuard<S>, F, Result<Frame<'static>, WebSocketError>)
 where
     S: AsyncRead + Unpin,
     F: FnMut(Frame<'_>) -> R,
     R: std::future::Future<Output = Result<(), &'static str>>,
 {
-    let res = read
-        .read_frame(&mut obligated)
-        .await
-        .map(|f| Frame::new(f.fin, f.opcode, None, Payload::Owned(f.payload.to_vec())));
+    let res = match std::future::poll_fn(|cx| read.poll_first(cx)).await {
+        Ok(true) => Box::pin(read_one_frame(&mut read, &mut obligated, max_frame)).await,
+        Ok(false) => Err(WebSocketError::UnexpectedEOF),
+        Err(e) => Err(WebSocketError::IoError(e)),
+    };
     (read, obligated, res)
+}
+
+/// One frame through a fastwebsockets reader built for it (auto-close on,
+/// auto-pong off: pings come back to the session).
+async fn read_one_frame<S, F, R>(
+    guard: &mut MaskGuard<S>,
+    obligated: &mut F,
+    max_frame: usize,
+) -> Result<Frame<'static>, WebSocketError>
+where
+    S: AsyncRead + Unpin,
+    F: FnMut(Frame<'_>) -> R,
+    R: std::future::Future<Output = Result<(), &'static str>>,
+{
+    let (mut read, _) =
+        fastwebsockets::after_handshake_split(guard, tokio::io::sink(), Role::Server);
+    read.set_max_message_size(max_frame);
+    read.set_auto_pong(false);
+    read.read_frame(obligated)
+        .await
+        .map(|f| Frame::new(f.fin, f.opcode, None, Payload::Owned(f.payload.to_vec())))
 }
 
 /// RFC 6455 close code for a read error, or `None` when the peer is gone.

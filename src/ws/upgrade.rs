@@ -129,14 +129,18 @@ pub async fn handle(state: Arc<WsState>, conn: ConnInfo, mut req: Request<Incomi
         epoch,
         models,
         conn,
+        // The connection's per-IP slot lives as long as the session.
+        held: req.extensions_mut().remove::<HeldConn>(),
     };
-    // The connection's per-IP slot lives as long as the session.
-    let held = req.extensions_mut().remove::<HeldConn>();
     let task_state = state.clone();
     state.tasks.spawn(async move {
-        let _held = held;
         match tokio::time::timeout(UPGRADE_TIMEOUT, fut).await {
-            Ok(Ok(ws)) => session::run(task_state, ws, slot, client).await,
+            // The session gets a task of its own and this one ends: an idle
+            // session does not carry the upgrade's state (ADR 0013).
+            Ok(Ok(ws)) => {
+                let tasks = task_state.tasks.clone();
+                tasks.spawn(session::run(task_state, ws, slot, client));
+            }
             Ok(Err(e)) => debug!(peer = %conn.peer, error = %e, "upgrade failed"),
             Err(_) => debug!(peer = %conn.peer, "upgrade timed out"),
         }

@@ -9,8 +9,11 @@
 //! frames are encoded into one buffer (up to [`BATCH_BYTES`]) and written
 //! with one `write_all` and one `flush`, so under TLS a burst of tokens
 //! costs one record set and one socket write instead of one per token. A
-//! lone frame is never held back to wait for company (no timer): batching
-//! only takes what is already in the queue (docs/adr/0011-coalesced-writes.md).
+//! lone frame is never held back by a timer: batching only takes what is in
+//! the queue (docs/adr/0011-coalesced-writes.md). A token that finds the
+//! queue empty first yields once, so the tasks already ready to run (its own
+//! generation among them) go first and what they queue shares the write
+//! (docs/adr/0014-writer-yields-once.md).
 
 use std::time::{Duration, Instant};
 
@@ -146,6 +149,13 @@ pub async fn run<S: AsyncWrite + Unpin>(
                 Out::Text(crate::ws::protocol::ping().into())
             }
         };
+        // A token that finds the queue empty lets the tasks already ready to
+        // run go first (one scheduler pass, no timer): under load the
+        // generation queues the tokens it has meanwhile and they share this
+        // write; on an idle machine the pass costs microseconds.
+        if matches!(first, Out::Token(..)) && rx.is_empty() {
+            tokio::task::yield_now().await;
+        }
         let mut closed = encode(&mut buf, &mut delays, first);
         while !closed && buf.len() < BATCH_BYTES {
             match rx.try_recv() {
