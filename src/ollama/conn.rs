@@ -181,7 +181,12 @@ impl ConnPool {
             TcpStream::connect((self.host.as_str(), self.port)),
         )
         .await
-        .map_err(|_| unreachable(format!("connect timed out after {:?}", self.connect_timeout)))?
+        .map_err(|_| {
+            unreachable(format!(
+                "connect timed out after {:?}",
+                self.connect_timeout
+            ))
+        })?
         .map_err(|e| unreachable(format!("tcp connect error: {e}")))?;
         let _ = tcp.set_nodelay(true);
         let (sender, conn) = http1::Builder::new()
