@@ -169,11 +169,11 @@ impl Drop for ChatStream {
             let mut cx = Context::from_waker(Waker::noop());
             let mut up = up;
             let body = &mut self.body;
-            match up.poll_driving(&mut cx, |cx| Pin::new(&mut *body).poll_frame(cx)) {
-                Poll::Ready(None) => self.pool.put(up),
-                // More of the answer (a cancelled stream), an error, or the
-                // end not here yet: close.
-                _ => {}
+            // Anything but the end (more of the answer from a cancelled
+            // stream, an error, the end not here yet) closes the connection.
+            let end = up.poll_driving(&mut cx, |cx| Pin::new(&mut *body).poll_frame(cx));
+            if let Poll::Ready(None) = end {
+                self.pool.put(up);
             }
             return;
         }
