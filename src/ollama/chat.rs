@@ -3,22 +3,25 @@
 //! [`ChatStream`] as soon as a `200` head arrives.
 //!
 //! Retries happen only here, before any line was read, so nothing is ever
-//! replayed to a client. Every await is bounded: the connect by the
-//! connector's `connect_timeout`, the answer head by `first_token_timeout`
+//! replayed to a client. The connection comes from the client's pool
+//! ([`super::conn`]) and is driven on the caller's task. Every await is
+//! bounded: the connect by `connect_timeout`, the answer head by `first_token_timeout`
 //! (Ollama sends its head with the first token, after loading the model), an
 //! error body by [`ERROR_BODY_TIMEOUT`], a backoff by its own length, and all
 //! of them by the caller's cancellation token.
 
+use std::future::Future;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{ACCEPT, CONTENT_TYPE, USER_AGENT};
+use http::header::{ACCEPT, CONTENT_TYPE, HOST, USER_AGENT};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::conn::UpstreamConn;
 use super::error::{error_chain, OllamaError};
 use super::policy::RetryPolicy;
 use super::stream::ChatStream;
@@ -134,13 +137,9 @@ impl OllamaClient {
         let body = Bytes::from(
             serde_json::to_vec(req).map_err(|e| OllamaError::Malformed(e.to_string()))?,
         );
-        let uri: http::Uri =
-            format!("{}/api/chat", self.base)
-                .parse()
-                .map_err(|e: http::uri::InvalidUri| OllamaError::Unreachable {
-                    host: self.base.clone(),
-                    message: format!("invalid URL: {e}"),
-                })?;
+        // Origin-form: the connection is to Ollama itself; `Host` is set per
+        // request from the pool's authority.
+        let uri = http::Uri::from_static("/api/chat");
         let mut retry = 0;
         loop {
             if cancel.is_cancelled() {
@@ -154,9 +153,11 @@ impl OllamaClient {
                 r = self.attempt(&uri, body.clone(), policy, started) => r,
             };
             let err = match result {
-                Ok(resp) => {
+                Ok((resp, up)) => {
                     return Ok(ChatStream::new(
                         resp,
+                        up,
+                        self.pool.clone(),
                         policy,
                         started + policy.first_token_timeout,
                         retry + 1,
@@ -186,41 +187,56 @@ impl OllamaClient {
         }
     }
 
-    /// One attempt: send, wait for the head until the first-token deadline,
-    /// turn a non-200 into [`OllamaError::Status`].
+    /// One attempt: take a pooled connection or connect, send, wait for the
+    /// head until the first-token deadline (driving the connection on this
+    /// task), turn a non-200 into [`OllamaError::Status`].
     async fn attempt(
         &self,
         uri: &http::Uri,
         body: Bytes,
         policy: &RetryPolicy,
         started: Instant,
-    ) -> Result<http::Response<Incoming>, OllamaError> {
-        let req = http::Request::post(uri.clone())
+    ) -> Result<(http::Response<Incoming>, UpstreamConn), OllamaError> {
+        let deadline = started + policy.first_token_timeout;
+        let timeout = || OllamaError::Timeout {
+            what: "first token",
+            after: policy.first_token_timeout,
+        };
+        let mut up = tokio::time::timeout_at(deadline, self.pool.get(&self.base))
+            .await
+            .map_err(|_| timeout())??;
+        let mut req = http::Request::post(uri.clone())
             .header(CONTENT_TYPE, "application/json")
             .header(ACCEPT, "application/x-ndjson")
-            .header(USER_AGENT, concat!("tars/", env!("CARGO_PKG_VERSION")))
+            .header(USER_AGENT, concat!("tars/", env!("CARGO_PKG_VERSION")));
+        if let Some(host) = self.pool.authority() {
+            req = req.header(HOST, host);
+        }
+        let req = req
             .body(Full::new(body))
             .map_err(|e| OllamaError::Malformed(e.to_string()))?;
-        let deadline = started + policy.first_token_timeout;
-        let resp = match tokio::time::timeout_at(deadline, self.http.request(req)).await {
-            Err(_) => {
-                return Err(OllamaError::Timeout {
-                    what: "first token",
-                    after: policy.first_token_timeout,
-                })
-            }
+        let mut head = std::pin::pin!(up.sender.send_request(req));
+        let resp = tokio::time::timeout_at(
+            deadline,
+            std::future::poll_fn(|cx| up.poll_driving(cx, |cx| head.as_mut().poll(cx))),
+        )
+        .await;
+        let resp = match resp {
+            Err(_) => return Err(timeout()),
             Ok(Err(e)) => {
+                let reused = if up.reused { "reused connection: " } else { "" };
                 return Err(OllamaError::Unreachable {
                     host: self.base.clone(),
-                    message: error_chain(&e),
-                })
+                    message: format!("{reused}{}", error_chain(&e)),
+                });
             }
             Ok(Ok(resp)) => resp,
         };
         let status = resp.status();
         if status == http::StatusCode::OK {
-            return Ok(resp);
+            return Ok((resp, up));
         }
+        up.spawn_conn();
         let message = read_error_body(resp.into_body()).await;
         let message = error_message(&message)
             .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_string());

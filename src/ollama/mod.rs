@@ -1,6 +1,8 @@
-//! The Ollama client: one pooled HTTP/1.1 keep-alive client shared by every
-//! session, used for the readiness probe and for streaming chats.
+//! The Ollama client shared by every session: streaming chats on pooled
+//! HTTP/1.1 keep-alive connections that the reading stream drives itself,
+//! and hyper-util's pooled client for the small calls (readiness probe).
 //!
+//! - [`conn`]: the chats' connections and their keep-alive pool (ADR 0021).
 //! - [`chat`]: request types, [`OllamaClient::chat`] (retries, backoff,
 //!   cancellation).
 //! - [`policy`]: [`RetryPolicy`], the retry and timeout settings of one chat.
@@ -11,12 +13,14 @@
 //! - [`error`]: [`OllamaError`] with its metrics `kind` and `retryable`.
 
 pub mod chat;
+mod conn;
 pub mod error;
 pub mod line;
 pub mod ndjson;
 pub mod policy;
 pub mod stream;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -26,6 +30,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::config::OllamaConfig;
+use conn::ConnPool;
 
 pub use chat::{ChatMessage, ChatOptions, ChatRequest, Role};
 pub use error::{error_chain, OllamaError};
@@ -37,7 +42,10 @@ pub use stream::ChatStream;
 /// A cheap-to-clone handle on the pooled client.
 #[derive(Clone)]
 pub struct OllamaClient {
+    /// The small, non-streaming calls (`/api/version`, ...).
     http: Client<HttpConnector, Full<Bytes>>,
+    /// The chats' connections, driven by their streams.
+    pool: Arc<ConnPool>,
     /// `http://host:port` without a trailing slash.
     base: String,
 }
@@ -50,12 +58,23 @@ impl OllamaClient {
         let http = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_max_idle_per_host(cfg.pool_max_connections)
-            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_idle_timeout(conn::IDLE_TIMEOUT)
             .build(connector);
+        let base = cfg.host.trim_end_matches('/').to_string();
         Self {
             http,
-            base: cfg.host.trim_end_matches('/').to_string(),
+            pool: Arc::new(ConnPool::new(
+                &base,
+                cfg.connect_timeout,
+                cfg.pool_max_connections,
+            )),
+            base,
         }
+    }
+
+    /// Chat connections idle in the pool now, ready for the next chat.
+    pub fn idle_chat_connections(&self) -> usize {
+        self.pool.idle_count()
     }
 
     pub fn base(&self) -> &str {

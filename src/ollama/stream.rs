@@ -1,18 +1,30 @@
 //! [`ChatStream`]: the body of a `200` answer from Ollama, read line by line
 //! on demand.
 //!
-//! The body is read only when the caller asks for the next line, so a slow
+//! The stream owns its upstream connection and drives it inline while it
+//! waits for a line ([`UpstreamConn::poll_driving`], ADR 0021): one read of
+//! the socket that brings many lines leaves them all in hyper's read buffer,
+//! handed out one `next_line` after the other on the caller's task without a
+//! wake-up of another task in between.
+//!
+//! The socket is read only when the caller asks for the next line, so a slow
 //! consumer leaves bytes in hyper's and the kernel's bounded buffers and TCP
 //! flow control slows Ollama down; memory per stream is bounded by the line
-//! cap. Dropping the stream drops the response body, which closes the
-//! connection, which makes Ollama cancel the generation.
+//! cap. Dropping the stream mid-answer drops the connection, which closes
+//! the socket, which makes Ollama cancel the generation; a stream whose body
+//! ended (or whose end is already buffered) gives its connection back to the
+//! pool.
 
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use http_body_util::BodyExt;
-use hyper::body::Incoming;
+use bytes::Bytes;
+use hyper::body::{Body, Frame, Incoming};
 use tokio::time::Instant;
 
+use super::conn::{ConnPool, UpstreamConn};
 use super::error::{error_chain, OllamaError};
 use super::ndjson::NdjsonSplitter;
 use super::policy::RetryPolicy;
@@ -20,6 +32,11 @@ use super::policy::RetryPolicy;
 /// A streaming answer of `/api/chat` (or `/api/generate`).
 pub struct ChatStream {
     body: Incoming,
+    /// The connection the body arrives on, polled by [`Self::next_line`];
+    /// `None` once given back.
+    conn: Option<UpstreamConn>,
+    /// Where the connection goes when the body ended.
+    pool: Arc<ConnPool>,
     splitter: NdjsonSplitter,
     /// When the first line must have arrived: the attempt's start plus
     /// `first_token_timeout` (the wait for the head counts too).
@@ -43,12 +60,16 @@ pub struct ChatStream {
 impl ChatStream {
     pub(crate) fn new(
         resp: http::Response<Incoming>,
+        conn: UpstreamConn,
+        pool: Arc<ConnPool>,
         policy: &RetryPolicy,
         first_deadline: Instant,
         attempts: u32,
     ) -> Self {
         Self {
             body: resp.into_body(),
+            conn: Some(conn),
+            pool,
             splitter: NdjsonSplitter::new(policy.max_line_bytes),
             first_deadline,
             first_token_timeout: policy.first_token_timeout,
@@ -107,7 +128,8 @@ impl ChatStream {
                     None => Ok(None),
                 };
             }
-            let frame = match tokio::time::timeout_at(deadline, self.body.frame()).await {
+            let frame = std::future::poll_fn(|cx| self.poll_frame(cx));
+            let frame = match tokio::time::timeout_at(deadline, frame).await {
                 Ok(f) => f,
                 Err(_) => return Err(OllamaError::Timeout { what, after }),
             };
@@ -121,6 +143,41 @@ impl ChatStream {
                 Some(Err(e)) => return Err(OllamaError::Stream(error_chain(&e))),
             }
         }
+    }
+}
+
+impl ChatStream {
+    /// The body's next frame, driving the connection while it is pending.
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<FrameResult>> {
+        let body = &mut self.body;
+        match self.conn.as_mut() {
+            Some(up) => up.poll_driving(cx, |cx| Pin::new(&mut *body).poll_frame(cx)),
+            None => Pin::new(body).poll_frame(cx),
+        }
+    }
+}
+
+type FrameResult = Result<Frame<Bytes>, hyper::Error>;
+
+impl Drop for ChatStream {
+    /// Gives the connection back to the pool when the body ended or its end
+    /// is already in hyper's buffer (the usual case after Ollama's final
+    /// line); otherwise the connection is dropped and the socket closed.
+    fn drop(&mut self) {
+        let Some(up) = self.conn.take() else { return };
+        if !self.eof {
+            let mut cx = Context::from_waker(Waker::noop());
+            let mut up = up;
+            let body = &mut self.body;
+            // Anything but the end (more of the answer from a cancelled
+            // stream, an error, the end not here yet) closes the connection.
+            let end = up.poll_driving(&mut cx, |cx| Pin::new(&mut *body).poll_frame(cx));
+            if let Poll::Ready(None) = end {
+                self.pool.put(up);
+            }
+            return;
+        }
+        self.pool.put(up);
     }
 }
 

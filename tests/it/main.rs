@@ -27,5 +27,6 @@ mod props;
 mod reload;
 mod shutdown_midframe;
 mod upstream;
+mod upstream_conn;
 mod ws_chat;
 mod ws_writer;

@@ -216,6 +216,9 @@ struct Shared {
     streams_open: AtomicUsize,
     /// Lines handed to hyper by all streams so far.
     lines_written: AtomicUsize,
+    /// TCP connections accepted so far (keep-alive reuse shows as fewer
+    /// connections than requests).
+    connections: AtomicUsize,
     /// Woken whenever a stream ends.
     changed: Notify,
 }
@@ -301,6 +304,11 @@ impl FakeOllama {
     /// Streaming answers in progress.
     pub fn streams_open(&self) -> usize {
         self.ctl.shared.streams_open.load(Ordering::SeqCst)
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections_accepted(&self) -> usize {
+        self.ctl.shared.connections.load(Ordering::SeqCst)
     }
 
     /// Lines handed to hyper by all streams so far; stops growing while a
@@ -415,6 +423,7 @@ fn spawn_accept(listener: TcpListener, shared: Arc<Shared>, token: CancellationT
                     },
                 };
                 let _ = stream.set_nodelay(true);
+                shared.connections.fetch_add(1, Ordering::SeqCst);
                 let shared = shared.clone();
                 let token = token.clone();
                 conns.spawn(async move {

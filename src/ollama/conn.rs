@@ -1,0 +1,222 @@
+//! The upstream connections of streaming chats, driven by the stream that
+//! reads them (ADR 0021).
+//!
+//! An [`UpstreamConn`] is one HTTP/1.1 connection to Ollama made with
+//! `hyper::client::conn::http1`: the [`SendRequest`] half and the
+//! [`Connection`] future that reads and writes the socket. The connection is
+//! never spawned: whoever waits on it (the chat attempt for the head, the
+//! [`super::ChatStream`] for the body) polls it inline through
+//! [`UpstreamConn::poll_driving`]. One read of Ollama's socket that brings a
+//! hundred lines is then a hundred lines for the generation task without a
+//! single cross-task wake-up, and nothing reads the socket while nobody asks
+//! for a line (backpressure).
+//!
+//! [`ConnPool`] keeps up to `pool_max_connections` idle connections for
+//! reuse (most recently used first) and drops those idle longer than
+//! [`IDLE_TIMEOUT`] or found closed. An idle connection is not polled while
+//! it sits in the pool; it is checked (one poll with a no-op waker) when
+//! taken. A reused connection that still fails before any answer byte fails
+//! the attempt as [`OllamaError::Unreachable`], which is retryable.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::HeaderValue;
+use http_body_util::Full;
+use hyper::client::conn::http1::{self, Connection, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::error::{error_chain, OllamaError};
+
+/// How long an unused connection stays in the pool (hyper-util's pool used
+/// the same 90 s before ADR 0021).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+type Io = TokioIo<TcpStream>;
+type ReqBody = Full<Bytes>;
+
+/// One HTTP/1.1 connection to Ollama and the handle that sends on it.
+pub(crate) struct UpstreamConn {
+    pub(crate) sender: SendRequest<ReqBody>,
+    /// `None` once the connection future finished (closed or failed); the
+    /// request and body it fed have their result or error by then.
+    conn: Option<Connection<Io, ReqBody>>,
+    /// Taken from the pool rather than freshly connected.
+    pub(crate) reused: bool,
+}
+
+impl UpstreamConn {
+    /// Polls `f` (a response or body future of this connection); while it
+    /// is pending, polls the connection once, which reads or writes what
+    /// the socket allows, and then `f` again. Everything stays on the
+    /// caller's task.
+    pub(crate) fn poll_driving<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut f: impl FnMut(&mut Context<'_>) -> Poll<T>,
+    ) -> Poll<T> {
+        if let Poll::Ready(v) = f(cx) {
+            return Poll::Ready(v);
+        }
+        let Some(conn) = self.conn.as_mut() else {
+            return Poll::Pending;
+        };
+        if let Poll::Ready(r) = Pin::new(conn).poll(cx) {
+            if let Err(e) = r {
+                tracing::debug!(error = %error_chain(&e), "Ollama connection failed");
+            }
+            self.conn = None;
+        }
+        f(cx)
+    }
+
+    /// Polls the connection once without a waiting task: advances it to
+    /// idle after a finished answer, notices a close. `false` when it is
+    /// not usable for another request.
+    fn poll_idle(&mut self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        if let Some(conn) = self.conn.as_mut() {
+            if Pin::new(conn).poll(&mut cx).is_ready() {
+                self.conn = None;
+            }
+        }
+        self.conn.is_some() && !self.sender.is_closed() && self.sender.is_ready()
+    }
+
+    /// Hands the connection future to its own task (for the rare error
+    /// body, read with the plain `Incoming` API); the connection is not
+    /// reused after that.
+    pub(crate) fn spawn_conn(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+        }
+    }
+}
+
+/// Where to connect and the idle connections kept for reuse.
+pub(crate) struct ConnPool {
+    /// Host for the TCP connect (IPv6 brackets removed) and port.
+    host: String,
+    port: u16,
+    /// The `Host` header: the URL's authority.
+    authority: Option<HeaderValue>,
+    connect_timeout: Duration,
+    max_idle: usize,
+    /// Idle connections and when each was put back; the last is the newest.
+    idle: Mutex<Vec<(UpstreamConn, Instant)>>,
+}
+
+impl ConnPool {
+    /// A pool for `base` (`http://host[:port]`); a URL that does not parse
+    /// fails at connect time, naming the URL.
+    pub(crate) fn new(base: &str, connect_timeout: Duration, max_idle: usize) -> Self {
+        let uri: Option<http::Uri> = base.parse().ok();
+        let host = uri
+            .as_ref()
+            .and_then(|u| u.host())
+            .unwrap_or_default()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let port = uri.as_ref().and_then(|u| u.port_u16()).unwrap_or(80);
+        let authority = uri
+            .as_ref()
+            .and_then(|u| u.authority())
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+        Self {
+            host,
+            port,
+            authority,
+            connect_timeout,
+            max_idle,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The `Host` header value.
+    pub(crate) fn authority(&self) -> Option<&HeaderValue> {
+        self.authority.as_ref()
+    }
+
+    /// An idle connection that still looks open, else a new one within the
+    /// connect timeout. Errors are [`OllamaError::Unreachable`] naming
+    /// `base`.
+    pub(crate) async fn get(&self, base: &str) -> Result<UpstreamConn, OllamaError> {
+        if let Some(c) = self.take_idle() {
+            return Ok(c);
+        }
+        self.connect(base).await
+    }
+
+    fn take_idle(&self) -> Option<UpstreamConn> {
+        let now = Instant::now();
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some((mut c, since)) = idle.pop() {
+            if now.duration_since(since) < IDLE_TIMEOUT && c.poll_idle() {
+                c.reused = true;
+                return Some(c);
+            }
+        }
+        None
+    }
+
+    async fn connect(&self, base: &str) -> Result<UpstreamConn, OllamaError> {
+        let unreachable = |message: String| OllamaError::Unreachable {
+            host: base.to_string(),
+            message,
+        };
+        if self.host.is_empty() || self.authority.is_none() {
+            return Err(unreachable("invalid URL".into()));
+        }
+        let tcp = tokio::time::timeout(
+            self.connect_timeout,
+            TcpStream::connect((self.host.as_str(), self.port)),
+        )
+        .await
+        .map_err(|_| {
+            unreachable(format!(
+                "connect timed out after {:?}",
+                self.connect_timeout
+            ))
+        })?
+        .map_err(|e| unreachable(format!("tcp connect error: {e}")))?;
+        let _ = tcp.set_nodelay(true);
+        let (sender, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(tcp))
+            .await
+            .map_err(|e| unreachable(error_chain(&e)))?;
+        tracing::debug!(host = %base, "new Ollama connection");
+        Ok(UpstreamConn {
+            sender,
+            conn: Some(conn),
+            reused: false,
+        })
+    }
+
+    /// Keeps `c` for reuse if it is idle and open and the pool has room;
+    /// drops it (closing the socket) otherwise. Expired entries go too.
+    pub(crate) fn put(&self, mut c: UpstreamConn) {
+        if !c.poll_idle() {
+            return;
+        }
+        let now = Instant::now();
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.retain(|(_, since)| now.duration_since(*since) < IDLE_TIMEOUT);
+        if idle.len() < self.max_idle {
+            idle.push((c, now));
+        }
+    }
+
+    /// Idle connections held now (tests and debugging).
+    pub(crate) fn idle_count(&self) -> usize {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
