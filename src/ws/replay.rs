@@ -310,13 +310,14 @@ impl ResumeRegistry {
         if !gen.log().covers(last_seq) {
             return Err(ResumeError::Unavailable);
         }
+        let new_id = holder.session_id.clone();
         let replaced = gen
             .pending
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .replace(Takeover { holder, last_seq });
         gen.wake.notify_one();
-        if let Some(old) = replaced {
+        if let Some(old) = replaced.filter(|o| o.holder.session_id != new_id) {
             self.metrics.resume_outcome("resumed_elsewhere");
             let _ = old.holder.tx.try_send(Out::Text(
                 protocol::error(
@@ -630,7 +631,7 @@ impl Resumable {
             return Ok(());
         };
         if let Some(old) = self.holder.take() {
-            if !old.session.is_cancelled() {
+            if !old.session.is_cancelled() && old.session_id != new.session_id {
                 self.registry.metrics.resume_outcome("resumed_elsewhere");
                 let e = protocol::error(
                     ErrorCode::ResumedElsewhere,

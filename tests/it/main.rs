@@ -24,6 +24,7 @@ mod http_limits;
 mod module_graph;
 mod props;
 mod reload;
+mod resume;
 mod shutdown_midframe;
 mod upstream;
 mod ws_chat;
