@@ -552,3 +552,42 @@ fn property_assembled_text_equals_an_undisturbed_run() {
     drop(gw);
     drop(fake);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tars_chat_resumes_after_its_connection_is_cut() {
+    use crate::support::cut_proxy::CutProxy;
+    let fake = FakeOllama::start().await;
+    let toks = tokens(200);
+    fake.set(Behavior::stream(toks.clone()).delay(PACE));
+    let gw = gw_for(&fake).serve();
+    let proxy = CutProxy::start(gw.addr).await;
+    let url = format!("wss://localhost:{}", proxy.addr.port());
+    let ca = gw.cert.clone().unwrap();
+    let child = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tars"))
+            .args(["chat", "--url", &url, "--client-id", "cli-user"])
+            .args(["--ca", ca.to_str().unwrap()])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(b"tell me\n").unwrap();
+        child.wait_with_output().unwrap()
+    });
+    // Cut mid-answer: a few dozen lines of 200 are out.
+    wait_until("the answer is under way", Duration::from_secs(10), || async {
+        fake.lines_written() >= 30
+    })
+    .await;
+    assert!(proxy.cut() >= 1);
+    let out = child.await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("resuming after token"), "{stderr}");
+    assert!(stderr.contains("200 tokens"), "{stderr}");
+    assert_eq!(stdout, format!("{}\n", toks.concat()), "{stderr}");
+    assert_eq!(fake.chat_count(), 1, "the answer was resumed, not asked again");
+}
