@@ -406,7 +406,8 @@ async fn reconnect_and_resume(
                 }
             }
             let (mut ws, _) = start_session(target, trust, token).await?;
-            let resume = json!({"type": "resume", "conversation_id": conversation_id, "last_seq": last_seq});
+            let resume =
+                json!({"type": "resume", "conversation_id": conversation_id, "last_seq": last_seq});
             send_json(&mut ws, &resume).await?;
             Ok::<_, String>(ws)
         };

@@ -334,7 +334,12 @@ impl ResumeRegistry {
     /// `cancel` from a session of `client_id`: the generation of
     /// `conversation_id`, or (`None`) every generation this session holds.
     /// Returns how many were cancelled.
-    pub fn cancel(&self, client_id: &str, conversation_id: Option<&str>, session_id: &str) -> usize {
+    pub fn cancel(
+        &self,
+        client_id: &str,
+        conversation_id: Option<&str>,
+        session_id: &str,
+    ) -> usize {
         let map = self.map();
         let hit: Vec<&Arc<Gen>> = match conversation_id {
             Some(c) => map

@@ -33,7 +33,11 @@ fn tokens(n: usize) -> Vec<String> {
 }
 
 async fn start_chat(ws: &mut Ws, conv: &str) {
-    send(ws, &json!({"type": "chat", "content": "go", "conversation_id": conv})).await;
+    send(
+        ws,
+        &json!({"type": "chat", "content": "go", "conversation_id": conv}),
+    )
+    .await;
 }
 
 /// Read `n` token frames.
@@ -63,7 +67,10 @@ fn assert_contiguous(frames: &[Value], first: u64) {
 }
 
 fn text_of(frames: &[Value]) -> String {
-    frames.iter().map(|t| t["token"].as_str().unwrap()).collect()
+    frames
+        .iter()
+        .map(|t| t["token"].as_str().unwrap())
+        .collect()
 }
 
 /// The session is alive (a `ping` gets its `pong`) and sends nothing else.
@@ -116,7 +123,10 @@ async fn resume_mid_answer_is_contiguous_and_byte_exact() {
     assert_eq!(msgs[1]["role"], "assistant");
     assert_eq!(msgs[1]["content"], toks.concat());
     let m = metrics_text(&gw).await;
-    assert!(m.contains("tars_resume_total{outcome=\"resumed\"} 1"), "{m}");
+    assert!(
+        m.contains("tars_resume_total{outcome=\"resumed\"} 1"),
+        "{m}"
+    );
     assert!(m.contains("tars_resume_buffered_bytes"), "{m}");
 }
 
@@ -131,9 +141,11 @@ async fn resume_after_the_answer_finished_during_the_gap() {
     start_chat(&mut ws, "done-in-gap").await;
     let first = read_tokens(&mut ws, 3).await;
     drop(ws);
-    wait_until("the answer ran to its end upstream", Duration::from_secs(5), || async {
-        fake.closed_streams().len() == 1
-    })
+    wait_until(
+        "the answer ran to its end upstream",
+        Duration::from_secs(5),
+        || async { fake.closed_streams().len() == 1 },
+    )
     .await;
     let rec = &fake.closed_streams()[0];
     assert!(!rec.by_client, "the gateway read the answer to its end");
@@ -245,7 +257,12 @@ async fn a_buffer_that_fills_while_detached_cancels_upstream() {
         .await
         .expect("a full buffer with nobody attached cancels upstream");
     let (mut ws, _) = open_chat(&gw, &token).await;
-    resume(&mut ws, "big", seen.last().unwrap()["seq"].as_u64().unwrap()).await;
+    resume(
+        &mut ws,
+        "big",
+        seen.last().unwrap()["seq"].as_u64().unwrap(),
+    )
+    .await;
     let v = recv(&mut ws).await;
     assert_eq!(v["code"], "resume_unavailable", "{v}");
     assert_eq!(v["conversation_id"], "big");
@@ -280,9 +297,7 @@ async fn last_seq_older_than_the_buffer_is_unavailable() {
 async fn window_zero_drops_upstream_within_100ms_as_before() {
     let fake = FakeOllama::start().await;
     fake.set(Behavior::Endless { delay: PACE });
-    let gw = gw_for(&fake)
-        .set("websocket.resume_window_secs", 0)
-        .serve();
+    let gw = gw_for(&fake).set("websocket.resume_window_secs", 0).serve();
     let token = token_for(&gw, "c", None).await;
     let (mut ws, ack) = open_chat(&gw, &token).await;
     assert_eq!(ack["resume_window_secs"], 0);
@@ -577,9 +592,11 @@ async fn tars_chat_resumes_after_its_connection_is_cut() {
         child.wait_with_output().unwrap()
     });
     // Cut mid-answer: a few dozen lines of 200 are out.
-    wait_until("the answer is under way", Duration::from_secs(10), || async {
-        fake.lines_written() >= 30
-    })
+    wait_until(
+        "the answer is under way",
+        Duration::from_secs(10),
+        || async { fake.lines_written() >= 30 },
+    )
     .await;
     assert!(proxy.cut() >= 1);
     let out = child.await.unwrap();
@@ -589,5 +606,9 @@ async fn tars_chat_resumes_after_its_connection_is_cut() {
     assert!(stderr.contains("resuming after token"), "{stderr}");
     assert!(stderr.contains("200 tokens"), "{stderr}");
     assert_eq!(stdout, format!("{}\n", toks.concat()), "{stderr}");
-    assert_eq!(fake.chat_count(), 1, "the answer was resumed, not asked again");
+    assert_eq!(
+        fake.chat_count(),
+        1,
+        "the answer was resumed, not asked again"
+    );
 }
