@@ -389,6 +389,8 @@ pub struct Resumable {
     holder: Option<Holder>,
     /// Successful takeovers so far.
     attaches: u64,
+    /// Frame bytes logged since the generation was last detached.
+    since_detach: usize,
     deadline: Option<tokio::time::Instant>,
     p: ResumeParams,
 }
@@ -417,6 +419,7 @@ impl Output {
             gen,
             holder: Some(holder),
             attaches: 0,
+            since_detach: 0,
             deadline: None,
             p,
         }))
@@ -504,6 +507,7 @@ fn copy(out: &Out) -> Out {
 impl Resumable {
     fn detach(&mut self) {
         self.holder = None;
+        self.since_detach = 0;
         self.gen.set_holder(None);
         self.deadline = Some(tokio::time::Instant::now() + self.p.window);
     }
@@ -524,16 +528,22 @@ impl Resumable {
         cancel: &CancellationToken,
     ) -> Result<(), Outcome> {
         if let Some(frame) = payload(&out) {
-            let slide = self.holder.is_some();
-            let kept = self.registry.append(
+            // The log always slides; what cancels is a buffer's worth of
+            // frames made while nobody is attached (frames older than the
+            // detach were sent, and most likely received, already).
+            let overflow = self.holder.is_none() && {
+                self.since_detach += frame.len();
+                self.since_detach > self.p.buffer_bytes && !self.gen.log().gone
+            };
+            self.registry.append(
                 &self.gen,
                 after,
                 frame,
-                slide,
+                true,
                 self.p.buffer_bytes,
                 self.p.total_bytes,
             );
-            if !kept {
+            if overflow {
                 // Nobody attached and the buffer is full: stop upstream now.
                 self.registry.metrics.resume_outcome("overflow");
                 self.registry.remove(&self.gen);
@@ -563,37 +573,37 @@ impl Resumable {
     }
 
     async fn event(&self) -> Event {
-        let notified = self.gen.wake.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        if let Some(t) = self.gen.take_pending() {
-            return Event::Takeover(Box::new(t.holder), t.last_seq);
-        }
-        if self.gen.log().gone {
-            return Event::Retired;
-        }
-        let deadline = async {
-            match self.deadline {
-                Some(d) if self.holder.is_none() => tokio::time::sleep_until(d).await,
-                _ => std::future::pending().await,
-            }
-        };
-        let holder_gone = async {
-            match &self.holder {
-                Some(h) => h.session.cancelled().await,
-                None => std::future::pending().await,
-            }
-        };
         let detached = self.holder.is_none();
-        tokio::select! {
-            biased;
-            _ = notified => match self.gen.take_pending() {
-                Some(t) => Event::Takeover(Box::new(t.holder), t.last_seq),
-                None => Event::Retired,
-            },
-            _ = holder_gone => Event::HolderGone,
-            _ = self.p.draining.cancelled(), if detached => Event::Draining,
-            _ = deadline => Event::Deadline,
+        loop {
+            let notified = self.gen.wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(t) = self.gen.take_pending() {
+                return Event::Takeover(Box::new(t.holder), t.last_seq);
+            }
+            // Retired while attached: go on delivering, no longer kept.
+            if detached && self.gen.log().gone {
+                return Event::Retired;
+            }
+            let deadline = async {
+                match self.deadline {
+                    Some(d) if detached => tokio::time::sleep_until(d).await,
+                    _ => std::future::pending().await,
+                }
+            };
+            let holder_gone = async {
+                match &self.holder {
+                    Some(h) => h.session.cancelled().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                _ = notified => continue,
+                _ = holder_gone => return Event::HolderGone,
+                _ = self.p.draining.cancelled(), if detached => return Event::Draining,
+                _ = deadline => return Event::Deadline,
+            }
         }
     }
 

@@ -267,9 +267,36 @@ async fn a_buffer_that_fills_while_detached_cancels_upstream() {
     assert_eq!(v["code"], "resume_unavailable", "{v}");
     assert_eq!(v["conversation_id"], "big");
     assert_alive(&mut ws).await;
-    assert!(metrics_text(&gw)
-        .await
-        .contains("tars_resume_total{outcome=\"overflow\"} 1"));
+    let m = metrics_text(&gw).await;
+    assert!(
+        m.contains("tars_resume_total{outcome=\"overflow\"} 1"),
+        "{m}"
+    );
+}
+
+/// An answer longer than the buffer still resumes: only what is made while
+/// nobody is attached counts towards the overflow, and the frames dropped to
+/// make room are the oldest ones, sent before the drop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_longer_than_the_buffer_resumes() {
+    let fake = FakeOllama::start().await;
+    let toks = tokens(250);
+    fake.set(Behavior::stream(toks.clone()).delay(Duration::from_millis(10)));
+    let gw = gw_for(&fake)
+        .set("websocket.resume_buffer_bytes", 4096)
+        .serve();
+    let token = token_for(&gw, "c", None).await;
+    let (mut ws, _) = open_chat(&gw, &token).await;
+    start_chat(&mut ws, "long").await;
+    // 150 frames of about 100 bytes: the buffer slid well past 4 KiB.
+    let first = read_tokens(&mut ws, 150).await;
+    drop(ws);
+    let (mut ws, _) = open_chat(&gw, &token).await;
+    resume(&mut ws, "long", 150).await;
+    let g = collect(&mut ws).await;
+    assert_eq!(g.end["type"], "complete", "{}", g.end);
+    assert_contiguous(&g.tokens, 151);
+    assert_eq!(text_of(&first) + &text_of(&g.tokens), toks.concat());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
