@@ -20,7 +20,7 @@
 //! replays the log to the new holder, then goes on with the live frames.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -96,6 +96,8 @@ pub struct Gen {
     pending: Mutex<Option<Takeover>>,
     /// Woken when a takeover is queued or the generation is retired.
     wake: Notify,
+    /// Set with every `wake`: lets the per-frame checks skip the locks.
+    signalled: AtomicBool,
     /// The generation's cancel token (a `cancel` from any session).
     pub cancel: CancellationToken,
     /// The session id of the holder, for `cancel` without a conversation id.
@@ -117,6 +119,12 @@ impl Gen {
             .unwrap_or_else(|p| p.into_inner())
             .as_deref()
             == Some(session_id)
+    }
+
+    /// Wake the generation task: a takeover is queued, or it was retired.
+    fn signal(&self) {
+        self.signalled.store(true, Ordering::Release);
+        self.wake.notify_one();
     }
 
     fn take_pending(&self) -> Option<Takeover> {
@@ -192,7 +200,7 @@ impl ResumeRegistry {
             std::mem::take(&mut log.bytes)
         };
         self.sub_bytes(freed);
-        gen.wake.notify_one();
+        gen.signal();
     }
 
     /// A new resumable generation of (`client_id`, `conversation_id`). An
@@ -210,6 +218,7 @@ impl ResumeRegistry {
             log: Mutex::new(Log::default()),
             pending: Mutex::new(None),
             wake: Notify::new(),
+            signalled: AtomicBool::new(false),
             cancel,
             holder_id: Mutex::new(Some(holder.session_id.clone())),
         });
@@ -316,7 +325,7 @@ impl ResumeRegistry {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .replace(Takeover { holder, last_seq });
-        gen.wake.notify_one();
+        gen.signal();
         if let Some(old) = replaced.filter(|o| o.holder.session_id != new_id) {
             self.metrics.resume_outcome("resumed_elsewhere");
             let _ = old.holder.tx.try_send(Out::Text(
@@ -550,6 +559,19 @@ impl Resumable {
                 return Err(Outcome::Cancelled);
             }
         }
+        if cancel.is_cancelled() {
+            return Err(Outcome::Cancelled);
+        }
+        // Fast path: room in the holder's queue and nothing to react to.
+        if let Some(h) = &self.holder {
+            if !self.gen.signalled.load(Ordering::Acquire) && !h.session.is_cancelled() {
+                match h.tx.try_send(copy(&out)) {
+                    Ok(()) => return Ok(()),
+                    Err(mpsc::error::TrySendError::Full(_)) => {}
+                    Err(mpsc::error::TrySendError::Closed(_)) => self.detach(),
+                }
+            }
+        }
         loop {
             let Some(h) = &self.holder else {
                 return Ok(());
@@ -575,11 +597,13 @@ impl Resumable {
     async fn event(&self) -> Event {
         let detached = self.holder.is_none();
         loop {
+            // `notify_one` keeps a permit when nobody waits, so a signal
+            // that lands between this check and the select still wakes it.
             let notified = self.gen.wake.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if let Some(t) = self.gen.take_pending() {
-                return Event::Takeover(Box::new(t.holder), t.last_seq);
+            if self.gen.signalled.swap(false, Ordering::AcqRel) {
+                if let Some(t) = self.gen.take_pending() {
+                    return Event::Takeover(Box::new(t.holder), t.last_seq);
+                }
             }
             // Retired while attached: go on delivering, no longer kept.
             if detached && self.gen.log().gone {
