@@ -26,6 +26,12 @@ pub struct AuthLabels {
     pub outcome: &'static str,
 }
 
+/// Label set with one `outcome` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: &'static str,
+}
+
 /// Direction of a WebSocket message.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum Direction {
@@ -73,6 +79,10 @@ pub struct Metrics {
     pub tls_handshake_failures: Counter,
     pub config_reloads: Family<KindLabel, Counter>,
     pub connections_rejected: Family<KindLabel, Counter>,
+    /// Frame bytes kept for resumes, over all generations.
+    pub resume_buffered_bytes: Gauge,
+    /// Resume requests and resumable generations by outcome.
+    pub resume: Family<OutcomeLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -108,6 +118,8 @@ impl Metrics {
             tls_handshake_failures: Counter::default(),
             config_reloads: Family::default(),
             connections_rejected: Family::default(),
+            resume_buffered_bytes: Gauge::default(),
+            resume: Family::default(),
             registry: Registry::default(),
         };
         r.register(
@@ -206,6 +218,16 @@ impl Metrics {
             "Connections refused by a limit",
             m.connections_rejected.clone(),
         );
+        r.register(
+            "resume_buffered_bytes",
+            "Frame bytes kept for resumable generations",
+            m.resume_buffered_bytes.clone(),
+        );
+        r.register(
+            "resume",
+            "Resumes (resumed, unavailable, resumed_elsewhere) and resumable generations dropped (expired, overflow)",
+            m.resume.clone(),
+        );
         Self { registry: r, ..m }
     }
 
@@ -238,6 +260,11 @@ impl Metrics {
         self.generations
             .get_or_create(&KindLabel { kind: outcome })
             .inc();
+    }
+
+    /// Count one resume outcome.
+    pub fn resume_outcome(&self, outcome: &'static str) {
+        self.resume.get_or_create(&OutcomeLabel { outcome }).inc();
     }
 
     /// Prometheus text exposition, with process figures appended.

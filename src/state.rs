@@ -123,6 +123,8 @@ impl AppState {
             limits: limits.clone(),
             tasks: tasks.clone(),
             draining: shutdown.clone(),
+            resume: Arc::new(crate::ws::replay::ResumeRegistry::new(metrics.clone())),
+            root: stop.clone(),
         });
         let auth = Arc::new(AuthState {
             auth,

@@ -234,6 +234,49 @@ async fn stop_mid_stream() {
     b.quit().await;
 }
 
+/// Issue 17: the page's socket is killed mid-answer. The page reconnects
+/// on its own, sends `resume` with the last seq it showed, and the answer
+/// continues where it stopped: the whole text once, nothing missing or
+/// doubled, from one upstream request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_answer_continues_after_the_socket_is_killed() {
+    let fake = FakeOllama::start().await;
+    let gw = start_gateway(&fake).await;
+    let Some(b) = Browser::start(&gw, "the_answer_continues_after_the_socket_is_killed").await
+    else {
+        return;
+    };
+    b.goto(&gw).await;
+    b.sign_in(CLIENT, SECRET).await;
+    b.wait_connected().await;
+    b.js("const send = WebSocket.prototype.send; window.sent = []; \
+         WebSocket.prototype.send = function (d) { window.sock = this; \
+             window.sent.push(JSON.parse(d)); return send.call(this, d); }; return 1")
+        .await;
+    let toks: Vec<String> = (1..=150).map(|i| format!(" w{i}")).collect();
+    fake.set(Behavior::stream(toks.clone()).delay(Duration::from_millis(10)));
+    b.ask("a long answer").await;
+    b.until(
+        "part of the answer",
+        "const a = [...document.querySelectorAll('.msg.assistant .answer')].pop(); \
+         return a && a.textContent.length > 40",
+    )
+    .await;
+    b.js("window.sock.close(); return 1").await;
+    let a = b.answer_done().await;
+    assert_eq!(a["done"], "stop", "{a:#}");
+    assert_eq!(a["source"], toks.concat(), "{a:#}");
+    assert_eq!(a["text"], toks.concat(), "{a:#}");
+    let resume = b
+        .js("return window.sent.filter(m => m.type === 'resume')")
+        .await;
+    let resume = resume.as_array().unwrap();
+    assert_eq!(resume.len(), 1, "{resume:?}");
+    assert!(resume[0]["last_seq"].as_u64().unwrap() >= 5, "{resume:?}");
+    assert_eq!(fake.chat_count(), 1, "resumed, not asked again");
+    b.quit().await;
+}
+
 /// The gateway goes away under the page (SIGTERM: it tells the page it is
 /// shutting down and closes the socket with 1001) and comes back on the
 /// same port, certificate and signing key, as after `systemctl restart`. The

@@ -60,6 +60,8 @@
   let connected = false; // connection_ack received on the live socket
   let attempt = 0; // reconnect attempts since the last connection_ack
   let reconnectTimer = 0;
+  let resumeWindowSecs = 0; // from the last connection_ack (0: no resume)
+  let pendingResume = null; // the answer cut by a drop: {conversation_id, last_seq, until}
   let refreshTimer = 0;
   let refreshing = null; // the running refresh, shared by its callers
   const chat = TarsChat.create({ ui, send: sendFrame, changed: updateComposer, session: store });
@@ -268,6 +270,7 @@
     const sock = ws;
     ws = null;
     wsOpen = connected = false;
+    pendingResume = null;
     if (sock) sock.close(1000, "signed out");
     chat.close();
     for (const k of [KEY.access, KEY.refresh, KEY.expiresAt, KEY.lifetime]) store.removeItem(k);
@@ -360,7 +363,13 @@
     const wasOpen = wsOpen;
     ws = null;
     wsOpen = connected = false;
-    if (chat.busy()) chat.finish("interrupted", "Connection lost: the answer was interrupted.");
+    if (chat.busy()) {
+      // Resume (issue 17): the gateway keeps the answer going; the next
+      // session asks for what follows the last token shown.
+      const r = resumeWindowSecs > 0 ? chat.suspend() : null;
+      if (r) pendingResume = { ...r, until: Date.now() + resumeWindowSecs * 1000 };
+      else chat.finish("interrupted", "Connection lost: the answer was interrupted.");
+    }
     updateComposer();
     if (!signedIn) return;
     // A refused token never gets a handshake (the browser shows no reason),
@@ -393,6 +402,16 @@
       case "connection_ack":
         attempt = 0;
         connected = true;
+        resumeWindowSecs = f.resume_window_secs || 0;
+        if (pendingResume) {
+          const r = pendingResume;
+          pendingResume = null;
+          if (resumeWindowSecs > 0 && Date.now() < r.until && chat.busy()) {
+            sendFrame({ type: "resume", conversation_id: r.conversation_id, last_seq: r.last_seq });
+          } else if (chat.busy()) {
+            chat.finish("interrupted", "Connection lost: the answer was interrupted.");
+          }
+        }
         setStatus("connected", `Connected as ${f.client_id}`);
         updateComposer();
         break;

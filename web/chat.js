@@ -269,6 +269,8 @@ window.TarsChat = (() => {
 
     function onToken(f) {
       if (!mine(f) || typeof f.token !== "string") return;
+      // A resume replays from the seq asked for: skip what is already shown.
+      if (typeof f.seq === "number" && f.seq <= (current.lastSeq || 0)) return;
       const stick = nearBottom();
       current.phase.hidden = true;
       current.turn.answer += f.token;
@@ -348,6 +350,15 @@ window.TarsChat = (() => {
       }
     }
 
+    /** The socket dropped mid-answer and the gateway offers resume: keep the
+     *  answer open and return what to resume (null when nothing runs). */
+    function suspend() {
+      if (!current) return null;
+      current.phase.textContent = "connection lost — resuming…";
+      current.phase.hidden = false;
+      return { conversation_id: current.conversationId, last_seq: current.lastSeq || 0 };
+    }
+
     function stop() {
       if (current) send({ type: "cancel", conversation_id: current.conversationId });
     }
@@ -381,6 +392,7 @@ window.TarsChat = (() => {
       busy: () => !!current,
       ask,
       stop,
+      suspend,
       finish,
       notice,
       onToken,

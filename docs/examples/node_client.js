@@ -10,7 +10,9 @@
 // `chat`, prints the tokens as they stream and then the `complete` frame's
 // figures. An `error` frame is printed and ends the program with exit code 1.
 // If the connection drops before the answer is complete, it reconnects with
-// backoff and asks again.
+// backoff and, when the gateway offers it (`resume_window_secs` in
+// `connection_ack`), sends `resume` with the seq of the last token printed,
+// so the answer continues where it stopped; otherwise it asks again.
 //
 // --ca FILE trusts the gateway's own certificate; without it Node's trust
 // store is used; --insecure skips verification (testing only). The token
@@ -46,6 +48,10 @@ const tls = { ca: opts.ca ? fs.readFileSync(opts.ca) : undefined, rejectUnauthor
 
 class ServerError extends Error {}
 class Refused extends Error {}
+class Unavailable extends Error {}
+
+// The seq of the last token printed: a resume asks for what follows it.
+let lastSeq = 0;
 
 // POST /auth/token → the access token. Errors are {"error": CODE, "message": TEXT}.
 function getToken() {
@@ -86,14 +92,34 @@ function ask(token) {
       switch (msg.type) {
         case 'connection_ack': {
           console.error(`connected: session ${msg.session_id}`);
+          if (lastSeq > 0 && msg.resume_window_secs > 0) {
+            console.error(`[resuming after token ${lastSeq}]`);
+            ws.send(JSON.stringify({ type: 'resume', conversation_id: opts.conversation, last_seq: lastSeq }));
+            break;
+          }
+          if (lastSeq > 0) console.error('[asking again]');
+          lastSeq = 0;
           const chat = { type: 'chat', content: prompt, conversation_id: opts.conversation };
           if (opts.model) chat.model = opts.model;
           ws.send(JSON.stringify(chat));
           break;
         }
-        case 'token': process.stdout.write(msg.token); break;
+        case 'token':
+          if (msg.seq > lastSeq) { // a resume may replay tokens already printed
+            lastSeq = msg.seq;
+            process.stdout.write(msg.token);
+          }
+          break;
         case 'complete': result = msg; ws.close(1000); break;
-        case 'error': failure = new ServerError(`${msg.code}: ${msg.message}`); ws.close(1000); break;
+        case 'error':
+          if (msg.code === 'resume_unavailable') {
+            lastSeq = 0; // the rest is lost: ask again on a new connection
+            failure = new Unavailable(msg.message);
+          } else {
+            failure = new ServerError(`${msg.code}: ${msg.message}`);
+          }
+          ws.close(1000);
+          break;
         case 'ping': ws.send(JSON.stringify({ type: 'pong' })); break;
         case 'system': console.error(`[gateway: ${msg.message}]`); break;
         default: break; // `thinking` frames (a thinking model's reasoning) are skipped here

@@ -7,6 +7,12 @@
 //! token's expiry: on the gateway's notice (or before a prompt when the
 //! token is about to expire) it gets a fresh token and sends it in band
 //! (`{"type":"auth"}`), reconnecting if the session already ended.
+//!
+//! A connection that drops mid-answer is resumed when the gateway offers it
+//! (`resume_window_secs` in `connection_ack`): reconnect with backoff, send
+//! `{"type":"resume","conversation_id":C,"last_seq":N}` with the last token
+//! printed, and print only tokens after it, so the answer continues where it
+//! stopped with nothing missing or doubled.
 
 mod tls;
 
@@ -53,6 +59,14 @@ pub struct ChatArgs {
 
 /// Timeout for connecting and for each HTTP exchange.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Nothing received for this long (the gateway pings every 30 s by
+/// default) means the connection is dead.
+const READ_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// First wait before reconnecting to resume; doubles up to [`BACKOFF_MAX`].
+const BACKOFF_START: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
@@ -236,7 +250,7 @@ async fn chat(args: ChatArgs) -> Result<(), String> {
         }
     };
     let mut token = token;
-    let mut ws = start_session(&target, &trust, &token).await?;
+    let (mut ws, mut window) = start_session(&target, &trust, &token).await?;
     // Renewal needs a client id (and its secret, for a registered client).
     let renew = |args: &ChatArgs| args.client_id.clone();
     let conversation_id = format!("cli-{}", uuid::Uuid::new_v4());
@@ -251,7 +265,11 @@ async fn chat(args: ChatArgs) -> Result<(), String> {
                 ws = match reauth(&mut ws, &token).await {
                     Ok(()) => ws,
                     // The session already ended (the old token expired).
-                    Err(_) => start_session(&target, &trust, &token).await?,
+                    Err(_) => {
+                        let (ws, w) = start_session(&target, &trust, &token).await?;
+                        window = w;
+                        ws
+                    }
                 };
             }
         }
@@ -260,12 +278,40 @@ async fn chat(args: ChatArgs) -> Result<(), String> {
             msg["model"] = json!(m);
         }
         send_json(&mut ws, &msg).await?;
+        // The seq of the last token printed: a resume asks for what follows.
+        let mut last_seq = 0u64;
         loop {
-            let Some(v) = next_json(&mut ws).await? else {
-                return Err("the gateway closed the connection".into());
+            let v = match next_json(&mut ws).await {
+                Ok(Some(v)) => v,
+                dropped => {
+                    let why = match dropped {
+                        Err(e) => e,
+                        _ => "the gateway closed the connection".into(),
+                    };
+                    if window == 0 {
+                        return Err(why);
+                    }
+                    eprintln!("\n[connection lost ({why}); resuming after token {last_seq}]");
+                    ws = reconnect_and_resume(
+                        &args,
+                        &target,
+                        &trust,
+                        &mut token,
+                        &conversation_id,
+                        last_seq,
+                        window,
+                    )
+                    .await?;
+                    continue;
+                }
             };
             match v["type"].as_str().unwrap_or("") {
                 "token" => {
+                    let seq = v["seq"].as_u64().unwrap_or(last_seq + 1);
+                    if seq <= last_seq {
+                        continue; // replayed by a resume: already printed
+                    }
+                    last_seq = seq;
                     print!("{}", v["token"].as_str().unwrap_or(""));
                     let _ = std::io::stdout().flush();
                 }
@@ -315,8 +361,13 @@ async fn chat(args: ChatArgs) -> Result<(), String> {
 
 type Session = WebSocket<TokioIo<Upgraded>>;
 
-/// Open a session with `token` and read its `connection_ack`.
-async fn start_session(target: &Target, trust: &Trust, token: &str) -> Result<Session, String> {
+/// Open a session with `token` and read its `connection_ack`; also returns
+/// the gateway's resume window (0: no resume).
+async fn start_session(
+    target: &Target,
+    trust: &Trust,
+    token: &str,
+) -> Result<(Session, u64), String> {
     let mut ws = open_ws(target, trust, token).await?;
     let ack = next_json(&mut ws)
         .await?
@@ -329,7 +380,46 @@ async fn start_session(target: &Target, trust: &Trust, token: &str) -> Result<Se
         ack["client_id"].as_str().unwrap_or("?"),
         ack["session_id"].as_str().unwrap_or("?")
     );
-    Ok(ws)
+    Ok((ws, ack["resume_window_secs"].as_u64().unwrap_or(0)))
+}
+
+/// Reconnect after a drop and send `resume` for `conversation_id` after
+/// token `last_seq`, retrying with backoff for up to `window_secs`.
+/// Renews `token` first when it is about to expire (needs a client id).
+async fn reconnect_and_resume(
+    args: &ChatArgs,
+    target: &Target,
+    trust: &Trust,
+    token: &mut String,
+    conversation_id: &str,
+    last_seq: u64,
+    window_secs: u64,
+) -> Result<Session, String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(window_secs);
+    let mut wait = BACKOFF_START;
+    loop {
+        tokio::time::sleep(wait).await;
+        let attempt = async {
+            if let Some(id) = &args.client_id {
+                if now_secs() + RENEW_LEAD_SECS >= token_exp(token) {
+                    *token = fetch_token(target, trust, id, args.secret.as_deref()).await?;
+                }
+            }
+            let (mut ws, _) = start_session(target, trust, token).await?;
+            let resume =
+                json!({"type": "resume", "conversation_id": conversation_id, "last_seq": last_seq});
+            send_json(&mut ws, &resume).await?;
+            Ok::<_, String>(ws)
+        };
+        match attempt.await {
+            Ok(ws) => return Ok(ws),
+            Err(e) if tokio::time::Instant::now() + wait < deadline => {
+                eprintln!("[reconnecting: {e}]");
+                wait = (wait * 2).min(BACKOFF_MAX);
+            }
+            Err(e) => return Err(format!("could not resume the answer: {e}")),
+        }
+    }
 }
 
 /// Send `token` in band and wait for `auth_ack`. `Err` when the session is
@@ -367,7 +457,10 @@ async fn next_json<S: AsyncRead + AsyncWrite + Unpin>(
     ws: &mut WebSocket<S>,
 ) -> Result<Option<Value>, String> {
     loop {
-        let frame = ws.read_frame().await.map_err(|e| format!("reading: {e}"))?;
+        let frame = tokio::time::timeout(READ_TIMEOUT, ws.read_frame())
+            .await
+            .map_err(|_| format!("nothing received for {} s", READ_TIMEOUT.as_secs()))?
+            .map_err(|e| format!("reading: {e}"))?;
         match frame.opcode {
             OpCode::Text => {
                 return serde_json::from_slice(&frame.payload)

@@ -216,6 +216,13 @@ pub struct WebsocketConfig {
     pub write_timeout: Duration,
     /// Frames buffered towards one client before the upstream read waits.
     pub outgoing_queue_frames: usize,
+    /// How long a generation whose session ended waits for a `resume`
+    /// (zero: no resume, a disconnect drops the upstream request).
+    pub resume_window: Duration,
+    /// Frame bytes one generation keeps for a resume.
+    pub resume_buffer_bytes: usize,
+    /// Frame bytes all generations together keep for resumes.
+    pub resume_total_bytes: usize,
 }
 
 #[derive(Debug, Clone)]

@@ -163,6 +163,9 @@ pub struct RawWebsocket {
     pub max_content_bytes: usize,
     pub write_timeout_secs: u64,
     pub outgoing_queue_frames: usize,
+    pub resume_window_secs: u64,
+    pub resume_buffer_bytes: usize,
+    pub resume_total_bytes: usize,
 }
 
 impl Default for RawWebsocket {
@@ -177,6 +180,9 @@ impl Default for RawWebsocket {
             max_content_bytes: 32 * 1024,
             write_timeout_secs: 30,
             outgoing_queue_frames: 256,
+            resume_window_secs: 60,
+            resume_buffer_bytes: 1024 * 1024,
+            resume_total_bytes: 64 * 1024 * 1024,
         }
     }
 }

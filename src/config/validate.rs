@@ -487,7 +487,26 @@ pub fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
             w.outgoing_queue_frames,
             4,
         )?,
+        resume_window: Duration::from_secs(w.resume_window_secs),
+        resume_buffer_bytes: c.at_least(
+            "websocket.resume_buffer_bytes",
+            w.resume_buffer_bytes,
+            4096,
+        )?,
+        resume_total_bytes: w.resume_total_bytes,
     };
+    if websocket.resume_total_bytes < websocket.resume_buffer_bytes {
+        return Err(c.err(
+            "websocket.resume_total_bytes",
+            "must be at least websocket.resume_buffer_bytes",
+        ));
+    }
+    if websocket.resume_window > Duration::from_secs(3600) {
+        return Err(c.err(
+            "websocket.resume_window_secs",
+            "must be at most 3600 (one hour); 0 turns resume off",
+        ));
+    }
     if websocket.max_message_bytes > 16 * 1024 * 1024 {
         return Err(c.err(
             "websocket.max_message_bytes",

@@ -106,3 +106,25 @@ fn server_limits_and_allowed_hosts() {
     assert!(msg("[server]\nmax_http_connections = 0\n").contains("server.max_http_connections"));
     assert!(msg("[server]\nwrite_timeout_secs = 0\n").contains("server.write_timeout_secs"));
 }
+
+#[test]
+fn resume_keys() {
+    let c = check("[tls]\nenabled = false\n").unwrap();
+    assert_eq!(c.websocket.resume_window, Duration::from_secs(60));
+    assert_eq!(c.websocket.resume_buffer_bytes, 1024 * 1024);
+    assert_eq!(c.websocket.resume_total_bytes, 64 * 1024 * 1024);
+    let c = check("[tls]\nenabled = false\n[websocket]\nresume_window_secs = 0\n").unwrap();
+    assert!(c.websocket.resume_window.is_zero());
+    for (bad, key) in [
+        ("resume_buffer_bytes = 100", "websocket.resume_buffer_bytes"),
+        (
+            "resume_buffer_bytes = 8192\nresume_total_bytes = 4096",
+            "websocket.resume_total_bytes",
+        ),
+        ("resume_window_secs = 86400", "websocket.resume_window_secs"),
+        ("resume_window_secs = -1", "websocket.resume_window_secs"),
+    ] {
+        let m = msg(&format!("[websocket]\n{bad}\n"));
+        assert!(m.contains(&format!("key `{key}`")), "{bad}: {m}");
+    }
+}

@@ -10,12 +10,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::conversations::{Bounds, Turn};
 use super::protocol::{Chat, ErrorCode, ServerFrame};
+use super::replay::Output;
 use super::token_frame::TokenEncoder;
 use super::writer::Out;
 use super::SessionInfo;
@@ -109,15 +109,6 @@ pub fn build_request(state: &WsState, cfg: &Config, client_id: &str, job: &Job) 
     }
 }
 
-/// Queue `out` unless cancelled first. `Err(outcome)` ends the generation.
-async fn send(tx: &mpsc::Sender<Out>, out: Out, cancel: &CancellationToken) -> Result<(), Outcome> {
-    tokio::select! {
-        biased;
-        _ = cancel.cancelled() => Err(Outcome::Cancelled),
-        r = tx.send(out) => r.map_err(|_| Outcome::SessionGone),
-    }
-}
-
 /// Running figures of one generation.
 struct Progress {
     received_at: Instant,
@@ -145,11 +136,11 @@ impl Progress {
     }
 }
 
-/// Run `job` to its end. Sends every frame through `tx`; returns how it ended.
+/// Run `job` to its end. Sends every frame through `out`; returns how it ended.
 pub async fn run(
     state: &Arc<WsState>,
     session: &SessionInfo,
-    tx: &mpsc::Sender<Out>,
+    out: &mut Output,
     job: Job,
     cancel: &CancellationToken,
 ) -> Outcome {
@@ -158,7 +149,7 @@ pub async fn run(
     let conv = job.chat.conversation_id.as_deref();
     let mut p = Progress::new(job.received_at, conv.is_some());
     state.metrics.generations_active.inc();
-    let result = stream(state, &cfg, &req, conv, tx, cancel, &mut p).await;
+    let result = stream(state, &cfg, &req, conv, out, cancel, &mut p).await;
     state.metrics.generations_active.dec();
     let outcome = match result {
         Ok(()) => Outcome::Complete,
@@ -180,10 +171,9 @@ pub async fn run(
             };
             let frame = complete_frame(&job, conv, &p, &done_reason);
             // The complete frame goes out even after a cancel, unless the
-            // session itself is closing.
-            if !session.cancel.is_cancelled() {
-                let _ = tx.send(Out::Text(frame.into())).await;
-            }
+            // session itself is closing (a resumable one keeps it).
+            out.finish(frame.into(), p.tokens, session.cancel.is_cancelled())
+                .await;
             if let (Some(c), Some(answer)) = (conv, p.answer.take()) {
                 if outcome == Outcome::Complete || !answer.is_empty() {
                     state.conversations.record(
@@ -233,18 +223,16 @@ pub fn cancelled_before_start(job: &Job) -> Vec<u8> {
     complete_frame(job, job.chat.conversation_id.as_deref(), &p, "cancelled")
 }
 
-/// Send an `error` frame for this generation.
+/// Send an `error` frame for this generation (`after`: tokens sent).
 async fn fail(
-    tx: &mpsc::Sender<Out>,
+    out: &mut Output,
     code: ErrorCode,
     message: &str,
     conv: Option<&str>,
+    after: u64,
 ) -> Outcome {
-    let _ = tx
-        .send(Out::Text(
-            super::protocol::error(code, message, conv).into(),
-        ))
-        .await;
+    let frame = super::protocol::error(code, message, conv);
+    out.finish(frame.into(), after, false).await;
     Outcome::Error(code)
 }
 
@@ -254,7 +242,7 @@ async fn stream(
     cfg: &Config,
     req: &ChatRequest,
     conv: Option<&str>,
-    tx: &mpsc::Sender<Out>,
+    out: &mut Output,
     cancel: &CancellationToken,
     p: &mut Progress,
 ) -> Result<(), Outcome> {
@@ -276,7 +264,7 @@ async fn stream(
                 ),
                 _ => e.to_string(),
             };
-            return Err(fail(tx, code, &msg, conv).await);
+            return Err(fail(out, code, &msg, conv, p.tokens).await);
         }
     };
     let mut enc = TokenEncoder::new(conv);
@@ -285,6 +273,11 @@ async fn stream(
         let line = tokio::select! {
             biased;
             _ = cancel.cancelled() => return Err(Outcome::Cancelled),
+            // Resume: a takeover, the session gone, the window passed.
+            ev = out.event() => {
+                out.handle(ev, cancel).await?;
+                continue;
+            }
             r = upstream.next_line() => r,
         };
         let read_at = Instant::now();
@@ -292,27 +285,30 @@ async fn stream(
             Ok(Some(l)) => l,
             Ok(None) => {
                 return Err(fail(
-                    tx,
+                    out,
                     ErrorCode::UpstreamError,
                     "Ollama ended the stream before its final line",
                     conv,
+                    p.tokens,
                 )
                 .await)
             }
             Err(OllamaError::Cancelled) => return Err(Outcome::Cancelled),
             Err(e) => {
                 debug!(error = %e, "upstream stream failed");
-                return Err(fail(tx, ErrorCode::UpstreamError, &e.to_string(), conv).await);
+                let msg = e.to_string();
+                return Err(fail(out, ErrorCode::UpstreamError, &msg, conv, p.tokens).await);
             }
         };
         let parsed = match parse_chat_line(line) {
             Ok(l) => l,
             Err(e) => {
                 return Err(fail(
-                    tx,
+                    out,
                     ErrorCode::UpstreamError,
                     &format!("Ollama sent a malformed line: {e}"),
                     conv,
+                    p.tokens,
                 )
                 .await)
             }
@@ -322,10 +318,11 @@ async fn stream(
             ChatLine::Done { content, stats } => (content, None, Some(stats)),
             ChatLine::Error(msg) => {
                 return Err(fail(
-                    tx,
+                    out,
                     ErrorCode::UpstreamError,
                     &format!("Ollama: {msg}"),
                     conv,
+                    p.tokens,
                 )
                 .await)
             }
@@ -338,7 +335,7 @@ async fn stream(
                 thinking_seq,
                 time::OffsetDateTime::now_utc(),
             );
-            send(tx, Out::Text(frame), cancel).await?;
+            out.send(Out::Text(frame), p.tokens, cancel).await?;
         }
         if let Some(c) = content.filter(|c| c.get() != "\"\"") {
             p.tokens += 1;
@@ -351,7 +348,8 @@ async fn stream(
                 }
             }
             let frame = enc.encode("token", c.get(), p.tokens, time::OffsetDateTime::now_utc());
-            send(tx, Out::Token(frame, read_at), cancel).await?;
+            out.send(Out::Token(frame, read_at), p.tokens - 1, cancel)
+                .await?;
             state.metrics.tokens_streamed.inc();
             if p.tokens == 1 {
                 state

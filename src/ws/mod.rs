@@ -7,6 +7,7 @@
 //! - [`queue`]: the per-session chat queue and cancel.
 //! - [`generation`]: one chat → Ollama → `token` frames → `complete`/`error`.
 //! - [`token_frame`]: the allocation-light `token` frame encoder (the hot path).
+//! - [`replay`]: resume: per-generation frame logs, takeover by a new session.
 //! - [`protocol`]: client message parsing and the other server frames.
 //! - [`manager`]: all sessions, limits, broadcast, revocation.
 //! - [`conversations`]: bounded multi-turn memory.
@@ -19,6 +20,7 @@ pub mod manager;
 pub mod mask_guard;
 pub mod protocol;
 pub mod queue;
+pub mod replay;
 pub mod session;
 pub mod token_frame;
 pub mod upgrade;
@@ -62,6 +64,11 @@ pub struct WsState {
     /// Cancelled when the drain begins: sessions finish their running
     /// answer, refuse new chats, then close with 1001.
     pub draining: CancellationToken,
+    /// Resumable generations (issue 17).
+    pub resume: Arc<replay::ResumeRegistry>,
+    /// The server's root token: parent of resumable generations' tokens,
+    /// which outlive their session.
+    pub root: CancellationToken,
 }
 
 impl WsState {

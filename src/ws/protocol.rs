@@ -40,6 +40,12 @@ pub enum ErrorCode {
     RateLimited,
     /// A bug in the gateway.
     Internal,
+    /// Another session sent `resume` for this conversation and took its
+    /// generation over; this session gets nothing more of it.
+    ResumedElsewhere,
+    /// Nothing to resume: unknown conversation, window passed, buffer
+    /// overflowed, or `last_seq` older than the oldest frame kept.
+    ResumeUnavailable,
 }
 
 impl ErrorCode {
@@ -54,11 +60,13 @@ impl ErrorCode {
             Self::ShuttingDown => "shutting_down",
             Self::RateLimited => "rate_limited",
             Self::Internal => "internal",
+            Self::ResumedElsewhere => "resumed_elsewhere",
+            Self::ResumeUnavailable => "resume_unavailable",
         }
     }
 
     /// Every code, for tests and docs.
-    pub const ALL: [ErrorCode; 8] = [
+    pub const ALL: [ErrorCode; 10] = [
         Self::InvalidMessage,
         Self::ModelNotAllowed,
         Self::UpstreamUnavailable,
@@ -67,6 +75,8 @@ impl ErrorCode {
         Self::ShuttingDown,
         Self::RateLimited,
         Self::Internal,
+        Self::ResumedElsewhere,
+        Self::ResumeUnavailable,
     ];
 }
 
@@ -109,6 +119,12 @@ pub enum ClientMessage {
     Auth {
         token: Secret,
     },
+    /// Take over the generation of `conversation_id` after a dropped
+    /// connection: every frame after token `last_seq`, then the live ones.
+    Resume {
+        conversation_id: String,
+        last_seq: u64,
+    },
 }
 
 /// A token in a client message, redacted in `Debug`.
@@ -130,6 +146,7 @@ impl ClientMessage {
             Self::Ping => "ping",
             Self::Pong => "pong",
             Self::Auth { .. } => "auth",
+            Self::Resume { .. } => "resume",
         }
     }
 }
@@ -142,7 +159,7 @@ pub enum MessageError {
     NotJson(String),
     #[error("message must be a JSON object with a \"type\" field")]
     NotObject,
-    #[error("unknown message type {0:?}: expected chat, cancel, auth, ping or pong")]
+    #[error("unknown message type {0:?}: expected chat, cancel, resume, auth, ping or pong")]
     UnknownType(String),
     #[error("chat message: {0}")]
     BadChat(String),
@@ -154,6 +171,8 @@ pub enum MessageError {
     BadConversationId,
     #[error("options.{0}")]
     BadOption(String),
+    #[error("resume message: send {{\"type\":\"resume\",\"conversation_id\":\"<id>\",\"last_seq\":<last token seq received, 0 for all>}}")]
+    BadResume,
     #[error("auth message: send {{\"type\":\"auth\",\"token\":\"<access token>\"}}")]
     BadAuth,
 }
@@ -167,6 +186,13 @@ struct Envelope<'a> {
 #[derive(Deserialize)]
 struct AuthIn {
     token: String,
+}
+
+#[derive(Deserialize)]
+struct ResumeIn {
+    conversation_id: String,
+    #[serde(default)]
+    last_seq: u64,
 }
 
 #[derive(Deserialize)]
@@ -220,6 +246,17 @@ pub fn parse_client_message(
             let a: AuthIn = serde_json::from_str(value.get()).map_err(|_| MessageError::BadAuth)?;
             Ok(ClientMessage::Auth {
                 token: Secret(a.token),
+            })
+        }
+        "resume" => {
+            let r: ResumeIn =
+                serde_json::from_str(value.get()).map_err(|_| MessageError::BadResume)?;
+            if !valid_conversation_id(&r.conversation_id) {
+                return Err(MessageError::BadConversationId);
+            }
+            Ok(ClientMessage::Resume {
+                conversation_id: r.conversation_id,
+                last_seq: r.last_seq,
             })
         }
         "ping" => Ok(ClientMessage::Ping),
@@ -282,10 +319,13 @@ fn validate_chat(chat: &Chat, max_content_bytes: usize) -> Result<(), MessageErr
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerFrame<'a> {
-    /// First frame of every session.
+    /// First frame of every session. `resume_window_secs` > 0: a generation
+    /// cut by a dropped connection can be taken over with `resume` for that
+    /// long.
     ConnectionAck {
         client_id: &'a str,
         session_id: &'a str,
+        resume_window_secs: u64,
         timestamp: String,
     },
     /// One piece of the answer, text byte-exact as Ollama generated it;
@@ -348,10 +388,11 @@ impl ServerFrame<'_> {
     }
 }
 
-pub fn connection_ack(client_id: &str, session_id: &str) -> Vec<u8> {
+pub fn connection_ack(client_id: &str, session_id: &str, resume_window_secs: u64) -> Vec<u8> {
     ServerFrame::ConnectionAck {
         client_id,
         session_id,
+        resume_window_secs,
         timestamp: now_rfc3339(),
     }
     .to_json()
@@ -500,6 +541,36 @@ mod tests {
     }
 
     #[test]
+    fn resume_message() {
+        assert_eq!(
+            parse(r#"{"type":"resume","conversation_id":"c-1","last_seq":10}"#),
+            Ok(ClientMessage::Resume {
+                conversation_id: "c-1".into(),
+                last_seq: 10
+            })
+        );
+        assert_eq!(
+            parse(r#"{"type":"resume","conversation_id":"c"}"#),
+            Ok(ClientMessage::Resume {
+                conversation_id: "c".into(),
+                last_seq: 0
+            })
+        );
+        assert_eq!(
+            parse(r#"{"type":"resume","last_seq":1}"#),
+            Err(MessageError::BadResume)
+        );
+        assert_eq!(
+            parse(r#"{"type":"resume","conversation_id":"c","last_seq":-1}"#),
+            Err(MessageError::BadResume)
+        );
+        assert_eq!(
+            parse(r#"{"type":"resume","conversation_id":"a b"}"#),
+            Err(MessageError::BadConversationId)
+        );
+    }
+
+    #[test]
     fn control_messages() {
         assert_eq!(parse(r#"{"type":"ping"}"#), Ok(ClientMessage::Ping));
         assert_eq!(
@@ -517,7 +588,8 @@ mod tests {
     #[test]
     fn frames_have_seed_fields() {
         let v: serde_json::Value =
-            serde_json::from_slice(&connection_ack("client-001", "s-1")).unwrap();
+            serde_json::from_slice(&connection_ack("client-001", "s-1", 60)).unwrap();
+        assert_eq!(v["resume_window_secs"], 60);
         assert_eq!(v["type"], "connection_ack");
         assert_eq!(v["client_id"], "client-001");
         assert!(v["timestamp"].as_str().unwrap().ends_with('Z'));

@@ -57,16 +57,23 @@ impl JobQueue {
     }
 
     /// Take the next chat and mark it running with `cancel`; waits until one
-    /// is queued. `None` once the queue is closed and empty.
+    /// is queued. `None` once the queue is closed and empty. The chat's
+    /// token is a child of `cancel_parent` (the session's), or of
+    /// `detached_parent` for a chat with a `conversation_id` when given
+    /// (resume: the generation may outlive the session).
     pub async fn next(
         &self,
         cancel_parent: &CancellationToken,
+        detached_parent: Option<&CancellationToken>,
     ) -> Option<(Job, CancellationToken)> {
         loop {
             {
                 let mut g = self.lock();
                 if let Some(job) = g.jobs.pop_front() {
-                    let cancel = cancel_parent.child_token();
+                    let cancel = match detached_parent {
+                        Some(p) if job.chat.conversation_id.is_some() => p.child_token(),
+                        _ => cancel_parent.child_token(),
+                    };
                     g.running = Some(Running {
                         cancel: cancel.clone(),
                         conversation_id: job.chat.conversation_id.clone(),

@@ -28,6 +28,7 @@ use super::manager::{SessionInfo, Slot};
 use super::mask_guard::{is_unmasked, MaskGuard};
 use super::protocol::{self, parse_client_message, ClientMessage, ErrorCode};
 use super::queue::{JobQueue, PushError};
+use super::replay::{Holder, Output, ResumeParams};
 use super::writer::{self, Out, WriterEnd};
 use super::WsState;
 use crate::auth::Claims;
@@ -172,7 +173,8 @@ async fn run_session(
     };
     let _ = tx
         .send(Out::Text(
-            protocol::connection_ack(&info.client_id, &info.id).into(),
+            protocol::connection_ack(&info.client_id, &info.id, wscfg.resume_window.as_secs())
+                .into(),
         ))
         .await;
     state.metrics.ws_message(Direction::Out, "connection_ack");
@@ -518,11 +520,43 @@ impl Reader<'_> {
             }
             ClientMessage::Pong => {}
             ClientMessage::Cancel { conversation_id } => {
+                // A resumed generation (held by this session, or detached:
+                // a cancel from any session of the client stops it).
+                self.state.resume.cancel(
+                    &self.info.client_id,
+                    conversation_id.as_deref(),
+                    &self.info.id,
+                );
                 let (removed, _running) = self.queue.cancel(conversation_id.as_deref());
                 for job in removed {
                     self.state.metrics.generation("cancelled");
                     let frame = generation::cancelled_before_start(&job);
                     self.send(frame, "complete").await;
+                }
+            }
+            ClientMessage::Resume {
+                conversation_id,
+                last_seq,
+            } => {
+                let holder = Holder {
+                    session_id: self.info.id.clone(),
+                    tx: self.tx.clone(),
+                    session: self.info.cancel.clone(),
+                };
+                let r = self.state.resume.take_over(
+                    &self.info.client_id,
+                    &conversation_id,
+                    last_seq,
+                    holder,
+                );
+                if let Err(e) = r {
+                    self.state.metrics.resume_outcome("unavailable");
+                    self.reply_error(
+                        ErrorCode::ResumeUnavailable,
+                        &e.to_string(),
+                        Some(&conversation_id),
+                    )
+                    .await;
                 }
             }
             ClientMessage::Chat(chat) => {
@@ -605,15 +639,36 @@ async fn run_jobs(
     tx: mpsc::Sender<Out>,
     queue: Arc<JobQueue>,
 ) {
-    while let Some((job, cancel)) = queue.next(&info.cancel).await {
+    loop {
+        let wscfg = state.config().websocket.clone();
+        let resume_on = !wscfg.resume_window.is_zero();
+        let detached_parent = resume_on.then_some(&state.root);
+        let Some((job, cancel)) = queue.next(&info.cancel, detached_parent).await else {
+            break;
+        };
         let span = info_span!(
             "generation",
             conversation_id = job.chat.conversation_id.as_deref().unwrap_or("-"),
             model = %job.model,
         );
-        let outcome = generation::run(&state, &info, &tx, job, &cancel)
-            .instrument(span)
-            .await;
+        let outcome = match job.chat.conversation_id.clone() {
+            Some(conv) if resume_on => {
+                match run_resumable(&state, &info, &tx, job, cancel, &conv, &wscfg)
+                    .instrument(span)
+                    .await
+                {
+                    Some(o) => o,
+                    // The session ended; the generation goes on detached.
+                    None => return,
+                }
+            }
+            _ => {
+                let mut out = Output::Direct(tx.clone());
+                generation::run(&state, &info, &mut out, job, &cancel)
+                    .instrument(span)
+                    .await
+            }
+        };
         match outcome {
             Outcome::Complete | Outcome::Cancelled => {
                 state.metrics.ws_message(Direction::Out, "complete")
@@ -630,5 +685,56 @@ async fn run_jobs(
             info.close((1001, "server shutting down"));
             return;
         }
+    }
+}
+
+/// Run a resumable generation in its own task (it may outlive this
+/// session); wait for its outcome unless the session ends first (`None`).
+/// After its end the task keeps its frames for a resume until the window
+/// passes.
+async fn run_resumable(
+    state: &Arc<WsState>,
+    info: &Arc<SessionInfo>,
+    tx: &mpsc::Sender<Out>,
+    job: Job,
+    cancel: tokio_util::sync::CancellationToken,
+    conv: &str,
+    wscfg: &crate::config::WebsocketConfig,
+) -> Option<Outcome> {
+    let holder = Holder {
+        session_id: info.id.clone(),
+        tx: tx.clone(),
+        session: info.cancel.clone(),
+    };
+    let params = ResumeParams {
+        window: wscfg.resume_window,
+        buffer_bytes: wscfg.resume_buffer_bytes,
+        total_bytes: wscfg.resume_total_bytes,
+        write_timeout: wscfg.write_timeout,
+        draining: state.draining.clone(),
+        tasks: state.tasks.clone(),
+    };
+    let mut out = Output::resumable(
+        &state.resume,
+        &info.client_id,
+        conv,
+        &cancel,
+        holder,
+        params,
+    );
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let (state2, info2) = (state.clone(), info.clone());
+    state.tasks.spawn(
+        async move {
+            let outcome = generation::run(&state2, &info2, &mut out, job, &cancel).await;
+            let _ = done_tx.send(outcome);
+            drop(info2);
+            out.linger(&cancel).await;
+        }
+        .in_current_span(),
+    );
+    tokio::select! {
+        o = done_rx => o.ok(),
+        _ = info.cancel.cancelled() => None,
     }
 }

@@ -25,6 +25,7 @@ mod module_graph;
 mod pairing;
 mod props;
 mod reload;
+mod resume;
 mod shutdown_midframe;
 mod upstream;
 mod upstream_conn;

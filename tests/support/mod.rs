@@ -16,6 +16,7 @@
 
 pub mod chat;
 pub mod client;
+pub mod cut_proxy;
 pub mod fake_ollama;
 pub mod fake_version;
 pub mod jwt;
