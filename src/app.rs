@@ -180,6 +180,9 @@ impl Handle {
 
 fn log_start(state: &AppState, addr: std::net::SocketAddr) {
     let cfg = state.config();
+    for w in &cfg.warnings {
+        warn!("{w}");
+    }
     match &state.certs {
         Some(store) => info!(
             %addr,

@@ -127,6 +127,23 @@ fn check_config(path: &Path) -> ExitCode {
         }
     }
     print!("{}", config::redacted_toml(&raw));
+    for w in &cfg.warnings {
+        eprintln!("tars: warning: {w}");
+    }
+    for u in &cfg.upstreams {
+        let models = u
+            .models
+            .as_ref()
+            .map_or("discovered".to_string(), |m| m.join(","));
+        eprintln!(
+            "tars: upstream {} {} api={} max_concurrent={} weight={} models={models}",
+            u.name,
+            u.url,
+            u.api.as_str(),
+            u.max_concurrent,
+            u.weight
+        );
+    }
     eprintln!("tars: {} is valid", path.display());
     ExitCode::SUCCESS
 }

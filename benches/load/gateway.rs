@@ -68,7 +68,11 @@ impl Gateway {
             "websocket.max_connections_per_client",
             MAX_CONNECTIONS.into(),
         );
-        set(&mut t, "server.max_http_connections", MAX_CONNECTIONS.into());
+        set(
+            &mut t,
+            "server.max_http_connections",
+            MAX_CONNECTIONS.into(),
+        );
         set(&mut t, "ollama.host", ollama.into());
         set(&mut t, "tls.enabled", opts.tls.into());
         let config = dir.path().join("config.toml");

@@ -111,6 +111,25 @@ impl GatewayBuilder {
         self.set("ollama.host", url)
     }
 
+    /// Add an `[[upstreams]]` entry (`name`, `url`, `api`, plus `extra`
+    /// fields) and drop `[ollama] host`, which may not stand beside it.
+    pub fn upstream(mut self, name: &str, url: &str, api: &str, extra: toml::Table) -> Self {
+        if let Some(o) = self.table.get_mut("ollama").and_then(|o| o.as_table_mut()) {
+            o.remove("host");
+        }
+        let mut t = extra;
+        t.insert("name".into(), name.into());
+        t.insert("url".into(), url.into());
+        t.insert("api".into(), api.into());
+        self.table
+            .entry("upstreams")
+            .or_insert_with(|| toml::Value::Array(Vec::new()))
+            .as_array_mut()
+            .unwrap()
+            .push(toml::Value::Table(t));
+        self
+    }
+
     /// Pass an environment variable to the process (subprocess only: the
     /// in-process server reads no environment).
     pub fn env(mut self, k: &str, v: &str) -> Self {
