@@ -15,11 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use tars::ollama::{parse_chat_line, ChatLine, NdjsonSplitter};
 
-// Until `src/lib.rs` declares it, the parser is compiled into this bench.
-#[allow(dead_code)]
-#[path = "../src/upstream_openai_sse.rs"]
-mod upstream_openai_sse;
-use upstream_openai_sse::{SseEvent, SseParser};
+use tars::upstream::openai_sse::{SseEvent, SseParser};
 
 /// The system allocator, counting allocations.
 struct Counting;

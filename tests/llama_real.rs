@@ -1,7 +1,7 @@
 //! A real OpenAI-compatible upstream: llama.cpp's server (PyPI
 //! `llama-cpp-python[server]`) serving SmolLM2-135M-Instruct, started through
 //! `.ci/llama-server.sh start`, streams one chat completion that the SSE
-//! parser (`src/upstream_openai_sse.rs`) reads to its end: text, then
+//! parser (`src/upstream/openai_sse.rs`) reads to its end: text, then
 //! `finish_reason`, `usage` (when the server honours `include_usage`;
 //! llama-cpp-python 0.3.36 does not), `[DONE]`.
 //!
@@ -12,10 +12,6 @@
 //! Later the coordinator turns this into a full gateway test (a chat through
 //! the WebSocket protocol with an `api = "openai"` upstream).
 
-#[allow(dead_code)] // until the gateway uses every item
-#[path = "../src/upstream_openai_sse.rs"]
-mod upstream_openai_sse;
-
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -24,7 +20,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use serde_json::json;
-use upstream_openai_sse::{error_message, SseEvent, SseParser};
+use tars::upstream::openai_sse::{error_message, SseEvent, SseParser};
 
 /// Every wait on the server once it answers /v1/models (a 135M model on a
 /// busy 2-core machine writes several tokens a second).

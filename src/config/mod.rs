@@ -132,6 +132,10 @@ pub struct UpstreamConfig {
     pub api_key_file: Option<PathBuf>,
     /// Read from `api_key_file` at load; sent as `Authorization: Bearer`.
     pub api_key: Option<Secret>,
+    /// Made from `[ollama] host` (no `[[upstreams]]`): behaves as the
+    /// single-upstream gateway did — no circuit breaker, probes or
+    /// discovery; failures are retried with backoff (ADR 0015).
+    pub implicit: bool,
 }
 
 /// `[routing]`: health checks, circuit breaker, discovery.

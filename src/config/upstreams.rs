@@ -143,6 +143,7 @@ fn one(
         weight: u.weight,
         api_key_file,
         api_key,
+        implicit: false,
     })
 }
 
@@ -170,6 +171,7 @@ pub fn upstreams(
             weight: 1,
             api_key_file: None,
             api_key: None,
+            implicit: true,
         }]);
     }
     if raw.ollama.host.is_some() {
