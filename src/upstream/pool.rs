@@ -122,8 +122,7 @@ impl Pool {
             .map(|u| Arc::new(Upstream::new(u.clone(), &cfg.ollama)))
             .collect();
         for m in &members {
-            metrics.set_up(&m.name(), true);
-            metrics.set_active(&m.name(), 0);
+            metrics.admit(&m.name());
         }
         Arc::new(Self {
             inner: Mutex::new(Inner {
@@ -195,8 +194,9 @@ impl Pool {
                 }
                 None => {
                     let m = Arc::new(Upstream::new(u.clone(), &cfg.ollama));
-                    self.metrics.set_up(&u.name, true);
-                    self.metrics.set_active(&u.name, 0);
+                    if old.is_none() {
+                        self.metrics.admit(&u.name);
+                    }
                     next.push(m);
                 }
             }

@@ -22,6 +22,7 @@ mod hardening;
 mod http;
 mod http_limits;
 mod module_graph;
+mod pool;
 mod props;
 mod reload;
 mod shutdown_midframe;

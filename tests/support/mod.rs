@@ -17,6 +17,7 @@
 pub mod chat;
 pub mod client;
 pub mod fake_ollama;
+pub mod fake_openai;
 pub mod fake_version;
 pub mod jwt;
 pub mod process;
