@@ -67,6 +67,9 @@ pub enum Command {
         #[arg(long, value_name = "ID")]
         client: String,
     },
+    /// Ask every configured upstream now and print a table: name, url, api,
+    /// up, latency, models. Exit 0 when at least one is up, 1 when none is.
+    Upstreams,
     /// Chat with a gateway from the terminal: prompts from stdin, streamed answers on stdout.
     Chat(crate::client::ChatArgs),
 }
@@ -84,6 +87,7 @@ pub fn main() -> ExitCode {
             ttl_hours,
         } => token(&cli.config, &client_id, ttl_hours),
         Command::Revoke { client } => revoke(&cli.config, &client),
+        Command::Upstreams => upstreams(&cli.config),
         Command::Chat(args) => match tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -95,6 +99,31 @@ pub fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+    }
+}
+
+/// `tars upstreams`.
+fn upstreams(path: &Path) -> ExitCode {
+    let cfg = match load_config(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tars: error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let rows = rt.block_on(crate::upstream::survey::survey(&cfg));
+    print!("{}", crate::upstream::survey::table(&rows));
+    if rows.iter().any(|r| r.up.is_ok()) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
 

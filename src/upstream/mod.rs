@@ -11,6 +11,7 @@
 //! - [`openai_sse`]: the SSE parser (the OpenAI hot path).
 //! - [`stream`]: [`UpstreamStream`], either dialect's answer.
 //! - [`metrics`]: the per-upstream Prometheus series.
+//! - [`survey`]: `tars upstreams`: every upstream asked now, as a table.
 
 pub mod health;
 pub mod member;
@@ -20,6 +21,7 @@ pub mod openai;
 pub mod openai_sse;
 pub mod pool;
 pub mod stream;
+pub mod survey;
 
 pub use member::{Upstream, UpstreamStatus};
 pub use open::{open, OpenError, Opened};

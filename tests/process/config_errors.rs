@@ -309,3 +309,44 @@ fn bad_upstreams_are_refused() {
     assert!(out.contains("name = \"nas\""), "{out}");
     assert!(err.contains("OLLAMA_HOST"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstreams_command_asks_each_upstream_now() {
+    let fake = crate::support::fake_ollama::FakeOllama::start().await;
+    fake.set_tags(&["qwen2.5:0.5b"]);
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let b = plain()
+        .upstream("desk", &fake.url(), "ollama", toml::Table::new())
+        .upstream("gone", &closed, "openai", toml::Table::new());
+    let cfg = b.write_config();
+    let path = cfg.to_str().unwrap().to_string();
+    let (code, out, err) =
+        tokio::task::spawn_blocking(move || run_tars(&["--config", &path, "upstreams"], &[]))
+            .await
+            .unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("NAME"), "{out}");
+    assert!(
+        lines[1].starts_with("desk ")
+            && lines[1].contains(" yes ")
+            && lines[1].ends_with("qwen2.5:0.5b"),
+        "{out}"
+    );
+    assert!(
+        lines[2].starts_with("gone ") && lines[2].contains(" no "),
+        "{out}"
+    );
+    assert!(lines[3].starts_with("gone: "), "{out}");
+    // None up: exit 1.
+    fake.stop().await;
+    let path = cfg.to_str().unwrap().to_string();
+    let (code, out, _) =
+        tokio::task::spawn_blocking(move || run_tars(&["--config", &path, "upstreams"], &[]))
+            .await
+            .unwrap();
+    assert_eq!(code, 1, "{out}");
+}
