@@ -106,6 +106,16 @@ impl Generation {
     }
 }
 
+/// The next frame that is not an informational `status` frame.
+pub async fn recv_no_status(ws: &mut Ws) -> Value {
+    loop {
+        let v = recv(ws).await;
+        if v["type"] != "status" {
+            return v;
+        }
+    }
+}
+
 /// Read frames until the generation's `complete` or `error`.
 pub async fn collect(ws: &mut Ws) -> Generation {
     let mut g = Generation {
