@@ -239,7 +239,10 @@ async fn a_chat_streams_through_the_gateway_from_llama_cpp() {
     }
     let server = start().unwrap_or_else(|why| panic!("{why}"));
     let mut fields = toml::Table::new();
-    fields.insert("models".into(), toml::Value::Array(vec![server.model.clone().into()]));
+    fields.insert(
+        "models".into(),
+        toml::Value::Array(vec![server.model.clone().into()]),
+    );
     fields.insert("max_concurrent".into(), 1.into());
     let gw = support::gateway()
         .set("auth.open_enrollment", true)

@@ -491,3 +491,72 @@ async fn loading_model_is_said_once_when_api_ps_does_not_list_it() {
     assert!(g.status.is_empty(), "said once: {:?}", g.status);
     assert_eq!(g.text(), "pqr");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_errors_become_error_frames_and_cancel_drops_the_request() {
+    let o = FakeOpenAi::start().await;
+    o.set_models(["smollm2"]);
+    let gw = base()
+        .upstream(
+            "laptop",
+            &o.url(),
+            "openai",
+            fields(&[("models", models(&["smollm2"]))]),
+        )
+        .serve();
+    let mut ws = session(&gw, "c").await;
+    // An error event mid-answer: upstream_error with the server's message.
+    o.set(fake_openai::Behavior::ErrorAfter(
+        2,
+        "the KV cache is full".into(),
+    ));
+    let g = chat_model(&mut ws, "smollm2", "hi", "e1").await;
+    assert_eq!(g.tokens.len(), 2);
+    assert_eq!(g.end["code"], "upstream_error", "{}", g.end);
+    assert!(
+        g.end["message"]
+            .as_str()
+            .unwrap()
+            .contains("the KV cache is full"),
+        "{}",
+        g.end
+    );
+    // A 400 before any token: its JSON message, no failover, no retry.
+    o.set(fake_openai::Behavior::Status(
+        400,
+        "max_tokens is too large".into(),
+    ));
+    let g = chat_model(&mut ws, "smollm2", "hi", "e2").await;
+    assert_eq!(g.end["code"], "upstream_error", "{}", g.end);
+    assert!(
+        g.end["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_tokens is too large"),
+        "{}",
+        g.end
+    );
+    // Cancel: the request to the server is dropped within 100 ms.
+    o.set(fake_openai::Behavior::Endless {
+        delay: Duration::from_millis(5),
+    });
+    send(
+        &mut ws,
+        &json!({"type": "chat", "content": "go", "model": "smollm2", "conversation_id": "e3"}),
+    )
+    .await;
+    assert_eq!(recv_no_status(&mut ws).await["type"], "token");
+    let sent = Instant::now();
+    send(&mut ws, &json!({"type": "cancel", "conversation_id": "e3"})).await;
+    let closed = o
+        .wait_stream_closed(Duration::from_secs(2))
+        .await
+        .expect("the upstream request was dropped");
+    assert!(
+        closed.duration_since(sent) < Duration::from_millis(100),
+        "{:?}",
+        closed.duration_since(sent)
+    );
+    let g = collect(&mut ws).await;
+    assert_eq!(g.end["done_reason"], "cancelled", "{}", g.end);
+}
