@@ -287,10 +287,17 @@ impl Upstream {
                 .map(UpstreamStream::Ollama),
             Dialect::OpenAi(c) => {
                 metrics.upstream_requests.inc();
+                // The head comes before the model ran: wait for the first
+                // event too, so a server that never answers fails over.
+                let open = async {
+                    let mut stream = c.chat(req, &once).await?;
+                    stream.prime().await?;
+                    Ok(UpstreamStream::OpenAi(stream))
+                };
                 tokio::select! {
                     biased;
                     _ = cancel.cancelled() => Err(OllamaError::Cancelled),
-                    r = c.chat(req, &once) => r.map(UpstreamStream::OpenAi),
+                    r = open => r,
                 }
             }
         }

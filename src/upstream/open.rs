@@ -41,9 +41,10 @@ pub enum OpenError {
     },
 }
 
-/// Whether a failure before the first token sends the chat elsewhere.
+/// Whether a failure before the first token sends the chat elsewhere: no
+/// connection, a 5xx/429, no first token in time, or a stream cut before it.
 fn fails_over(e: &OllamaError) -> bool {
-    e.retryable() || matches!(e, OllamaError::Timeout { .. })
+    e.retryable() || matches!(e, OllamaError::Timeout { .. } | OllamaError::Stream(_))
 }
 
 /// Send `req` to the pool's best upstream for its model, failing over

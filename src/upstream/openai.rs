@@ -255,6 +255,23 @@ impl OpenAiStream {
         }
     }
 
+    /// Wait until the first event of the answer is there, without handing
+    /// it out. An OpenAI server sends its `200` head at once, before the
+    /// model ran: priming lets the pool fail over when the first token never
+    /// comes (timeout, a cut stream), while nothing was sent to the client.
+    pub async fn prime(&mut self) -> Result<(), OllamaError> {
+        loop {
+            match self
+                .parser
+                .ready()
+                .map_err(|e| OllamaError::Stream(e.to_string()))?
+            {
+                Ready::NeedInput => self.read().await?,
+                _ => return Ok(()),
+            }
+        }
+    }
+
     fn done_line(&mut self) -> ChatLine<'static> {
         ChatLine::Done {
             content: None,

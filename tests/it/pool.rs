@@ -560,3 +560,46 @@ async fn openai_errors_become_error_frames_and_cancel_drops_the_request() {
     let g = collect(&mut ws).await;
     assert_eq!(g.end["done_reason"], "cancelled", "{}", g.end);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_openai_server_that_never_sends_a_token_is_failed_over() {
+    // llama.cpp sends its 200 head at once; the first token is what counts.
+    let o = FakeOpenAi::start().await;
+    o.set_models([MISTRAL]);
+    o.set(fake_openai::Behavior::Stall);
+    let b = FakeOllama::start().await;
+    b.set(Behavior::stream(["saved"]));
+    // Nothing loaded on desk, so the two tie and the first configured wins.
+    b.set_ps(&[]);
+    let gw = base()
+        .set("ollama.first_token_timeout_secs", 1)
+        .set("routing.failure_threshold", 5)
+        .upstream(
+            "laptop",
+            &o.url(),
+            "openai",
+            fields(&[("models", models(&[MISTRAL]))]),
+        )
+        .upstream(
+            "desk",
+            &b.url(),
+            "ollama",
+            fields(&[("models", models(&[MISTRAL]))]),
+        )
+        .serve();
+    let mut ws = session(&gw, "c").await;
+    let t = Instant::now();
+    let g = chat_model(&mut ws, MISTRAL, "hi", "p1").await;
+    assert_eq!(g.end["type"], "complete", "{}", g.end);
+    assert_eq!(g.end["upstream"], "desk");
+    assert_eq!(g.text(), "saved");
+    assert_eq!(g.status.len(), 1, "{:?}", g.status);
+    assert_eq!(g.status[0]["phase"], "loading_model");
+    assert!(
+        t.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(o.chat_count(), 1);
+    assert!(o.wait_stream_closed(Duration::from_secs(2)).await.is_some());
+}
