@@ -294,11 +294,20 @@ impl Upstream {
                     stream.prime().await?;
                     Ok(UpstreamStream::OpenAi(stream))
                 };
-                tokio::select! {
+                let r = tokio::select! {
                     biased;
                     _ = cancel.cancelled() => Err(OllamaError::Cancelled),
                     r = open => r,
+                };
+                if let Err(e) = &r {
+                    if !matches!(e, OllamaError::Cancelled) {
+                        metrics
+                            .upstream_failures
+                            .get_or_create(&crate::metrics::KindLabel { kind: e.kind() })
+                            .inc();
+                    }
                 }
+                r
             }
         }
     }
