@@ -86,6 +86,30 @@ fn run_sse(chunks: &[&[u8]]) -> usize {
     n
 }
 
+/// [`run_sse`] plus what `upstream::openai::OpenAiStream::next` adds per
+/// delta to hand it out as the Ollama path's `ChatLine` (the literal taken
+/// as a borrowed `RawValue`, which checks it once more).
+fn run_sse_chatline(chunks: &[&[u8]]) -> usize {
+    let mut p = SseParser::new(1 << 20);
+    let mut n = 0;
+    for c in chunks {
+        p.push(c);
+        while let Some(e) = p.next_event().unwrap() {
+            if let SseEvent::Delta { content } = e {
+                let raw: &serde_json::value::RawValue = serde_json::from_str(content).unwrap();
+                let line = ChatLine::Content {
+                    content: raw,
+                    thinking: None,
+                };
+                if let ChatLine::Content { content, .. } = black_box(line) {
+                    n += content.get().len();
+                }
+            }
+        }
+    }
+    n
+}
+
 fn run_ndjson(chunks: &[&[u8]]) -> usize {
     let mut s = NdjsonSplitter::new(1 << 20);
     let mut n = 0;
@@ -122,7 +146,13 @@ fn per_delta(c: &mut Criterion) {
     let py_97: Vec<&[u8]> = py_joined.chunks(97).collect();
 
     // The same text through each path: 450 ` the` and 50 escaped literals.
-    for n in [run_sse(&py), run_sse(&oa), run_sse(&py_97), run_ndjson(&ol)] {
+    for n in [
+        run_sse(&py),
+        run_sse(&oa),
+        run_sse(&py_97),
+        run_sse_chatline(&oa),
+        run_ndjson(&ol),
+    ] {
         assert!(n >= 450 * 6, "{n}");
     }
     println!(
@@ -136,6 +166,9 @@ fn per_delta(c: &mut Criterion) {
     g.throughput(Throughput::Elements(TOKENS as u64));
     g.bench_function("sse_llama_cpp_python", |b| b.iter(|| run_sse(&py)));
     g.bench_function("sse_openai", |b| b.iter(|| run_sse(&oa)));
+    g.bench_function("sse_openai_as_chatline", |b| {
+        b.iter(|| run_sse_chatline(&oa))
+    });
     g.bench_function("sse_llama_cpp_python_97_byte_chunks", |b| {
         b.iter(|| run_sse(&py_97))
     });
