@@ -15,11 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use tars::ollama::{parse_chat_line, ChatLine, NdjsonSplitter};
 
-// Until `src/lib.rs` declares it, the parser is compiled into this bench.
-#[allow(dead_code)]
-#[path = "../src/upstream_openai_sse.rs"]
-mod upstream_openai_sse;
-use upstream_openai_sse::{SseEvent, SseParser};
+use tars::upstream::openai_sse::{SseEvent, SseParser};
 
 /// The system allocator, counting allocations.
 struct Counting;
@@ -90,6 +86,30 @@ fn run_sse(chunks: &[&[u8]]) -> usize {
     n
 }
 
+/// [`run_sse`] plus what `upstream::openai::OpenAiStream::next` adds per
+/// delta to hand it out as the Ollama path's `ChatLine` (the literal taken
+/// as a borrowed `RawValue`, which checks it once more).
+fn run_sse_chatline(chunks: &[&[u8]]) -> usize {
+    let mut p = SseParser::new(1 << 20);
+    let mut n = 0;
+    for c in chunks {
+        p.push(c);
+        while let Some(e) = p.next_event().unwrap() {
+            if let SseEvent::Delta { content } = e {
+                let raw: &serde_json::value::RawValue = serde_json::from_str(content).unwrap();
+                let line = ChatLine::Content {
+                    content: raw,
+                    thinking: None,
+                };
+                if let ChatLine::Content { content, .. } = black_box(line) {
+                    n += content.get().len();
+                }
+            }
+        }
+    }
+    n
+}
+
 fn run_ndjson(chunks: &[&[u8]]) -> usize {
     let mut s = NdjsonSplitter::new(1 << 20);
     let mut n = 0;
@@ -126,7 +146,13 @@ fn per_delta(c: &mut Criterion) {
     let py_97: Vec<&[u8]> = py_joined.chunks(97).collect();
 
     // The same text through each path: 450 ` the` and 50 escaped literals.
-    for n in [run_sse(&py), run_sse(&oa), run_sse(&py_97), run_ndjson(&ol)] {
+    for n in [
+        run_sse(&py),
+        run_sse(&oa),
+        run_sse(&py_97),
+        run_sse_chatline(&oa),
+        run_ndjson(&ol),
+    ] {
         assert!(n >= 450 * 6, "{n}");
     }
     println!(
@@ -140,6 +166,9 @@ fn per_delta(c: &mut Criterion) {
     g.throughput(Throughput::Elements(TOKENS as u64));
     g.bench_function("sse_llama_cpp_python", |b| b.iter(|| run_sse(&py)));
     g.bench_function("sse_openai", |b| b.iter(|| run_sse(&oa)));
+    g.bench_function("sse_openai_as_chatline", |b| {
+        b.iter(|| run_sse_chatline(&oa))
+    });
     g.bench_function("sse_llama_cpp_python_97_byte_chunks", |b| {
         b.iter(|| run_sse(&py_97))
     });

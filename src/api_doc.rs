@@ -642,11 +642,23 @@ mod tests {
         assert!(d["components"]["schemas"]["ErrorBody"].is_object());
         // The WebSocket frames and error codes come from the protocol's own types.
         let frames = serde_json::to_string(&d["components"]["schemas"]["ServerFrame"]).unwrap();
-        for t in ["connection_ack", "token", "complete", "error", "system"] {
+        for t in [
+            "connection_ack",
+            "token",
+            "complete",
+            "error",
+            "system",
+            "status",
+        ] {
             assert!(
                 frames.contains(&format!("\"{t}\"")),
                 "{t} missing: {frames}"
             );
+        }
+        // The `status` frame's phases and the `complete` frame's upstream.
+        let all = serde_json::to_string(&d["components"]["schemas"]).unwrap();
+        for t in ["queued", "loading_model", "upstream"] {
+            assert!(all.contains(&format!("\"{t}\"")), "{t} missing: {all}");
         }
         let codes = &d["components"]["schemas"]["ErrorCode"]["enum"];
         for c in ErrorCode::ALL {

@@ -98,7 +98,10 @@ impl Server {
         }
         // Background tasks end when the drain begins; they are awaited so
         // that nothing of this server outlives `run`.
-        let mut background = vec![spawn_housekeeping(state.clone())];
+        let mut background = vec![
+            spawn_housekeeping(state.clone()),
+            crate::upstream::health::spawn(state.pool.clone(), state.shutdown.clone()),
+        ];
         {
             // Cutoffs written by `tars revoke` while this server runs.
             let state = state.clone();
@@ -192,6 +195,9 @@ impl Handle {
 
 fn log_start(state: &AppState, addr: std::net::SocketAddr) {
     let cfg = state.config();
+    for w in &cfg.warnings {
+        warn!("{w}");
+    }
     match &state.certs {
         Some(store) => info!(
             %addr,

@@ -72,6 +72,9 @@ pub enum Command {
     Client(crate::enroll::clients::ClientCommand),
     /// Print a one-time code, URL and QR code that let a phone in (no typing of secrets).
     Pair(crate::enroll::pair::PairArgs),
+    /// Ask every configured upstream now and print a table: name, url, api,
+    /// up, latency, models. Exit 0 when at least one is up, 1 when none is.
+    Upstreams,
     /// Chat with a gateway from the terminal: prompts from stdin, streamed answers on stdout.
     Chat(crate::client::ChatArgs),
 }
@@ -91,6 +94,7 @@ pub fn main() -> ExitCode {
         Command::Revoke { client } => revoke(&cli.config, &client),
         Command::Client(cmd) => crate::enroll::clients::run(&cli.config, cmd),
         Command::Pair(args) => crate::enroll::pair::run(&cli.config, &args),
+        Command::Upstreams => upstreams(&cli.config),
         Command::Chat(args) => match tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -102,6 +106,31 @@ pub fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+    }
+}
+
+/// `tars upstreams`.
+fn upstreams(path: &Path) -> ExitCode {
+    let cfg = match load_config(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tars: error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let rows = rt.block_on(crate::upstream::survey::survey(&cfg));
+    print!("{}", crate::upstream::survey::table(&rows));
+    if rows.iter().any(|r| r.up.is_ok()) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
 
@@ -134,6 +163,23 @@ fn check_config(path: &Path) -> ExitCode {
         }
     }
     print!("{}", config::redacted_toml(&raw));
+    for w in &cfg.warnings {
+        eprintln!("tars: warning: {w}");
+    }
+    for u in &cfg.upstreams {
+        let models = u
+            .models
+            .as_ref()
+            .map_or("discovered".to_string(), |m| m.join(","));
+        eprintln!(
+            "tars: upstream {} {} api={} max_concurrent={} weight={} models={models}",
+            u.name,
+            u.url,
+            u.api.as_str(),
+            u.max_concurrent,
+            u.weight
+        );
+    }
     eprintln!("tars: {} is valid", path.display());
     ExitCode::SUCCESS
 }

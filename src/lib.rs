@@ -26,6 +26,7 @@
 //! - [`auth`]: JWTs, registered clients, revocation store, `/auth/*`.
 //! - [`ws`]: `/ws/chat` upgrade, sessions, protocol, connection manager.
 //! - [`web`]: the embedded browser chat page (`/`, `/static/*`) and `GET /models`.
+//! - [`upstream`]: the upstream pool: routing, failover, health, discovery, the OpenAI dialect.
 //! - [`ollama`]: pooled Ollama client, NDJSON streaming.
 //! - [`ready`]: cached, single-flight Ollama readiness probe.
 //! - [`reload`]: config reload, config- and certificate-file polling.
@@ -55,6 +56,7 @@ pub mod state;
 pub mod status;
 pub mod systemd;
 pub mod tls;
+pub mod upstream;
 pub mod web;
 pub mod write_timeout;
 pub mod ws;

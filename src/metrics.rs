@@ -56,6 +56,21 @@ pub struct MessageLabels {
     pub kind: &'static str,
 }
 
+/// Label set of the per-upstream metrics: the upstream's configured name
+/// (bounded by the configuration, never by client input).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabel {
+    pub upstream: String,
+}
+
+/// Label set of `tars_upstream_requests_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamOutcomeLabels {
+    pub upstream: String,
+    /// `ok`, `failover`, `error` or `cancelled`.
+    pub outcome: &'static str,
+}
+
 /// All of the gateway's metrics. Shared through `AppState`.
 pub struct Metrics {
     registry: Registry,
@@ -74,6 +89,10 @@ pub struct Metrics {
     pub upstream_requests: Counter,
     pub upstream_retries: Counter,
     pub upstream_failures: Family<KindLabel, Counter>,
+    pub upstream_up: Family<UpstreamLabel, Gauge>,
+    pub upstream_active: Family<UpstreamLabel, Gauge>,
+    pub upstream_requests_by: Family<UpstreamOutcomeLabels, Counter>,
+    pub upstream_tokens: Family<UpstreamLabel, Counter>,
     pub auth_requests: Family<AuthLabels, Counter>,
     pub revocations: Counter,
     pub tls_handshake_failures: Counter,
@@ -113,6 +132,10 @@ impl Metrics {
             upstream_requests: Counter::default(),
             upstream_retries: Counter::default(),
             upstream_failures: Family::default(),
+            upstream_up: Family::default(),
+            upstream_active: Family::default(),
+            upstream_requests_by: Family::default(),
+            upstream_tokens: Family::default(),
             auth_requests: Family::default(),
             revocations: Counter::default(),
             tls_handshake_failures: Counter::default(),
@@ -227,6 +250,26 @@ impl Metrics {
             "resume",
             "Resumes (resumed, unavailable, resumed_elsewhere) and resumable generations dropped (expired, overflow)",
             m.resume.clone(),
+        );
+        r.register(
+            "upstream_up",
+            "1 when the upstream is up (taking chats), 0 when down",
+            m.upstream_up.clone(),
+        );
+        r.register(
+            "upstream_active",
+            "Generations running on the upstream now",
+            m.upstream_active.clone(),
+        );
+        r.register(
+            "upstream_requests",
+            "Chats sent to the upstream by outcome (ok, failover, error, cancelled)",
+            m.upstream_requests_by.clone(),
+        );
+        r.register(
+            "upstream_tokens",
+            "Tokens streamed from the upstream",
+            m.upstream_tokens.clone(),
         );
         Self { registry: r, ..m }
     }

@@ -19,7 +19,6 @@ use tracing::{info, warn};
 
 use crate::config::{self, Config, ConfigError};
 use crate::metrics::KindLabel;
-use crate::ollama::OllamaClient;
 use crate::state::AppState;
 use crate::tls::{self, TlsError};
 
@@ -104,12 +103,11 @@ pub fn reload(state: &AppState) -> Result<(), ReloadError> {
     if !later.is_empty() {
         warn!(keys = %later.join(", "), "these settings changed but take effect only after a restart");
     }
-    let ollama_changed = old.ollama.host != new.ollama.host
-        || old.ollama.pool_max_connections != new.ollama.pool_max_connections
-        || old.ollama.connect_timeout != new.ollama.connect_timeout;
-    if ollama_changed {
-        state.ollama.store(Arc::new(OllamaClient::new(&new.ollama)));
+    // Upstreams added, removed or changed; running streams keep theirs.
+    if old.upstreams != new.upstreams || old.routing != new.routing {
+        info!(upstreams = new.upstreams.len(), "reload: upstreams updated");
     }
+    state.pool.reconfigure(&new, crate::state::pool_queue(&new));
     // Clients removed, re-keyed or with other permissions lose their
     // sessions (1008, the reason); the epoch moved too, so every other
     // session re-checks its token (open enrollment turned off, ...).

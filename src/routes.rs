@@ -166,9 +166,8 @@ async fn dispatch(
         Route::Index => crate::web::index(&req, || crate::status::index(endpoints())),
         Route::Health => crate::status::health(state.started),
         Route::Ready => {
-            let client = state.ollama.load_full();
             let details = details_for(&state, conn, &req);
-            crate::status::ready(&state.ready, &client, &state.config(), details).await
+            crate::status::ready(&state.ready, &state.pool, &state.config(), details).await
         }
         Route::Metrics => crate::status::metrics(&state.metrics, &req),
         Route::AuthToken => auth::token(&state.auth, conn, req).await,
@@ -180,7 +179,7 @@ async fn dispatch(
         Route::WsHealth => ws::health(&state.ws),
         Route::WsSessions => ws::sessions(&state.ws, &req),
         Route::Static => crate::web::asset(&req),
-        Route::Models => crate::web::models(&state.auth.auth, &state.config(), &req),
+        Route::Models => crate::web::models(&state.auth.auth, &state.pool, &state.config(), &req),
         Route::OpenApi => crate::api_doc::openapi_json(),
         Route::Docs => crate::api_doc::docs(&req),
         Route::Redoc => crate::api_doc::redoc(),

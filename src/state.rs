@@ -8,7 +8,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::warn;
@@ -17,10 +16,10 @@ use crate::auth::{Auth, AuthInitError, AuthState};
 use crate::config::{Config, SharedConfig};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
-use crate::ollama::OllamaClient;
 use crate::ready::ReadyProbe;
 use crate::server::Listener;
 use crate::tls::{CertStore, TlsError};
+use crate::upstream::Pool;
 use crate::ws::conversations::ConversationStore;
 use crate::ws::{SessionManager, WsState};
 
@@ -33,12 +32,19 @@ pub enum StartError {
     Auth { path: String, source: AuthInitError },
 }
 
+/// How many chats may wait for an upstream slot: one per possible session
+/// (a session runs one generation at a time), so the bound only bites when
+/// `max_connections` is lowered.
+pub fn pool_queue(config: &Config) -> usize {
+    config.websocket.max_connections.max(1)
+}
+
 /// One server's state, shared by every connection.
 pub struct AppState {
     pub config: SharedConfig,
     pub metrics: Arc<Metrics>,
-    /// Swapped whole when a reload changes the upstream.
-    pub ollama: Arc<ArcSwap<OllamaClient>>,
+    /// The upstreams; changed in place on reload.
+    pub pool: Arc<Pool>,
     pub ready: Arc<ReadyProbe>,
     /// Per-IP and per-client abuse limits.
     pub limits: Arc<Limits>,
@@ -99,13 +105,13 @@ impl AppState {
             let ck = crate::tls::load_certified_key(cert, key).map_err(tls_err)?;
             certs = Some(CertStore::new(ck));
         }
-        let ollama = Arc::new(ArcSwap::from_pointee(OllamaClient::new(&config.ollama)));
         let limits = Arc::new(Limits::new(&config.limits));
         let http_slots = Arc::new(tokio::sync::Semaphore::new(
             config.server.max_http_connections,
         ));
-        let config = SharedConfig::new(config);
         let metrics = Arc::new(Metrics::new());
+        let pool = Pool::new(&config, pool_queue(&config), metrics.clone());
+        let config = SharedConfig::new(config);
         let ready = Arc::new(ReadyProbe::default());
         let auth = Arc::new(auth);
         let stop = CancellationToken::new();
@@ -118,7 +124,7 @@ impl AppState {
             auth: auth.clone(),
             sessions: sessions.clone(),
             conversations: ConversationStore::default(),
-            ollama: ollama.clone(),
+            pool: pool.clone(),
             ready: ready.clone(),
             limits: limits.clone(),
             tasks: tasks.clone(),
@@ -136,7 +142,7 @@ impl AppState {
         Ok(Arc::new(Self {
             config,
             metrics,
-            ollama,
+            pool,
             ready,
             limits,
             auth,

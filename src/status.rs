@@ -11,9 +11,9 @@ use utoipa::ToSchema;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::ollama::OllamaClient;
-use crate::ready::{Probe, ReadyProbe};
+use crate::ready::ReadyProbe;
 use crate::response::{self as h, Resp};
+use crate::upstream::Pool;
 
 /// `GET /` body (for clients that do not ask for HTML).
 #[derive(Serialize, ToSchema)]
@@ -47,8 +47,13 @@ pub(crate) struct ReadyBody {
     /// `[ollama] model`, the default model.
     #[serde(skip_serializing_if = "Option::is_none")]
     model: Option<String>,
+    /// The first upstream when it speaks Ollama's dialect (kept from the
+    /// single-upstream gateway).
     #[serde(skip_serializing_if = "Option::is_none")]
     ollama: Option<OllamaProbe>,
+    /// Every upstream (admin or loopback callers only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    upstreams: Option<Vec<UpstreamReady>>,
     /// Why Ollama is considered down (503 only).
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
@@ -71,6 +76,28 @@ pub(crate) struct OllamaProbe {
     /// Ollama's version (when up).
     #[serde(skip_serializing_if = "Option::is_none")]
     version: Option<String>,
+}
+
+/// One upstream in `GET /ready`.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct UpstreamReady {
+    name: String,
+    url: String,
+    /// `ollama` or `openai`.
+    api: &'static str,
+    /// It answered its probe just now.
+    up: bool,
+    /// The models it serves (static or last discovered).
+    models: Vec<String>,
+    /// Generations running on it now.
+    active: usize,
+    max_concurrent: usize,
+    /// The circuit breaker lets chats through.
+    routable: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -105,41 +132,75 @@ pub fn health(started: Instant) -> Resp {
     )
 }
 
-/// `GET /ready`: 200 when Ollama answers, 503 when not; with `details`,
-/// the model, Ollama's URL and version, and the reason it is down.
-pub async fn ready(probe: &ReadyProbe, client: &OllamaClient, cfg: &Config, details: bool) -> Resp {
-    let (status, mut body) = match probe.check(client).await {
-        Probe::Up { version } => (
-            StatusCode::OK,
-            ReadyBody {
-                model: Some(cfg.ollama.model.clone()),
-                ollama: Some(OllamaProbe {
-                    host: cfg.ollama.host.clone(),
-                    status: OllamaState::Up,
-                    version: Some(version),
-                }),
-                reason: None,
-                status: ReadyStatus::Ready,
-            },
-        ),
-        Probe::Down { reason } => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            ReadyBody {
-                model: Some(cfg.ollama.model.clone()),
-                ollama: Some(OllamaProbe {
-                    host: cfg.ollama.host.clone(),
-                    status: OllamaState::Down,
-                    version: None,
-                }),
-                reason: Some(reason),
-                status: ReadyStatus::NotReady,
-            },
-        ),
+/// `GET /ready`: 200 when at least one upstream answers, 503 when none
+/// does; with `details`, the default model and every upstream (name, URL,
+/// dialect, up, models, active), and why they are down.
+pub async fn ready(probe: &ReadyProbe, pool: &Pool, cfg: &Config, details: bool) -> Resp {
+    let probes = probe.check(pool).await;
+    let any_up = probes.iter().any(|p| p.is_up());
+    let status = if any_up {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
     };
-    if !details {
-        body.model = None;
-        body.ollama = None;
-        body.reason = None;
+    let mut body = ReadyBody {
+        model: None,
+        ollama: None,
+        upstreams: None,
+        reason: None,
+        status: if any_up {
+            ReadyStatus::Ready
+        } else {
+            ReadyStatus::NotReady
+        },
+    };
+    if details {
+        body.model = Some(cfg.ollama.model.clone());
+        body.ollama = probes
+            .first()
+            .filter(|p| p.api == "ollama")
+            .map(|p| OllamaProbe {
+                host: p.url.clone(),
+                status: if p.is_up() {
+                    OllamaState::Up
+                } else {
+                    OllamaState::Down
+                },
+                version: p.version.clone(),
+            });
+        if !any_up {
+            body.reason = Some(
+                probes
+                    .iter()
+                    .filter_map(|p| p.down.as_ref().map(|d| format!("{}: {d}", p.name)))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            );
+            if probes.len() == 1 {
+                body.reason = probes[0].down.clone();
+            }
+        }
+        let members = pool.status();
+        body.upstreams = Some(
+            probes
+                .iter()
+                .map(|p| {
+                    let m = members.iter().find(|m| m.name == p.name);
+                    UpstreamReady {
+                        name: p.name.clone(),
+                        url: p.url.clone(),
+                        api: p.api,
+                        up: p.is_up(),
+                        models: m.map(|m| m.models.clone()).unwrap_or_default(),
+                        active: m.map_or(0, |m| m.active),
+                        max_concurrent: m.map_or(0, |m| m.max_concurrent),
+                        routable: m.is_some_and(|m| m.up),
+                        version: p.version.clone(),
+                        reason: p.down.clone(),
+                    }
+                })
+                .collect(),
+        );
     }
     h::json(status, &body)
 }

@@ -1,7 +1,7 @@
 //! A real OpenAI-compatible upstream: llama.cpp's server (PyPI
 //! `llama-cpp-python[server]`) serving SmolLM2-135M-Instruct, started through
 //! `.ci/llama-server.sh start`, streams one chat completion that the SSE
-//! parser (`src/upstream_openai_sse.rs`) reads to its end: text, then
+//! parser (`src/upstream/openai_sse.rs`) reads to its end: text, then
 //! `finish_reason`, `usage` (when the server honours `include_usage`;
 //! llama-cpp-python 0.3.36 does not), `[DONE]`.
 //!
@@ -9,12 +9,12 @@
 //! does). Without it the test prints `SKIPPED: ...` and passes locally, but
 //! FAILS when `CI=true`: CI must exercise a real server.
 //!
-//! Later the coordinator turns this into a full gateway test (a chat through
-//! the WebSocket protocol with an `api = "openai"` upstream).
+//! The second test is the full path: the gateway with that server as its one
+//! `api = "openai"` upstream, a chat through the WebSocket protocol streamed
+//! to its `complete`.
 
-#[allow(dead_code)] // until the gateway uses every item
-#[path = "../src/upstream_openai_sse.rs"]
-mod upstream_openai_sse;
+#[path = "support/mod.rs"]
+mod support;
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -24,7 +24,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use serde_json::json;
-use upstream_openai_sse::{error_message, SseEvent, SseParser};
+use tars::upstream::openai_sse::{error_message, SseEvent, SseParser};
 
 /// Every wait on the server once it answers /v1/models (a 135M model on a
 /// busy 2-core machine writes several tokens a second).
@@ -223,4 +223,66 @@ async fn llama_cpp_streams_a_chat_to_finish_and_done() {
     }
     eprintln!("llama.cpp answered {deltas} deltas: {text:?}");
     drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_streams_through_the_gateway_from_llama_cpp() {
+    use futures_util::StreamExt;
+    use support::chat::{open_chat, send, token_for};
+    let ready = Command::new(script())
+        .arg("model")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    if !matches!(ready, Ok(s) if s.success()) {
+        return unavailable("no venv made by '.ci/llama-server.sh setup'");
+    }
+    let server = start().unwrap_or_else(|why| panic!("{why}"));
+    let mut fields = toml::Table::new();
+    fields.insert(
+        "models".into(),
+        toml::Value::Array(vec![server.model.clone().into()]),
+    );
+    fields.insert("max_concurrent".into(), 1.into());
+    let gw = support::gateway()
+        .set("auth.open_enrollment", true)
+        .set("ollama.model", server.model.as_str())
+        .set("ollama.max_tokens", 24)
+        .upstream("llama", &server.url, "openai", fields)
+        .serve();
+    let token = token_for(&gw, "c", None).await;
+    let (mut ws, _) = open_chat(&gw, &token).await;
+    send(
+        &mut ws,
+        &json!({"type": "chat", "content": "Say hello in one short sentence.", "conversation_id": "l"}),
+    )
+    .await;
+    // Frames until the end, each within STEP (a slow CPU), all within ANSWER.
+    let deadline = Instant::now() + ANSWER;
+    let (mut text, mut tokens) = (String::new(), 0u64);
+    let end = loop {
+        let left = deadline.saturating_duration_since(Instant::now()).min(STEP);
+        let msg = tokio::time::timeout(left, ws.next())
+            .await
+            .expect("a frame in time")
+            .expect("the socket stays open")
+            .expect("a frame");
+        let Ok(t) = msg.into_text() else { continue };
+        let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+        match v["type"].as_str().unwrap() {
+            "token" => {
+                tokens += 1;
+                assert_eq!(v["seq"], tokens);
+                text += v["token"].as_str().unwrap();
+            }
+            "complete" | "error" => break v,
+            _ => {}
+        }
+    };
+    assert_eq!(end["type"], "complete", "{end}");
+    assert_eq!(end["upstream"], "llama");
+    assert!(tokens > 0 && !text.trim().is_empty(), "{text:?}");
+    assert_eq!(end["total_tokens"], tokens);
+    let reason = end["done_reason"].as_str().unwrap();
+    assert!(reason == "stop" || reason == "length", "{reason}");
 }

@@ -1,16 +1,8 @@
 //! The OpenAI dialect's groundwork, over real sockets: the fake OpenAI
 //! upstream (`tests/support/fake_openai.rs`) streams chats that the SSE
-//! parser (`src/upstream_openai_sse.rs`) reads back byte-exact, in both
+//! parser (`src/upstream/openai_sse.rs`) reads back byte-exact, in both
 //! layouts (llama-cpp-python's and OpenAI's), cut into any chunks; errors,
 //! truncation, disconnects and concurrency as the fake records them.
-//!
-//! Until `src/lib.rs` declares `upstream_openai_sse`, the parser is compiled
-//! here as a module of this test crate (its unit tests run here too); then
-//! `use tars::upstream_openai_sse::*` replaces the `#[path]` module.
-
-#[allow(dead_code)] // until the gateway uses every item
-#[path = "../src/upstream_openai_sse.rs"]
-mod upstream_openai_sse;
 
 #[path = "support/fake_openai.rs"]
 mod fake_openai;
@@ -23,7 +15,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
-use upstream_openai_sse::{error_message, SseError, SseEvent, SseParser};
+use tars::upstream::openai_sse::{error_message, SseError, SseEvent, SseParser};
 
 /// Every network wait of these tests.
 const STEP: Duration = Duration::from_secs(10);

@@ -326,6 +326,7 @@ window.TarsChat = (() => {
       if (f.first_token_ms != null) parts.push(`first token ${fmtMs(f.first_token_ms)}`);
       if (typeof f.tokens_per_second === "number") parts.push(`${f.tokens_per_second.toFixed(1)} tokens/s`);
       if (typeof f.latency_ms === "number") parts.push(`${fmtMs(f.latency_ms)} total`);
+      if (typeof f.upstream === "string" && f.upstream !== "default") parts.push(`via ${f.upstream}`);
       let kind = "stop";
       if (f.done_reason === "cancelled") {
         kind = "cancelled";

@@ -77,7 +77,10 @@ fn set(raw: &mut RawConfig, var: &str, value: &str) -> Result<(), String> {
         "WS_MAX_CONNECTIONS" => raw.websocket.max_connections = num(v, "a whole number")?,
         "WS_MESSAGE_QUEUE_SIZE" => raw.websocket.message_queue_size = num(v, "a whole number")?,
         "WS_TIMEOUT_SECONDS" => raw.websocket.timeout_secs = num(v, "a whole number of seconds")?,
-        "OLLAMA_HOST" => raw.ollama.host = value.to_string(),
+        "OLLAMA_HOST" if !raw.upstreams.is_empty() => raw.warnings.push(
+            "OLLAMA_HOST is set in the environment but the configuration has [[upstreams]]: OLLAMA_HOST is ignored".into(),
+        ),
+        "OLLAMA_HOST" => raw.ollama.host = Some(value.to_string()),
         "OLLAMA_MODEL" => raw.ollama.model = value.to_string(),
         "MODEL_TEMPERATURE" => raw.ollama.temperature = num(v, "a number")?,
         "MODEL_TOP_P" => raw.ollama.top_p = num(v, "a number")?,

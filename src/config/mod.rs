@@ -11,6 +11,7 @@
 pub mod edit;
 mod env;
 mod raw;
+mod upstreams;
 mod validate;
 
 use std::net::SocketAddr;
@@ -19,6 +20,7 @@ use std::time::Duration;
 
 pub use env::OVERRIDES as ENV_OVERRIDES;
 pub use raw::RawConfig;
+pub use upstreams::{valid_upstream_name, DEFAULT_UPSTREAM};
 pub use validate::{check_secret, valid_client_id};
 
 /// Why a configuration was refused. Always renders as a single line.
@@ -89,6 +91,66 @@ pub struct Config {
     pub websocket: WebsocketConfig,
     pub ollama: OllamaConfig,
     pub limits: LimitsConfig,
+    /// Never empty: the `[[upstreams]]`, or one named `default` at
+    /// `[ollama] host`.
+    pub upstreams: Vec<UpstreamConfig>,
+    pub routing: RoutingConfig,
+    /// Notices for the log at start (an ignored `OLLAMA_HOST`).
+    pub warnings: Vec<String>,
+}
+
+/// The dialect an upstream speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamApi {
+    /// `POST /api/chat`, NDJSON.
+    Ollama,
+    /// `POST /v1/chat/completions`, Server-Sent Events.
+    OpenAi,
+}
+
+impl UpstreamApi {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ollama => "ollama",
+            Self::OpenAi => "openai",
+        }
+    }
+}
+
+/// One backend the gateway sends chats to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamConfig {
+    /// `[a-z0-9_-]{1,32}`, unique: the label in logs and metrics.
+    pub name: String,
+    /// Base URL without a trailing `/`.
+    pub url: String,
+    pub api: UpstreamApi,
+    /// The models it serves; `None`: discovered.
+    pub models: Option<Vec<String>>,
+    /// Generations at once on it; more wait.
+    pub max_concurrent: usize,
+    /// Share among upstreams that are equally free.
+    pub weight: u32,
+    pub api_key_file: Option<PathBuf>,
+    /// Read from `api_key_file` at load; sent as `Authorization: Bearer`.
+    pub api_key: Option<Secret>,
+    /// Made from `[ollama] host` (no `[[upstreams]]`): behaves as the
+    /// single-upstream gateway did — no circuit breaker, probes or
+    /// discovery; failures are retried with backoff (ADR 0015).
+    pub implicit: bool,
+}
+
+/// `[routing]`: health checks, circuit breaker, discovery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutingConfig {
+    /// Every upstream is probed this often.
+    pub health_interval: Duration,
+    /// Consecutive failures (probes or requests) that mark an upstream down.
+    pub failure_threshold: u32,
+    /// A down upstream is probed again (half-open) after this long.
+    pub cooldown: Duration,
+    /// Models of upstreams without a static list are asked for this often.
+    pub discovery_interval: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -227,7 +289,8 @@ pub struct WebsocketConfig {
 
 #[derive(Debug, Clone)]
 pub struct OllamaConfig {
-    /// Base URL, `http://host:port`, without a trailing slash.
+    /// Base URL, `http://host:port`, without a trailing slash: the first
+    /// upstream's (the `default` one without `[[upstreams]]`).
     pub host: String,
     pub model: String,
     pub allowed_models: Vec<String>,

@@ -19,6 +19,14 @@ pub struct RawConfig {
     pub websocket: RawWebsocket,
     pub ollama: RawOllama,
     pub limits: RawLimits,
+    pub routing: RawRouting,
+    /// `[[upstreams]]`; empty: `[ollama] host` is the one upstream.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub upstreams: Vec<RawUpstream>,
+    /// Notices from reading the environment (an ignored `OLLAMA_HOST`),
+    /// logged once the logger is up.
+    #[serde(skip)]
+    pub warnings: Vec<String>,
 }
 
 /// `[server]`: the listening socket and the HTTP layer's timeouts and limits.
@@ -191,7 +199,10 @@ impl Default for RawWebsocket {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawOllama {
-    pub host: String,
+    /// `None` when the file (and `OLLAMA_HOST`) leave it out: the default
+    /// host applies, and `[[upstreams]]` may be used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     pub model: String,
     pub allowed_models: Option<Vec<String>>,
     pub temperature: f64,
@@ -215,7 +226,7 @@ pub struct RawOllama {
 impl Default for RawOllama {
     fn default() -> Self {
         Self {
-            host: "http://127.0.0.1:11434".into(),
+            host: None,
             model: "mistral:7b-instruct".into(),
             allowed_models: None,
             temperature: 0.7,
@@ -259,6 +270,59 @@ impl Default for RawLimits {
             connections_per_second: 20,
             max_connections_per_ip: 128,
             ipv6_prefix_len: 128,
+        }
+    }
+}
+
+/// The Ollama host used when neither `[ollama] host` nor `[[upstreams]]` is given.
+pub const DEFAULT_OLLAMA_HOST: &str = "http://127.0.0.1:11434";
+
+/// One `[[upstreams]]` entry.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    pub name: String,
+    pub url: String,
+    #[serde(default = "default_api")]
+    pub api: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub models: Option<Vec<String>>,
+    #[serde(default = "default_max_concurrent")]
+    pub max_concurrent: usize,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_file: Option<String>,
+}
+
+fn default_api() -> String {
+    "ollama".into()
+}
+fn default_max_concurrent() -> usize {
+    4
+}
+fn default_weight() -> u32 {
+    1
+}
+
+/// `[routing]`: health checks, circuit breaker and model discovery of the
+/// upstreams.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRouting {
+    pub health_interval_secs: u64,
+    pub failure_threshold: u32,
+    pub cooldown_secs: u64,
+    pub discovery_interval_secs: u64,
+}
+
+impl Default for RawRouting {
+    fn default() -> Self {
+        Self {
+            health_interval_secs: 5,
+            failure_threshold: 3,
+            cooldown_secs: 10,
+            discovery_interval_secs: 60,
         }
     }
 }

@@ -289,14 +289,10 @@ pub fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
 
     // [ollama]
     let o = &raw.ollama;
-    let host = o.host.trim_end_matches('/').to_string();
-    match host.parse::<http::Uri>() {
-        Ok(uri) if uri.scheme_str() == Some("http") && uri.host().is_some() && (uri.path() == "/" || uri.path().is_empty()) => {}
-        Ok(uri) if uri.scheme_str() == Some("https") => {
-            return Err(c.err("ollama.host", format!("{:?}: https upstreams are not supported; Ollama serves plain HTTP, use http://HOST:11434", o.host)))
-        }
-        _ => return Err(c.err("ollama.host", format!("{:?} is not an http://HOST:PORT URL (e.g. \"http://127.0.0.1:11434\")", o.host))),
-    }
+    let upstreams =
+        super::upstreams::upstreams(path, &c.dir, &raw, &|key, m| check_model_name(&c, key, m))?;
+    let routing = super::upstreams::routing(path, &raw)?;
+    let host = upstreams[0].url.clone();
     check_model_name(&c, "ollama.model", &o.model)?;
     let allowed_models = match &o.allowed_models {
         None => vec![o.model.clone()],
@@ -563,6 +559,9 @@ pub fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         websocket,
         ollama,
         limits,
+        upstreams,
+        routing,
+        warnings: raw.warnings,
     })
 }
 

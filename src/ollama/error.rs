@@ -1,5 +1,7 @@
-//! [`OllamaError`]: everything that can go wrong talking to Ollama, sorted so
-//! the WebSocket side can map it to an error code and the metrics to a label.
+//! [`OllamaError`]: everything that can go wrong talking to Ollama (or,
+//! through `crate::upstream`, an OpenAI-compatible server: hence "the
+//! upstream" in most messages), sorted so the WebSocket side can map it to an
+//! error code and the metrics to a label.
 
 use std::time::Duration;
 
@@ -15,23 +17,23 @@ pub enum OllamaError {
     Unreachable { host: String, message: String },
     /// A non-200 answer; `message` is Ollama's `{"error": ...}` text when the
     /// body is that (e.g. "model 'x' not found, try pulling it first").
-    #[error("Ollama answered {status}: {message}")]
+    #[error("the upstream answered {status}: {message}")]
     Status { status: u16, message: String },
     /// Nothing arrived in time; `what` is `"first token"`, `"idle"` or the
     /// request that timed out.
-    #[error("Ollama sent no {what} within {after:?}")]
+    #[error("the upstream sent no {what} within {after:?}")]
     Timeout { what: &'static str, after: Duration },
     /// The body failed mid-stream (connection dropped, bad chunk encoding).
-    #[error("Ollama's stream broke: {0}")]
+    #[error("the upstream's stream broke: {0}")]
     Stream(String),
     /// A line of the stream is longer than `max_line_bytes`.
-    #[error("Ollama sent a line longer than {0} bytes")]
+    #[error("the upstream sent a line longer than {0} bytes")]
     LineTooLong(usize),
     /// A line (or answer) that is not what Ollama documents.
-    #[error("Ollama sent an unexpected answer: {0}")]
+    #[error("the upstream sent an unexpected answer: {0}")]
     Malformed(String),
     /// The caller's cancellation token fired.
-    #[error("the request to Ollama was cancelled")]
+    #[error("the upstream request was cancelled")]
     Cancelled,
 }
 

@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -52,17 +53,14 @@ pub struct OllamaClient {
 
 impl OllamaClient {
     pub fn new(cfg: &OllamaConfig) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(cfg.connect_timeout));
-        connector.set_nodelay(true);
-        let http = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_max_idle_per_host(cfg.pool_max_connections)
-            .pool_idle_timeout(conn::IDLE_TIMEOUT)
-            .build(connector);
-        let base = cfg.host.trim_end_matches('/').to_string();
+        Self::with_base(cfg, &cfg.host)
+    }
+
+    /// A client for the Ollama at `base` with `cfg`'s pool and timeouts.
+    pub fn with_base(cfg: &OllamaConfig, base: &str) -> Self {
+        let base = base.trim_end_matches('/').to_string();
         Self {
-            http,
+            http: http_client(cfg.connect_timeout, cfg.pool_max_connections),
             pool: Arc::new(ConnPool::new(
                 &base,
                 cfg.connect_timeout,
@@ -87,42 +85,89 @@ impl OllamaClient {
         struct V {
             version: String,
         }
-        let uri = format!("{}/api/version", self.base);
-        let fut = async {
-            let req = http::Request::get(&uri)
-                .body(Full::new(Bytes::new()))
-                .map_err(|e| OllamaError::Malformed(e.to_string()))?;
-            let resp = self
-                .http
-                .request(req)
-                .await
-                .map_err(|e| OllamaError::Unreachable {
-                    host: self.base.clone(),
-                    message: error_chain(&e),
-                })?;
-            let status = resp.status();
-            if !status.is_success() {
-                let body = chat::read_error_body(resp.into_body()).await;
-                return Err(OllamaError::Status {
-                    status: status.as_u16(),
-                    message: chat::error_message(&body).unwrap_or_default(),
-                });
-            }
-            let body = resp
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| OllamaError::Stream(error_chain(&e)))?
-                .to_bytes();
-            serde_json::from_slice::<V>(&body)
-                .map(|v| v.version)
-                .map_err(|e| OllamaError::Malformed(format!("/api/version: {e}")))
-        };
-        tokio::time::timeout(timeout, fut)
-            .await
-            .map_err(|_| OllamaError::Timeout {
-                what: "answer to /api/version",
-                after: timeout,
-            })?
+        let body = self.get("/api/version", timeout).await?;
+        serde_json::from_slice::<V>(&body)
+            .map(|v| v.version)
+            .map_err(|e| OllamaError::Malformed(format!("/api/version: {e}")))
     }
+
+    /// `GET {base}{path}` within `timeout`: the body of a 2xx answer (at
+    /// most [`GET_BODY_MAX`] bytes), else [`OllamaError::Status`].
+    pub async fn get(&self, path: &str, timeout: Duration) -> Result<Bytes, OllamaError> {
+        get(&self.http, &self.base, path, None, timeout).await
+    }
+}
+
+/// The largest body [`get`] reads (a `/api/tags` of hundreds of models fits).
+pub const GET_BODY_MAX: usize = 4 * 1024 * 1024;
+
+/// `GET {base}{path}` on `http` within `timeout`, with an optional bearer
+/// token: the body of a 2xx answer, else [`OllamaError::Status`] with the
+/// body's error message. Shared by both upstream dialects' probes.
+pub async fn get(
+    http: &Client<HttpConnector, Full<Bytes>>,
+    base: &str,
+    path: &str,
+    bearer: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<Bytes, OllamaError> {
+    let uri = format!("{base}{path}");
+    let fut = async {
+        let mut req = http::Request::get(&uri);
+        if let Some(key) = bearer {
+            let mut v = b"Bearer ".to_vec();
+            v.extend_from_slice(key);
+            let mut v = http::HeaderValue::from_bytes(&v).map_err(|_| {
+                OllamaError::Malformed("API key is not a valid header value".into())
+            })?;
+            v.set_sensitive(true);
+            req = req.header(http::header::AUTHORIZATION, v);
+        }
+        let req = req
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| OllamaError::Malformed(e.to_string()))?;
+        let resp = http
+            .request(req)
+            .await
+            .map_err(|e| OllamaError::Unreachable {
+                host: base.to_string(),
+                message: error_chain(&e),
+            })?;
+        let status = resp.status();
+        if !status.is_success() {
+            let body = chat::read_error_body(resp.into_body()).await;
+            return Err(OllamaError::Status {
+                status: status.as_u16(),
+                message: chat::error_message(&body).unwrap_or_default(),
+            });
+        }
+        let body = http_body_util::Limited::new(resp.into_body(), GET_BODY_MAX)
+            .collect()
+            .await
+            .map_err(|e| OllamaError::Stream(e.to_string()))?
+            .to_bytes();
+        Ok(body)
+    };
+    tokio::time::timeout(timeout, fut)
+        .await
+        .map_err(|_| OllamaError::Timeout {
+            what: "answer to a GET",
+            after: timeout,
+        })?
+}
+
+/// A pooled keep-alive HTTP/1.1 client with `connect_timeout` and
+/// `TCP_NODELAY`, as every upstream uses.
+pub fn http_client(
+    connect_timeout: Duration,
+    pool_max_idle: usize,
+) -> Client<HttpConnector, Full<Bytes>> {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(connect_timeout));
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .pool_max_idle_per_host(pool_max_idle)
+        .pool_idle_timeout(conn::IDLE_TIMEOUT)
+        .build(connector)
 }

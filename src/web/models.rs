@@ -1,4 +1,5 @@
-//! `GET /models`: the models the bearer's client may use, for the page's
+//! `GET /models`: the models the bearer's client may use and at least one
+//! up upstream serves, for the page's
 //! model picker: `{"default": "...", "models": [...], "history_turns": N,
 //! "conversation_idle_secs": S}`. `default` is `[ollama] model` when the
 //! client may use it, else the first model it may use (`null` when it may
@@ -13,6 +14,7 @@ use utoipa::ToSchema;
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::response::{self as h, Resp};
+use crate::upstream::Pool;
 
 fn unauthorized(code: &str, message: &str) -> Resp {
     let mut r = h::error(StatusCode::UNAUTHORIZED, code, message);
@@ -38,7 +40,7 @@ pub struct ModelsBody<'a> {
 }
 
 /// `GET /models` with `Authorization: Bearer <access token>`.
-pub fn models<B>(auth: &Auth, cfg: &Config, req: &Request<B>) -> Resp {
+pub fn models<B>(auth: &Auth, pool: &Pool, cfg: &Config, req: &Request<B>) -> Resp {
     let Some(token) = h::bearer(req) else {
         return unauthorized(
             "missing_token",
@@ -54,7 +56,9 @@ pub fn models<B>(auth: &Auth, cfg: &Config, req: &Request<B>) -> Resp {
             )
         }
     };
-    let models = auth.allowed_models(&claims.sub, &cfg.ollama.allowed_models);
+    // Only models an up upstream serves (each once).
+    let served = pool.served(&cfg.ollama.allowed_models);
+    let models = auth.allowed_models(&claims.sub, &served);
     let default = if models.contains(&cfg.ollama.model) {
         Some(&cfg.ollama.model)
     } else {

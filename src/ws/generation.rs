@@ -22,9 +22,9 @@ use super::SessionInfo;
 use super::WsState;
 use crate::config::Config;
 use crate::ollama::{
-    parse_chat_line, ChatLine, ChatMessage, ChatOptions, ChatRequest, OllamaError, RetryPolicy,
-    Role,
+    ChatLine, ChatMessage, ChatOptions, ChatRequest, OllamaError, RetryPolicy, Role,
 };
+use crate::upstream::{AcquireError, Lease, OpenError, Opened, Wait};
 
 /// A chat accepted by the reader, waiting for its turn.
 #[derive(Debug)]
@@ -119,6 +119,10 @@ struct Progress {
     done_reason: Option<String>,
     /// The answer's text, kept only when the turn is remembered.
     answer: Option<String>,
+    /// The upstream slot, from the open answer to the end.
+    lease: Option<Lease>,
+    /// The upstream's name (for `complete`).
+    upstream: Option<Arc<str>>,
 }
 
 impl Progress {
@@ -132,6 +136,8 @@ impl Progress {
             eval_duration: None,
             done_reason: None,
             answer: remember.then(String::new),
+            lease: None,
+            upstream: None,
         }
     }
 }
@@ -156,6 +162,14 @@ pub async fn run(
         Err(Outcome::Cancelled) => Outcome::Cancelled,
         Err(other) => other,
     };
+    if let Some(lease) = p.lease.take() {
+        let label = match outcome {
+            Outcome::Complete => "ok",
+            Outcome::Error(_) => "error",
+            Outcome::Cancelled | Outcome::SessionGone => "cancelled",
+        };
+        lease.finish(label, p.tokens);
+    }
     let metrics = &state.metrics;
     metrics.generation(outcome.label());
     metrics
@@ -213,6 +227,7 @@ fn complete_frame(job: &Job, conv: Option<&str>, p: &Progress, done_reason: &str
         tokens_per_second: (tps * 100.0).round() / 100.0,
         model: &job.model,
         done_reason,
+        upstream: p.upstream.as_deref(),
     }
     .to_json()
 }
@@ -247,25 +262,13 @@ async fn stream(
     p: &mut Progress,
 ) -> Result<(), Outcome> {
     let policy = RetryPolicy::from_config(&cfg.ollama);
-    let client = state.ollama.load_full();
-    let mut upstream = match client.chat(req, &policy, cancel, &state.metrics).await {
-        Ok(s) => s,
-        Err(OllamaError::Cancelled) => return Err(Outcome::Cancelled),
-        Err(e) => {
-            let code = error_code(&e);
-            warn!(model = %req.model, error = %e, code = code.as_str(), "upstream request failed");
-            if code == ErrorCode::UpstreamUnavailable {
-                state.ready.invalidate().await;
-            }
-            let msg = match code {
-                ErrorCode::UpstreamUnavailable => format!(
-                    "Ollama is unavailable (after {} retries): {e}",
-                    policy.retries
-                ),
-                _ => e.to_string(),
-            };
-            return Err(fail(out, code, &msg, conv, p.tokens).await);
+    let mut upstream = match open_upstream(state, req, &policy, conv, out, cancel).await {
+        Ok(Opened { stream, lease }) => {
+            p.upstream = Some(lease.name().clone());
+            p.lease = Some(lease);
+            stream
         }
+        Err(outcome) => return Err(outcome),
     };
     let mut enc = TokenEncoder::new(conv);
     let mut thinking_seq = 0u64;
@@ -278,16 +281,16 @@ async fn stream(
                 out.handle(ev, cancel).await?;
                 continue;
             }
-            r = upstream.next_line() => r,
+            r = upstream.next() => r,
         };
         let read_at = Instant::now();
-        let line = match line {
+        let parsed = match line {
             Ok(Some(l)) => l,
             Ok(None) => {
                 return Err(fail(
                     out,
                     ErrorCode::UpstreamError,
-                    "Ollama ended the stream before its final line",
+                    "the upstream ended the stream before its final line",
                     conv,
                     p.tokens,
                 )
@@ -298,19 +301,6 @@ async fn stream(
                 debug!(error = %e, "upstream stream failed");
                 let msg = e.to_string();
                 return Err(fail(out, ErrorCode::UpstreamError, &msg, conv, p.tokens).await);
-            }
-        };
-        let parsed = match parse_chat_line(line) {
-            Ok(l) => l,
-            Err(e) => {
-                return Err(fail(
-                    out,
-                    ErrorCode::UpstreamError,
-                    &format!("Ollama sent a malformed line: {e}"),
-                    conv,
-                    p.tokens,
-                )
-                .await)
             }
         };
         let (content, thinking, done) = match parsed {
@@ -363,6 +353,69 @@ async fn stream(
             p.eval_duration = stats.eval_duration;
             p.done_reason = stats.done_reason;
             return Ok(());
+        }
+    }
+}
+
+/// The `error` frame's code and message for an answer that could not be opened.
+pub fn open_error(e: &OpenError, policy: &RetryPolicy) -> (ErrorCode, String) {
+    match e {
+        OpenError::Acquire(AcquireError::Busy(_)) => (ErrorCode::Busy, e.to_string()),
+        OpenError::Acquire(_) => (ErrorCode::UpstreamUnavailable, e.to_string()),
+        OpenError::Upstream {
+            upstream,
+            error,
+            tried,
+        } => {
+            let code = error_code(error);
+            let msg = match code {
+                ErrorCode::UpstreamUnavailable if *tried > 1 => {
+                    format!("no upstream could take the chat ({tried} tried); last, {upstream}: {error}")
+                }
+                ErrorCode::UpstreamUnavailable => format!(
+                    "upstream {upstream} is unavailable (after {} retries): {error}",
+                    policy.retries
+                ),
+                _ => format!("upstream {upstream}: {error}"),
+            };
+            (code, msg)
+        }
+    }
+}
+
+/// Choose an upstream and open the answer (the pool's failover included);
+/// `status` frames tell the client it waits or a model loads.
+async fn open_upstream(
+    state: &Arc<WsState>,
+    req: &ChatRequest,
+    policy: &RetryPolicy,
+    conv: Option<&str>,
+    out: &mut Output,
+    cancel: &CancellationToken,
+) -> Result<Opened, Outcome> {
+    let model = req.model.as_str();
+    let mut on_wait = |w: Wait| {
+        let frame = match w {
+            Wait::Queued { position } => super::protocol::status_queued(conv, position),
+            Wait::LoadingModel => super::protocol::status_loading(conv, model),
+        };
+        // Informational: a full queue (a client not reading) skips it.
+        if out.try_notice(Out::Text(frame.into())) {
+            state
+                .metrics
+                .ws_message(crate::metrics::Direction::Out, "status");
+        }
+    };
+    match crate::upstream::open(&state.pool, req, policy, cancel, &mut on_wait).await {
+        Ok(o) => Ok(o),
+        Err(OpenError::Acquire(AcquireError::Cancelled)) => Err(Outcome::Cancelled),
+        Err(e) => {
+            let (code, msg) = open_error(&e, policy);
+            warn!(model = %req.model, error = %e, code = code.as_str(), "upstream request failed");
+            if code == ErrorCode::UpstreamUnavailable {
+                state.ready.invalidate().await;
+            }
+            Err(fail(out, code, &msg, conv, 0).await)
         }
     }
 }

@@ -30,7 +30,6 @@ pub use manager::{SessionInfo, SessionManager};
 
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -38,7 +37,6 @@ use crate::auth::Auth;
 use crate::config::{Config, SharedConfig};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
-use crate::ollama::OllamaClient;
 use crate::ready::ReadyProbe;
 use conversations::ConversationStore;
 
@@ -53,8 +51,8 @@ pub struct WsState {
     pub sessions: Arc<SessionManager>,
     /// Multi-turn memory, shared by all sessions of a client.
     pub conversations: ConversationStore,
-    /// Swapped whole when a reload changes the upstream.
-    pub ollama: Arc<ArcSwap<OllamaClient>>,
+    /// The upstreams a generation asks for a slot.
+    pub pool: Arc<crate::upstream::Pool>,
     /// Invalidated when an upstream failure is seen.
     pub ready: Arc<ReadyProbe>,
     /// The per-client chat rate.

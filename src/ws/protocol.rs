@@ -314,6 +314,16 @@ fn validate_chat(chat: &Chat, max_content_bytes: usize) -> Result<(), MessageErr
     Ok(())
 }
 
+/// The `phase` of a `status` frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StatusPhase {
+    /// Waiting behind earlier chats of the session or for an upstream slot.
+    Queued,
+    /// The upstream is loading the model: the first token will be slow.
+    LoadingModel,
+}
+
 /// Every frame the server sends, by its `type`. Timestamps are RFC 3339
 /// UTC with microseconds.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -355,6 +365,23 @@ pub enum ServerFrame<'a> {
         tokens_per_second: f64,
         model: &'a str,
         done_reason: &'a str,
+        /// The upstream that answered (its configured name); absent when
+        /// none was reached (cancelled before it started).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        upstream: Option<&'a str>,
+    },
+    /// Informational, before the first token: the chat waits (`phase`
+    /// `queued`, `position` = chats ahead of it; sent again when that
+    /// changes) or the model is being loaded (`phase` `loading_model`).
+    /// Clients may ignore it.
+    Status {
+        conversation_id: Option<&'a str>,
+        phase: StatusPhase,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        position: Option<usize>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        model: Option<&'a str>,
+        timestamp: String,
     },
     /// A refused message or a failed generation.
     Error {
@@ -447,6 +474,30 @@ pub fn auth_ack(expires_at_unix: u64) -> Vec<u8> {
     crate::response::write_rfc3339(&mut buf, t);
     ServerFrame::AuthAck {
         expires_at: String::from_utf8(buf).unwrap_or_default(),
+        timestamp: now_rfc3339(),
+    }
+    .to_json()
+}
+
+/// `status` with phase `queued`: `position` chats are ahead.
+pub fn status_queued(conversation_id: Option<&str>, position: usize) -> Vec<u8> {
+    ServerFrame::Status {
+        conversation_id,
+        phase: StatusPhase::Queued,
+        position: Some(position),
+        model: None,
+        timestamp: now_rfc3339(),
+    }
+    .to_json()
+}
+
+/// `status` with phase `loading_model`.
+pub fn status_loading(conversation_id: Option<&str>, model: &str) -> Vec<u8> {
+    ServerFrame::Status {
+        conversation_id,
+        phase: StatusPhase::LoadingModel,
+        position: None,
+        model: Some(model),
         timestamp: now_rfc3339(),
     }
     .to_json()

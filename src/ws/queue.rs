@@ -15,9 +15,15 @@ struct Running {
     conversation_id: Option<String>,
 }
 
+/// A waiting chat and the position it was last told (0: none told).
+struct Queued {
+    job: Job,
+    told: usize,
+}
+
 #[derive(Default)]
 struct Inner {
-    jobs: VecDeque<Job>,
+    jobs: VecDeque<Queued>,
     running: Option<Running>,
     /// Set at drain: no new chats.
     closed: bool,
@@ -41,8 +47,9 @@ impl JobQueue {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queue a chat unless `capacity` chats already wait.
-    pub fn push(&self, job: Job, capacity: usize) -> Result<(), PushError> {
+    /// Queue a chat unless `capacity` chats already wait. Returns how many
+    /// chats of the session are ahead of it (the running one included).
+    pub fn push(&self, job: Job, capacity: usize) -> Result<usize, PushError> {
         let mut g = self.lock();
         if g.closed {
             return Err(PushError::Closed);
@@ -50,10 +57,28 @@ impl JobQueue {
         if g.jobs.len() >= capacity {
             return Err(PushError::Full);
         }
-        g.jobs.push_back(job);
+        let ahead = g.jobs.len() + usize::from(g.running.is_some());
+        g.jobs.push_back(Queued { job, told: ahead });
         drop(g);
         self.notify.notify_one();
-        Ok(())
+        Ok(ahead)
+    }
+
+    /// The waiting chats whose place changed since they were last told:
+    /// conversation id and how many chats are ahead now (for `status`
+    /// frames after the queue moved).
+    pub fn moved(&self) -> Vec<(Option<String>, usize)> {
+        let mut g = self.lock();
+        let running = usize::from(g.running.is_some());
+        let mut out = Vec::new();
+        for (i, q) in g.jobs.iter_mut().enumerate() {
+            let ahead = running + i;
+            if ahead != q.told {
+                q.told = ahead;
+                out.push((q.job.chat.conversation_id.clone(), ahead));
+            }
+        }
+        out
     }
 
     /// Take the next chat and mark it running with `cancel`; waits until one
@@ -69,7 +94,7 @@ impl JobQueue {
         loop {
             {
                 let mut g = self.lock();
-                if let Some(job) = g.jobs.pop_front() {
+                if let Some(Queued { job, .. }) = g.jobs.pop_front() {
                     let cancel = match detached_parent {
                         Some(p) if job.chat.conversation_id.is_some() => p.child_token(),
                         _ => cancel_parent.child_token(),
@@ -109,11 +134,11 @@ impl JobQueue {
             |c: &Option<String>| conversation_id.is_none() || c.as_deref() == conversation_id;
         let mut removed = Vec::new();
         let mut kept = VecDeque::with_capacity(g.jobs.len());
-        for j in g.jobs.drain(..) {
-            if matches(&j.chat.conversation_id) {
-                removed.push(j);
+        for q in g.jobs.drain(..) {
+            if matches(&q.job.chat.conversation_id) {
+                removed.push(q.job);
             } else {
-                kept.push_back(j);
+                kept.push_back(q);
             }
         }
         g.jobs = kept;
@@ -132,7 +157,7 @@ impl JobQueue {
     pub fn close(&self) -> (Vec<Job>, bool) {
         let mut g = self.lock();
         g.closed = true;
-        let removed = g.jobs.drain(..).collect();
+        let removed = g.jobs.drain(..).map(|q| q.job).collect();
         let running = g.running.is_some();
         drop(g);
         self.notify.notify_one();

@@ -470,6 +470,19 @@ impl Output {
         }
     }
 
+    /// An informational frame (`status`) to the session holding the
+    /// generation now, not kept for a resume; skipped (false) when that
+    /// session's queue is full or nobody holds the generation.
+    pub fn try_notice(&self, out: Out) -> bool {
+        match self {
+            Self::Direct(tx) => tx.try_send(out).is_ok(),
+            Self::Resumable(r) => r
+                .holder
+                .as_ref()
+                .is_some_and(|h| h.tx.try_send(out).is_ok()),
+        }
+    }
+
     /// The next event (never, for a direct output). Cancel-safe.
     pub async fn event(&self) -> Event {
         match self {

@@ -533,6 +533,10 @@ impl Reader<'_> {
                     let frame = generation::cancelled_before_start(&job);
                     self.send(frame, "complete").await;
                 }
+                for (conv, ahead) in self.queue.moved() {
+                    self.send(protocol::status_queued(conv.as_deref(), ahead), "status")
+                        .await;
+                }
             }
             ClientMessage::Resume {
                 conversation_id,
@@ -589,7 +593,11 @@ impl Reader<'_> {
                     received_at: Instant::now(),
                 };
                 match self.queue.push(job, self.queue_size) {
-                    Ok(()) => {
+                    Ok(ahead) => {
+                        if ahead > 0 {
+                            let frame = protocol::status_queued(conv.as_deref(), ahead);
+                            self.send(frame, "status").await;
+                        }
                         if self.runner.is_none() {
                             let (state, info) = (self.state.clone(), self.info.clone());
                             let (tx, queue) = (self.tx.clone(), self.queue.clone());
@@ -646,6 +654,13 @@ async fn run_jobs(
         let Some((job, cancel)) = queue.next(&info.cancel, detached_parent).await else {
             break;
         };
+        // The queue moved: the chats still waiting are one place further.
+        for (conv, ahead) in queue.moved() {
+            let frame = protocol::status_queued(conv.as_deref(), ahead);
+            if tx.send(Out::Text(frame.into())).await.is_ok() {
+                state.metrics.ws_message(Direction::Out, "status");
+            }
+        }
         let span = info_span!(
             "generation",
             conversation_id = job.chat.conversation_id.as_deref().unwrap_or("-"),

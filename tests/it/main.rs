@@ -23,6 +23,7 @@ mod http;
 mod http_limits;
 mod module_graph;
 mod pairing;
+mod pool;
 mod props;
 mod reload;
 mod resume;

@@ -390,7 +390,7 @@ async fn error_line_mid_stream() {
     assert_eq!(a.content, ["tok0 ", "tok1 "]);
     assert_eq!(
         err.unwrap().to_string(),
-        "Ollama sent an unexpected answer: error line: an error was encountered while running the model"
+        "the upstream sent an unexpected answer: error line: an error was encountered while running the model"
     );
 }
 

@@ -510,15 +510,16 @@ async fn cancel_stops_the_generation_and_the_next_chat_works() {
         &json!({"type": "chat", "content": "queued", "conversation_id": "k"}),
     )
     .await;
+    // (The queued chat is told its place: a `status` frame.)
     for _ in 0..3 {
-        assert_eq!(recv(&mut ws).await["type"], "token");
+        assert_eq!(recv_no_status(&mut ws).await["type"], "token");
     }
     send(&mut ws, &json!({"type": "cancel", "conversation_id": "k"})).await;
     let mut completes = Vec::new();
     while completes.len() < 2 {
         let v = recv(&mut ws).await;
         match v["type"].as_str().unwrap() {
-            "token" => {}
+            "token" | "status" => {}
             "complete" => completes.push(v),
             other => panic!("{other}: {v}"),
         }
@@ -557,7 +558,7 @@ async fn queue_overflow_is_busy() {
         send(&mut ws, &json!({"type": "chat", "content": format!("m{i}"), "conversation_id": format!("q{i}")})).await;
     }
     loop {
-        let v = recv(&mut ws).await;
+        let v = recv_no_status(&mut ws).await;
         if v["type"] == "error" {
             assert_eq!(v["code"], "busy");
             assert_eq!(v["conversation_id"], "q2");

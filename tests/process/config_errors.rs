@@ -258,3 +258,95 @@ fn valid_config_passes_check_config() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("listen = \"0.0.0.0:8443\""), "{out}");
 }
+
+#[test]
+fn bad_upstreams_are_refused() {
+    let ok = |name: &str| {
+        let mut t = toml::Table::new();
+        t.insert("max_concurrent".into(), 2.into());
+        plain().upstream(name, "http://127.0.0.1:9", "ollama", t)
+    };
+    // A duplicate name.
+    let b = ok("desktop").upstream(
+        "desktop",
+        "http://127.0.0.1:10",
+        "openai",
+        toml::Table::new(),
+    );
+    let cfg = b.write_config();
+    refused_both_ways(
+        &cfg,
+        &[],
+        &[&shown(&cfg), "key `upstreams[1].name`", "used twice"],
+    );
+    // max_concurrent = 0.
+    let mut t = toml::Table::new();
+    t.insert("max_concurrent".into(), 0.into());
+    let b = plain().upstream("nas", "http://127.0.0.1:9", "ollama", t);
+    let cfg = b.write_config();
+    refused_both_ways(
+        &cfg,
+        &[],
+        &[&shown(&cfg), "key `upstreams[0].max_concurrent`"],
+    );
+    // [ollama] host beside [[upstreams]].
+    let b = ok("nas").set("ollama.host", "http://127.0.0.1:11434");
+    let cfg = b.write_config();
+    refused_both_ways(
+        &cfg,
+        &[],
+        &[&shown(&cfg), "key `ollama.host`", "[[upstreams]]"],
+    );
+    // OLLAMA_HOST in the environment is only a warning beside [[upstreams]]:
+    // check-config passes and prints the upstreams.
+    let b = ok("nas");
+    let cfg = b.write_config();
+    let (code, out, err) = run_tars(
+        &["--config", cfg.to_str().unwrap(), "check-config"],
+        &[("OLLAMA_HOST", "http://127.0.0.1:11434")],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("name = \"nas\""), "{out}");
+    assert!(err.contains("OLLAMA_HOST"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstreams_command_asks_each_upstream_now() {
+    let fake = crate::support::fake_ollama::FakeOllama::start().await;
+    fake.set_tags(&["qwen2.5:0.5b"]);
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let b = plain()
+        .upstream("desk", &fake.url(), "ollama", toml::Table::new())
+        .upstream("gone", &closed, "openai", toml::Table::new());
+    let cfg = b.write_config();
+    let path = cfg.to_str().unwrap().to_string();
+    let (code, out, err) =
+        tokio::task::spawn_blocking(move || run_tars(&["--config", &path, "upstreams"], &[]))
+            .await
+            .unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("NAME"), "{out}");
+    assert!(
+        lines[1].starts_with("desk ")
+            && lines[1].contains(" yes ")
+            && lines[1].ends_with("qwen2.5:0.5b"),
+        "{out}"
+    );
+    assert!(
+        lines[2].starts_with("gone ") && lines[2].contains(" no "),
+        "{out}"
+    );
+    assert!(lines[3].starts_with("gone: "), "{out}");
+    // None up: exit 1.
+    fake.stop().await;
+    let path = cfg.to_str().unwrap().to_string();
+    let (code, out, _) =
+        tokio::task::spawn_blocking(move || run_tars(&["--config", &path, "upstreams"], &[]))
+            .await
+            .unwrap();
+    assert_eq!(code, 1, "{out}");
+}

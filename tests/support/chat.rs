@@ -91,6 +91,8 @@ pub async fn expect_close(ws: &mut Ws) -> Option<u16> {
 pub struct Generation {
     pub tokens: Vec<Value>,
     pub thinking: Vec<Value>,
+    /// `status` frames seen before the end.
+    pub status: Vec<Value>,
     pub end: Value,
 }
 
@@ -104,11 +106,22 @@ impl Generation {
     }
 }
 
+/// The next frame that is not an informational `status` frame.
+pub async fn recv_no_status(ws: &mut Ws) -> Value {
+    loop {
+        let v = recv(ws).await;
+        if v["type"] != "status" {
+            return v;
+        }
+    }
+}
+
 /// Read frames until the generation's `complete` or `error`.
 pub async fn collect(ws: &mut Ws) -> Generation {
     let mut g = Generation {
         tokens: Vec::new(),
         thinking: Vec::new(),
+        status: Vec::new(),
         end: Value::Null,
     };
     loop {
@@ -116,6 +129,9 @@ pub async fn collect(ws: &mut Ws) -> Generation {
         match v["type"].as_str().unwrap() {
             "token" => g.tokens.push(v),
             "thinking" => g.thinking.push(v),
+            // Informational (queued, loading_model): kept for the tests
+            // that look at them.
+            "status" => g.status.push(v),
             "complete" | "error" => {
                 g.end = v;
                 return g;

@@ -236,6 +236,26 @@ struct State {
     /// Do not keep request bodies (long load runs); see
     /// [`FakeOllama::forget_requests`].
     forget_requests: bool,
+    /// `/api/tags` and `/api/ps` bodies replacing the fixed ones.
+    tags: Option<String>,
+    ps: Option<String>,
+    /// `/api/tags` requests seen.
+    tags_count: std::sync::atomic::AtomicUsize,
+}
+
+impl State {
+    fn tags_count_inc(&self) {
+        self.tags_count.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// `{"models":[{"name":..,"model":..}, ...]}` as `/api/tags` and `/api/ps` answer.
+fn model_list(models: &[&str]) -> String {
+    let list: Vec<Value> = models
+        .iter()
+        .map(|m| serde_json::json!({"name": m, "model": m, "size": 1, "digest": "0"}))
+        .collect();
+    serde_json::json!({ "models": list }).to_string()
 }
 
 impl FakeOllama {
@@ -274,6 +294,21 @@ impl FakeOllama {
     /// one given to [`set`](Self::set).
     pub fn push(&self, b: Behavior) {
         self.state().queue.push_back(b);
+    }
+
+    /// Answer `/api/tags` with these models (instead of the fixed list).
+    pub fn set_tags(&self, models: &[&str]) {
+        self.state().tags = Some(model_list(models));
+    }
+
+    /// Answer `/api/ps` with these models loaded (instead of the fixed list).
+    pub fn set_ps(&self, models: &[&str]) {
+        self.state().ps = Some(model_list(models));
+    }
+
+    /// `/api/tags` requests seen.
+    pub fn tags_count(&self) -> usize {
+        self.state().tags_count.load(Ordering::SeqCst)
     }
 
     /// The JSON bodies received on `/api/chat` and `/api/generate`, in order.
@@ -455,8 +490,15 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
             fixed(200, "text/plain; charset=utf-8", "Ollama is running")
         }
         (&Method::GET, "/api/version") => json(200, format!("{{\"version\":\"{VERSION}\"}}")),
-        (&Method::GET, "/api/tags") => json(200, TAGS.to_string()),
-        (&Method::GET, "/api/ps") => json(200, PS.to_string()),
+        (&Method::GET, "/api/tags") => {
+            let st = shared.state.lock().unwrap();
+            st.tags_count_inc();
+            json(200, st.tags.clone().unwrap_or_else(|| TAGS.to_string()))
+        }
+        (&Method::GET, "/api/ps") => {
+            let st = shared.state.lock().unwrap();
+            json(200, st.ps.clone().unwrap_or_else(|| PS.to_string()))
+        }
         (&Method::POST, "/api/chat") => generation(shared, req, "/api/chat").await,
         (&Method::POST, "/api/generate") => generation(shared, req, "/api/generate").await,
         _ => fixed(404, "text/plain", "404 page not found"),
@@ -465,7 +507,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
 }
 
 const TAGS: &str = r#"{"models":[{"name":"llama3.2:latest","model":"llama3.2:latest","modified_at":"2025-01-10T10:00:00.000000000Z","size":2019393189,"digest":"a80c4f17acd55265feec403c7aef86be0c25983ab279d83f3bcd3abbcb5b8b72","details":{"parent_model":"","format":"gguf","family":"llama","families":["llama"],"parameter_size":"3.2B","quantization_level":"Q4_K_M"}},{"name":"mistral:7b-instruct","model":"mistral:7b-instruct","modified_at":"2025-01-10T10:00:00.000000000Z","size":4113301824,"digest":"f974a74358d62a017b37c6f424fcdf2744ca02926c4f952513ddf474b2fa5091","details":{"parent_model":"","format":"gguf","family":"llama","families":["llama"],"parameter_size":"7.2B","quantization_level":"Q4_0"}}]}"#;
-const PS: &str = r#"{"models":[{"name":"llama3.2:latest","model":"llama3.2:latest","size":3825819519,"digest":"a80c4f17acd55265feec403c7aef86be0c25983ab279d83f3bcd3abbcb5b8b72","details":{"parent_model":"","format":"gguf","family":"llama","families":["llama"],"parameter_size":"3.2B","quantization_level":"Q4_K_M"},"expires_at":"2099-01-01T00:00:00.000000000Z","size_vram":3825819519}]}"#;
+const PS: &str = r#"{"models":[{"name":"mistral:7b-instruct","model":"mistral:7b-instruct","size":4113301824,"digest":"f974a74358d62a017b37c6f424fcdf2744ca02926c4f952513ddf474b2fa5091","details":{"parent_model":"","format":"gguf","family":"llama","families":["llama"],"parameter_size":"7.2B","quantization_level":"Q4_0"},"expires_at":"2099-01-01T00:00:00.000000000Z","size_vram":4113301824},{"name":"llama3.2:latest","model":"llama3.2:latest","size":3825819519,"digest":"a80c4f17acd55265feec403c7aef86be0c25983ab279d83f3bcd3abbcb5b8b72","details":{"parent_model":"","format":"gguf","family":"llama","families":["llama"],"parameter_size":"3.2B","quantization_level":"Q4_K_M"},"expires_at":"2099-01-01T00:00:00.000000000Z","size_vram":3825819519}]}"#;
 
 fn fixed(status: u16, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
     Response::builder()

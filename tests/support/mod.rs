@@ -18,6 +18,7 @@ pub mod chat;
 pub mod client;
 pub mod cut_proxy;
 pub mod fake_ollama;
+pub mod fake_openai;
 pub mod fake_version;
 pub mod jwt;
 pub mod process;
@@ -110,6 +111,25 @@ impl GatewayBuilder {
     /// Point `[ollama] host` at a fake Ollama (or any URL).
     pub fn ollama(self, url: &str) -> Self {
         self.set("ollama.host", url)
+    }
+
+    /// Add an `[[upstreams]]` entry (`name`, `url`, `api`, plus `extra`
+    /// fields) and drop `[ollama] host`, which may not stand beside it.
+    pub fn upstream(mut self, name: &str, url: &str, api: &str, extra: toml::Table) -> Self {
+        if let Some(o) = self.table.get_mut("ollama").and_then(|o| o.as_table_mut()) {
+            o.remove("host");
+        }
+        let mut t = extra;
+        t.insert("name".into(), name.into());
+        t.insert("url".into(), url.into());
+        t.insert("api".into(), api.into());
+        self.table
+            .entry("upstreams")
+            .or_insert_with(|| toml::Value::Array(Vec::new()))
+            .as_array_mut()
+            .unwrap()
+            .push(toml::Value::Table(t));
+        self
     }
 
     /// Pass an environment variable to the process (subprocess only: the

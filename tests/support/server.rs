@@ -39,6 +39,7 @@ impl GatewayBuilder {
         let graceful = CancellationToken::new();
         let kill = CancellationToken::new();
         let (g, k) = (graceful.clone(), kill.clone());
+        let (handle_tx, handle_rx) = std::sync::mpsc::channel::<tars::Handle>();
         let thread = std::thread::Builder::new()
             .name(format!("tars-server-{}", addr.port()))
             .spawn(move || {
@@ -56,7 +57,12 @@ impl GatewayBuilder {
                     .unwrap();
                 let result = rt.block_on(async move {
                     let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                    let serve = tars::serve(config, listener, async move { g.cancelled().await });
+                    let server = match tars::Server::new(config) {
+                        Ok(s) => s,
+                        Err(e) => return Some(Err(e)),
+                    };
+                    let _ = handle_tx.send(server.handle());
+                    let serve = server.run(listener, async move { g.cancelled().await });
                     tokio::select! {
                         r = serve => Some(r),
                         _ = k.cancelled() => None,
@@ -81,9 +87,13 @@ impl GatewayBuilder {
             kill,
             thread: Some(thread),
             dir: self.dir,
+            handle: None,
         };
         let end = Instant::now() + Duration::from_secs(20);
         while !server.logs().contains("listening") {
+            if server.handle.is_none() {
+                server.handle = handle_rx.try_recv().ok();
+            }
             if server.thread.as_ref().unwrap().is_finished() {
                 let r = server.thread.take().unwrap().join();
                 panic!(
@@ -97,6 +107,9 @@ impl GatewayBuilder {
                 server.logs()
             );
             std::thread::sleep(Duration::from_millis(5));
+        }
+        if server.handle.is_none() {
+            server.handle = handle_rx.recv_timeout(Duration::from_secs(5)).ok();
         }
         server
     }
@@ -126,6 +139,8 @@ pub struct Server {
     kill: CancellationToken,
     thread: Option<JoinHandle<Option<ServeResult>>>,
     pub dir: tempfile::TempDir,
+    /// The embedding API's controls (reload), once the server was built.
+    pub handle: Option<tars::Handle>,
 }
 
 impl std::ops::Deref for Server {

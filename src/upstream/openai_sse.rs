@@ -76,6 +76,19 @@ pub enum SseError {
     Truncated,
 }
 
+/// What [`SseParser::ready`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ready {
+    /// More of the body is needed.
+    NeedInput,
+    /// The next event carries text borrowed from the parser (`Delta`, `Reasoning`).
+    Text,
+    /// The next event carries no borrowed text.
+    Other,
+    /// The answer is complete: `next_event` gives `None`.
+    End,
+}
+
 /// An incremental parser of one streaming answer.
 #[derive(Debug)]
 pub struct SseParser {
@@ -170,24 +183,40 @@ impl SseParser {
     /// [`SseError::Truncated`] unless a `finish_reason` or an error event
     /// came (some servers simply close then).
     pub fn next_event(&mut self) -> Result<Option<SseEvent<'_>>, SseError> {
+        match self.ready()? {
+            Ready::NeedInput | Ready::End => Ok(None),
+            Ready::Text | Ready::Other => {
+                let p = self.pending.pop_front().expect("ready() saw it");
+                Ok(Some(self.hand_out(p)))
+            }
+        }
+    }
+
+    /// What [`next_event`](Self::next_event) would do next, without handing
+    /// anything out: lets a caller that loops (reading more input, skipping
+    /// events it only records) return a borrowed event on one path only.
+    pub fn ready(&mut self) -> Result<Ready, SseError> {
         loop {
-            if let Some(p) = self.pending.pop_front() {
-                return Ok(Some(self.hand_out(p)));
+            if let Some(p) = self.pending.front() {
+                return Ok(match p {
+                    Pending::Delta(..) | Pending::Reasoning(..) => Ready::Text,
+                    _ => Ready::Other,
+                });
             }
             if self.done {
-                return Ok(None);
+                return Ok(Ready::End);
             }
             self.compact();
             let Some(line) = self.next_line()? else {
                 if !self.eof {
-                    return Ok(None);
+                    return Ok(Ready::NeedInput);
                 }
                 if !self.data.is_empty() {
                     self.dispatch()?;
                     continue;
                 }
                 return if self.concluded {
-                    Ok(None)
+                    Ok(Ready::End)
                 } else {
                     Err(SseError::Truncated)
                 };
@@ -841,7 +870,7 @@ data: {"error":{"code":1}}
     /// A real answer of llama.cpp's server (llama-cpp-python 0.3.36,
     /// SmolLM2-135M-Instruct), captured by `.ci/llama-server.sh transcript`.
     /// It asked for `include_usage`, which that server ignores: no usage.
-    const REAL: &[u8] = include_bytes!("../tests/data/openai_sse_smollm2.txt");
+    const REAL: &[u8] = include_bytes!("../../tests/data/openai_sse_smollm2.txt");
 
     #[test]
     fn the_real_transcript_of_llama_cpp() {
