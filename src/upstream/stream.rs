@@ -7,6 +7,11 @@ use super::openai::OpenAiStream;
 
 /// An answer being streamed from an upstream. Dropping it drops the
 /// request, which tells the upstream to stop.
+///
+/// Not boxed: one lives per answer inside its generation's future, and the
+/// Ollama stream (which carries its own connection, ADR 0021) is read once
+/// per line on the hot path.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum UpstreamStream {
     Ollama(ChatStream),
