@@ -223,8 +223,10 @@ where
     if !source.is_file() {
         return None;
     }
+    // The baseline is taken now, before the server says it listens: a save
+    // that lands right after start-up is a change, not the baseline.
+    let mut last = digest(&source);
     Some(tokio::spawn(async move {
-        let mut last = digest(&source);
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

@@ -156,6 +156,18 @@ pub enum ResumeError {
     Unavailable,
 }
 
+/// The `resume_unavailable` error frame for `conversation_id`.
+fn unavailable(conversation_id: &str) -> Out {
+    Out::Text(
+        protocol::error(
+            ErrorCode::ResumeUnavailable,
+            &ResumeError::Unavailable.to_string(),
+            Some(conversation_id),
+        )
+        .into(),
+    )
+}
+
 /// Every resumable generation of the server.
 pub struct ResumeRegistry {
     gens: Mutex<HashMap<Key, Arc<Gen>>>,
@@ -200,6 +212,13 @@ impl ResumeRegistry {
             std::mem::take(&mut log.bytes)
         };
         self.sub_bytes(freed);
+        // A resume that reached the generation as it ended gets its answer
+        // here: the generation task will not pick it up any more.
+        let orphan = gen.pending.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(t) = orphan {
+            self.metrics.resume_outcome("unavailable");
+            let _ = t.holder.tx.try_send(unavailable(&gen.conversation_id));
+        }
         gen.signal();
     }
 
@@ -326,6 +345,19 @@ impl ResumeRegistry {
             .unwrap_or_else(|p| p.into_inner())
             .replace(Takeover { holder, last_seq });
         gen.signal();
+        if gen.log().gone {
+            // Retired meanwhile: take the takeover back if `retire` did not
+            // already answer it.
+            let mut pending = gen.pending.lock().unwrap_or_else(|p| p.into_inner());
+            if pending
+                .as_ref()
+                .is_some_and(|t| t.holder.session_id == new_id)
+            {
+                *pending = None;
+                return Err(ResumeError::Unavailable);
+            }
+            return Ok(());
+        }
         if let Some(old) = replaced.filter(|o| o.holder.session_id != new_id) {
             self.metrics.resume_outcome("resumed_elsewhere");
             let _ = old.holder.tx.try_send(Out::Text(
