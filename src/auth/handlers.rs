@@ -197,24 +197,40 @@ fn bad_device(body: &TokenRequest) -> Option<Resp> {
     ))
 }
 
+/// Count one attempt against `ip`'s failed-attempt budget (refunded by the
+/// caller on success); `Some(429)` with `Retry-After` when the budget is spent.
+/// `endpoint` labels the metric, `what` names the attempts in the log.
+pub(super) fn take_attempt(
+    state: &AuthState,
+    ip: std::net::IpAddr,
+    limit: u32,
+    endpoint: &'static str,
+    what: &str,
+) -> Option<Resp> {
+    let Err(secs) = state
+        .limits
+        .auth_failures
+        .acquire(ip, limit, Instant::now())
+    else {
+        return None;
+    };
+    state.metrics.auth(endpoint, "rate_limited");
+    warn!(peer = %ip, retry_after_secs = secs, "too many failed {what} from this address");
+    let mut r = h::error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_attempts",
+        &format!("too many failed attempts from this address; retry in {secs} s"),
+    );
+    r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
+    Some(r)
+}
+
 /// `POST /auth/token`.
 pub async fn token(state: &AuthState, conn: ConnInfo, req: Request<Incoming>) -> Resp {
     let auth = &state.auth;
     let ip = conn.peer.ip();
     let limit = auth.policy().max_failed_attempts_per_minute;
-    if let Err(secs) = state
-        .limits
-        .auth_failures
-        .acquire(ip, limit, Instant::now())
-    {
-        state.metrics.auth("token", "rate_limited");
-        warn!(peer = %ip, retry_after_secs = secs, "too many failed token requests from this address");
-        let mut r = h::error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_attempts",
-            &format!("too many failed attempts from this address; retry in {secs} s"),
-        );
-        r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
+    if let Some(r) = take_attempt(state, ip, limit, "token", "token requests") {
         return r;
     }
     let refund = || state.limits.auth_failures.refund(ip, limit, Instant::now());

@@ -9,7 +9,6 @@
 
 use std::time::Instant;
 
-use http::header::{HeaderValue, RETRY_AFTER};
 use http::{Request, StatusCode};
 use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
@@ -86,19 +85,7 @@ pub async fn pair(
     let auth = &state.auth;
     let ip = conn.peer.ip();
     let limit = auth.policy().max_failed_attempts_per_minute;
-    if let Err(secs) = state
-        .limits
-        .auth_failures
-        .acquire(ip, limit, Instant::now())
-    {
-        state.metrics.auth("pair", "rate_limited");
-        warn!(peer = %ip, retry_after_secs = secs, "too many failed pairing attempts from this address");
-        let mut r = h::error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_attempts",
-            &format!("too many failed attempts from this address; retry in {secs} s"),
-        );
-        r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
+    if let Some(r) = super::handlers::take_attempt(state, ip, limit, "pair", "pairing attempts") {
         return r;
     }
     let refund = || state.limits.auth_failures.refund(ip, limit, Instant::now());
