@@ -26,8 +26,7 @@ async fn max_tokens_is_a_ceiling() {
         .set("auth.open_enrollment", true)
         .set("ollama.max_tokens", 300)
         .start();
-    let token = token_for(&gw, "greedy", None).await;
-    let (mut ws, _) = open_chat(&gw, &token).await;
+    let mut ws = session(&gw, "greedy").await;
     for (asked, sent) in [(Some(100_000), 300), (Some(12), 12), (None, 300)] {
         let mut m = json!({"type": "chat", "content": "hi"});
         if let Some(n) = asked {
