@@ -105,18 +105,25 @@ fn start() -> Result<Server, String> {
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn llama_cpp_streams_a_chat_to_finish_and_done() {
+/// The started server, or `None` (after [`unavailable`]) when the venv of
+/// `.ci/llama-server.sh setup` is missing. With the venv there, a server
+/// that does not start is a failure.
+fn real_server() -> Option<Server> {
     let ready = Command::new(script())
         .arg("model")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status();
     if !matches!(ready, Ok(s) if s.success()) {
-        return unavailable("no venv made by '.ci/llama-server.sh setup'");
+        unavailable("no venv made by '.ci/llama-server.sh setup'");
+        return None;
     }
-    // The venv is there: a server that does not start is a failure.
-    let server = start().unwrap_or_else(|why| panic!("{why}"));
+    Some(start().unwrap_or_else(|why| panic!("{why}")))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn llama_cpp_streams_a_chat_to_finish_and_done() {
+    let Some(server) = real_server() else { return };
     assert_eq!(server.model, "smollm2");
 
     let addr = server.url.strip_prefix("http://").unwrap().to_string();
@@ -228,16 +235,8 @@ async fn llama_cpp_streams_a_chat_to_finish_and_done() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chat_streams_through_the_gateway_from_llama_cpp() {
     use futures_util::StreamExt;
-    use support::chat::{open_chat, send, token_for};
-    let ready = Command::new(script())
-        .arg("model")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    if !matches!(ready, Ok(s) if s.success()) {
-        return unavailable("no venv made by '.ci/llama-server.sh setup'");
-    }
-    let server = start().unwrap_or_else(|why| panic!("{why}"));
+    use support::chat::{send, session};
+    let Some(server) = real_server() else { return };
     let mut fields = toml::Table::new();
     fields.insert(
         "models".into(),
@@ -250,8 +249,7 @@ async fn a_chat_streams_through_the_gateway_from_llama_cpp() {
         .set("ollama.max_tokens", 24)
         .upstream("llama", &server.url, "openai", fields)
         .serve();
-    let token = token_for(&gw, "c", None).await;
-    let (mut ws, _) = open_chat(&gw, &token).await;
+    let mut ws = session(&gw, "c").await;
     send(
         &mut ws,
         &json!({"type": "chat", "content": "Say hello in one short sentence.", "conversation_id": "l"}),

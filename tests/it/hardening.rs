@@ -169,8 +169,7 @@ async fn a_client_that_stops_reading_is_closed_and_its_upstream_dropped() {
         .set("websocket.write_timeout_secs", 1)
         .set("websocket.outgoing_queue_frames", 8)
         .serve();
-    let token = token_for(&gw, "slow", None).await;
-    let (mut ws, _) = open_chat(&gw, &token).await;
+    let mut ws = session(&gw, "slow").await;
     send(&mut ws, &json!({"type": "chat", "content": "a lot"})).await;
     // Never read again. The gateway's buffers fill, its write times out.
     let started = Instant::now();

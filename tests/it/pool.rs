@@ -49,6 +49,13 @@ fn models(list: &[&str]) -> toml::Value {
     toml::Value::Array(list.iter().map(|m| (*m).into()).collect())
 }
 
+/// The gateway over two Ollama upstreams `a` and `b` with no extra fields.
+fn two_ollamas(a: &FakeOllama, b: &FakeOllama) -> GatewayBuilder {
+    base()
+        .upstream("a", &a.url(), "ollama", fields(&[]))
+        .upstream("b", &b.url(), "ollama", fields(&[]))
+}
+
 /// Send a chat for `model` and collect it.
 async fn chat_model(ws: &mut Ws, model: &str, content: &str, conv: &str) -> Generation {
     send(
@@ -57,11 +64,6 @@ async fn chat_model(ws: &mut Ws, model: &str, content: &str, conv: &str) -> Gene
     )
     .await;
     collect(ws).await
-}
-
-async fn session(gw: &Server, who: &str) -> Ws {
-    let token = token_for(gw, who, None).await;
-    open_chat(gw, &token).await.0
 }
 
 /// `/ready`'s entry for upstream `name` (loopback callers get details).
@@ -176,10 +178,7 @@ async fn no_failover_after_a_token_went_out() {
     let (a, b) = (FakeOllama::start().await, FakeOllama::start().await);
     a.set(Behavior::DropAfter(2));
     b.set_ps(&[]); // a is preferred (see above)
-    let gw = base()
-        .upstream("a", &a.url(), "ollama", fields(&[]))
-        .upstream("b", &b.url(), "ollama", fields(&[]))
-        .serve();
+    let gw = two_ollamas(&a, &b).serve();
     let mut ws = session(&gw, "c").await;
     let g = chat_model(&mut ws, MISTRAL, "hi", "n1").await;
     assert_eq!(g.tokens.len(), 2);
@@ -191,10 +190,7 @@ async fn no_failover_after_a_token_went_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn breaker_takes_a_dead_upstream_out_and_back_after_the_cooldown() {
     let (a, b) = (FakeOllama::start().await, FakeOllama::start().await);
-    let gw = base()
-        .upstream("a", &a.url(), "ollama", fields(&[]))
-        .upstream("b", &b.url(), "ollama", fields(&[]))
-        .serve();
+    let gw = two_ollamas(&a, &b).serve();
     a.stop().await;
     wait_until("a marked down", Duration::from_secs(10), || async {
         ready_entry(&gw, "a").await["routable"] == false
@@ -227,10 +223,7 @@ async fn breaker_takes_a_dead_upstream_out_and_back_after_the_cooldown() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn everything_down_is_upstream_unavailable_at_once() {
     let (a, b) = (FakeOllama::start().await, FakeOllama::start().await);
-    let gw = base()
-        .upstream("a", &a.url(), "ollama", fields(&[]))
-        .upstream("b", &b.url(), "ollama", fields(&[]))
-        .serve();
+    let gw = two_ollamas(&a, &b).serve();
     a.stop().await;
     b.stop().await;
     wait_until("both down", Duration::from_secs(10), || async {

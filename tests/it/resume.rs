@@ -32,25 +32,6 @@ fn tokens(n: usize) -> Vec<String> {
         .collect()
 }
 
-async fn start_chat(ws: &mut Ws, conv: &str) {
-    send(
-        ws,
-        &json!({"type": "chat", "content": "go", "conversation_id": conv}),
-    )
-    .await;
-}
-
-/// Read `n` token frames.
-async fn read_tokens(ws: &mut Ws, n: usize) -> Vec<Value> {
-    let mut got = Vec::new();
-    while got.len() < n {
-        let v = recv(ws).await;
-        assert_eq!(v["type"], "token", "{v}");
-        got.push(v);
-    }
-    got
-}
-
 async fn resume(ws: &mut Ws, conv: &str, last_seq: u64) {
     send(
         ws,
@@ -64,13 +45,6 @@ fn assert_contiguous(frames: &[Value], first: u64) {
     for (i, f) in frames.iter().enumerate() {
         assert_eq!(f["seq"], first + i as u64, "{f}");
     }
-}
-
-fn text_of(frames: &[Value]) -> String {
-    frames
-        .iter()
-        .map(|t| t["token"].as_str().unwrap())
-        .collect()
 }
 
 /// The session is alive (a `ping` gets its `pong`) and sends nothing else.
@@ -93,7 +67,7 @@ async fn resume_mid_answer_is_contiguous_and_byte_exact() {
     let token = token_for(&gw, "phone", None).await;
     let (mut ws, ack) = open_chat(&gw, &token).await;
     assert_eq!(ack["resume_window_secs"], 60);
-    start_chat(&mut ws, "r1").await;
+    send_chat(&mut ws, "go", Some("r1")).await;
     let first = read_tokens(&mut ws, 10).await;
     drop(ws); // abrupt: no close frame
 
@@ -138,7 +112,7 @@ async fn resume_after_the_answer_finished_during_the_gap() {
     let gw = gw_for(&fake).serve();
     let token = token_for(&gw, "laptop", None).await;
     let (mut ws, _) = open_chat(&gw, &token).await;
-    start_chat(&mut ws, "done-in-gap").await;
+    send_chat(&mut ws, "go", Some("done-in-gap")).await;
     let first = read_tokens(&mut ws, 3).await;
     drop(ws);
     wait_until(
@@ -173,7 +147,7 @@ async fn another_clients_or_an_unknown_conversation_is_unavailable_and_nothing_l
     let gw = gw_for(&fake).serve();
     let owner = token_for(&gw, "owner", None).await;
     let (mut ws, _) = open_chat(&gw, &owner).await;
-    start_chat(&mut ws, "secret-conv").await;
+    send_chat(&mut ws, "go", Some("secret-conv")).await;
     read_tokens(&mut ws, 5).await;
     drop(ws);
 
@@ -210,15 +184,13 @@ async fn nobody_resumes_then_the_upstream_is_dropped_after_the_window() {
     let token = token_for(&gw, "c", None).await;
     let (mut ws, ack) = open_chat(&gw, &token).await;
     assert_eq!(ack["resume_window_secs"], 1);
-    start_chat(&mut ws, "w").await;
+    send_chat(&mut ws, "go", Some("w")).await;
     read_tokens(&mut ws, 3).await;
     let dropped = Instant::now();
     drop(ws);
-    let closed = fake
-        .wait_stream_closed(Duration::from_secs(5))
-        .await
-        .expect("upstream closed");
-    let after = closed.saturating_duration_since(dropped);
+    let after = fake
+        .stream_closed_after(dropped, Duration::from_secs(5))
+        .await;
     assert!(
         after >= Duration::from_millis(900) && after <= Duration::from_secs(2),
         "upstream dropped {after:?} after the disconnect (window 1 s)"
@@ -249,7 +221,7 @@ async fn a_buffer_that_fills_while_detached_cancels_upstream() {
         .serve();
     let token = token_for(&gw, "c", None).await;
     let (mut ws, _) = open_chat(&gw, &token).await;
-    start_chat(&mut ws, "big").await;
+    send_chat(&mut ws, "go", Some("big")).await;
     // While attached the buffer slides: far more than 4 KiB goes through.
     let seen = read_tokens(&mut ws, 100).await;
     drop(ws);
@@ -287,7 +259,7 @@ async fn an_answer_longer_than_the_buffer_resumes() {
         .serve();
     let token = token_for(&gw, "c", None).await;
     let (mut ws, _) = open_chat(&gw, &token).await;
-    start_chat(&mut ws, "long").await;
+    send_chat(&mut ws, "go", Some("long")).await;
     // 150 frames of about 100 bytes: the buffer slid well past 4 KiB.
     let first = read_tokens(&mut ws, 150).await;
     drop(ws);
@@ -306,8 +278,7 @@ async fn last_seq_older_than_the_buffer_is_unavailable() {
     let gw = gw_for(&fake)
         .set("websocket.resume_buffer_bytes", 4096)
         .serve();
-    let token = token_for(&gw, "c", None).await;
-    let (mut ws, _) = open_chat(&gw, &token).await;
+    let mut ws = session(&gw, "c").await;
     let g = chat(&mut ws, "x", Some("slid")).await;
     assert_eq!(g.tokens.len(), 300);
     resume(&mut ws, "slid", 1).await;
@@ -328,15 +299,13 @@ async fn window_zero_drops_upstream_within_100ms_as_before() {
     let token = token_for(&gw, "c", None).await;
     let (mut ws, ack) = open_chat(&gw, &token).await;
     assert_eq!(ack["resume_window_secs"], 0);
-    start_chat(&mut ws, "z").await;
+    send_chat(&mut ws, "go", Some("z")).await;
     read_tokens(&mut ws, 3).await;
     let dropped = Instant::now();
     drop(ws);
-    let closed = fake
-        .wait_stream_closed(Duration::from_secs(5))
-        .await
-        .expect("upstream closed");
-    let took = closed.saturating_duration_since(dropped);
+    let took = fake
+        .stream_closed_after(dropped, Duration::from_secs(5))
+        .await;
     assert!(
         took < Duration::from_millis(100),
         "upstream dropped after {took:?}"
@@ -368,7 +337,7 @@ async fn two_racing_resumes_one_completes_the_other_is_told_resumed_elsewhere() 
     let gw = gw_for(&fake).serve();
     let token = token_for(&gw, "c", None).await;
     let (mut ws, _) = open_chat(&gw, &token).await;
-    start_chat(&mut ws, "race").await;
+    send_chat(&mut ws, "go", Some("race")).await;
     read_tokens(&mut ws, 10).await;
     drop(ws);
     let (mut a, _) = open_chat(&gw, &token).await;
@@ -407,7 +376,7 @@ async fn resume_takes_over_from_a_session_still_open() {
     let gw = gw_for(&fake).serve();
     let token = token_for(&gw, "c", None).await;
     let (mut old, _) = open_chat(&gw, &token).await;
-    start_chat(&mut old, "moved").await;
+    send_chat(&mut old, "go", Some("moved")).await;
     let first = read_tokens(&mut old, 10).await;
     // A network change: the old socket looks alive, the client reconnects.
     let (mut new, _) = open_chat(&gw, &token).await;
@@ -434,7 +403,7 @@ async fn cancel_from_another_session_drops_a_detached_generation_within_100ms() 
     let gw = gw_for(&fake).serve();
     let token = token_for(&gw, "c", None).await;
     let (mut ws, _) = open_chat(&gw, &token).await;
-    start_chat(&mut ws, "stop-me").await;
+    send_chat(&mut ws, "go", Some("stop-me")).await;
     read_tokens(&mut ws, 3).await;
     drop(ws);
     let (mut other, _) = open_chat(&gw, &token).await;
@@ -445,11 +414,7 @@ async fn cancel_from_another_session_drops_a_detached_generation_within_100ms() 
         &json!({"type": "cancel", "conversation_id": "stop-me"}),
     )
     .await;
-    let closed = fake
-        .wait_stream_closed(Duration::from_secs(5))
-        .await
-        .expect("upstream closed");
-    let took = closed.saturating_duration_since(sent);
+    let took = fake.stream_closed_after(sent, Duration::from_secs(5)).await;
     assert!(took < Duration::from_millis(100), "dropped after {took:?}");
     resume(&mut other, "stop-me", 3).await;
     assert_eq!(recv(&mut other).await["code"], "resume_unavailable");
@@ -462,7 +427,7 @@ async fn a_resumed_generation_is_cancelled_by_its_new_session() {
     let gw = gw_for(&fake).serve();
     let token = token_for(&gw, "c", None).await;
     let (mut ws, _) = open_chat(&gw, &token).await;
-    start_chat(&mut ws, "k").await;
+    send_chat(&mut ws, "go", Some("k")).await;
     read_tokens(&mut ws, 3).await;
     drop(ws);
     let (mut ws, _) = open_chat(&gw, &token).await;
@@ -483,9 +448,8 @@ async fn shutdown_drains_while_a_generation_waits_for_its_resume() {
     let fake = FakeOllama::start().await;
     fake.set(Behavior::Endless { delay: PACE });
     let mut gw = gw_for(&fake).serve();
-    let token = token_for(&gw, "c", None).await;
-    let (mut ws, _) = open_chat(&gw, &token).await;
-    start_chat(&mut ws, "d").await;
+    let mut ws = session(&gw, "c").await;
+    send_chat(&mut ws, "go", Some("d")).await;
     read_tokens(&mut ws, 3).await;
     drop(ws);
     let started = Instant::now();
@@ -537,7 +501,7 @@ fn property_assembled_text_equals_an_undisturbed_run() {
             let conv = format!("p{n}");
             let got = rt.block_on(async {
                 let (mut ws, _) = open_chat(&gw, &token).await;
-                start_chat(&mut ws, &conv).await;
+                send_chat(&mut ws, "go", Some(&conv)).await;
                 let mut text = String::new();
                 let mut last = 0u64;
                 let mut drops = drops.clone();

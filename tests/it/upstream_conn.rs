@@ -7,70 +7,11 @@
 
 use std::time::Duration;
 
-use crate::support::fake_ollama::{Behavior, FakeOllama};
+use crate::support::fake_ollama::Behavior;
 use crate::support::wait_until;
+use crate::upstream::{policy, setup};
 use futures_util::FutureExt;
-use tars::config::OllamaConfig;
-use tars::metrics::Metrics;
-use tars::ollama::{
-    ChatMessage, ChatOptions, ChatRequest, ChatStream, OllamaClient, RetryPolicy, Role,
-};
-use tokio_util::sync::CancellationToken;
-
-fn config(url: &str) -> OllamaConfig {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("config.toml");
-    std::fs::write(&path, "[tls]\nenabled = false\n").unwrap();
-    let mut cfg = tars::config::load_with_env(&path, &|_| None)
-        .expect("a minimal config loads")
-        .ollama;
-    cfg.host = url.to_string();
-    cfg.connect_timeout = Duration::from_secs(2);
-    cfg
-}
-
-fn policy() -> RetryPolicy {
-    RetryPolicy {
-        retries: 3,
-        base_delay: Duration::from_millis(20),
-        first_token_timeout: Duration::from_secs(5),
-        idle_timeout: Duration::from_secs(5),
-        max_line_bytes: 1 << 20,
-    }
-}
-
-struct Setup {
-    fake: FakeOllama,
-    client: OllamaClient,
-    metrics: Metrics,
-    cancel: CancellationToken,
-}
-
-impl Setup {
-    async fn new() -> Self {
-        let fake = FakeOllama::start().await;
-        let client = OllamaClient::new(&config(&fake.url()));
-        Self {
-            fake,
-            client,
-            metrics: Metrics::new(),
-            cancel: CancellationToken::new(),
-        }
-    }
-
-    async fn chat(&self) -> ChatStream {
-        let req = ChatRequest::new(
-            "llama3.2",
-            vec![ChatMessage::new(Role::User, "hello")],
-            ChatOptions::default(),
-            None,
-        );
-        self.client
-            .chat(&req, &policy(), &self.cancel, &self.metrics)
-            .await
-            .expect("the fake answers")
-    }
-}
+use tars::ollama::ChatStream;
 
 /// Reads `stream` to its end; the number of lines.
 async fn drain(stream: &mut ChatStream) -> usize {
@@ -83,10 +24,10 @@ async fn drain(stream: &mut ChatStream) -> usize {
 
 #[tokio::test]
 async fn lines_already_received_are_handed_out_without_yielding() {
-    let s = Setup::new().await;
+    let s = setup().await;
     let tokens: Vec<String> = (0..20).map(|i| format!(" t{i}")).collect();
     s.fake.set(Behavior::stream(tokens));
-    let mut stream = s.chat().await;
+    let mut stream = s.chat(&policy()).await.expect("the fake answers");
     // All 21 lines (20 tokens and the final line) written and on our socket.
     wait_until(
         "the fake wrote every line",
@@ -111,9 +52,9 @@ async fn lines_already_received_are_handed_out_without_yielding() {
 
 #[tokio::test]
 async fn a_finished_chats_connection_is_reused() {
-    let s = Setup::new().await;
+    let s = setup().await;
     for round in 1..=3 {
-        let mut stream = s.chat().await;
+        let mut stream = s.chat(&policy()).await.expect("the fake answers");
         assert!(drain(&mut stream).await > 0);
         drop(stream);
         assert_eq!(s.client.idle_chat_connections(), 1, "round {round}");
@@ -128,8 +69,8 @@ async fn a_finished_chats_connection_is_reused() {
 
 #[tokio::test]
 async fn a_connection_closed_while_idle_is_discarded_without_a_retry() {
-    let s = Setup::new().await;
-    let mut stream = s.chat().await;
+    let s = setup().await;
+    let mut stream = s.chat(&policy()).await.expect("the fake answers");
     drain(&mut stream).await;
     drop(stream);
     assert_eq!(s.client.idle_chat_connections(), 1);
@@ -137,7 +78,7 @@ async fn a_connection_closed_while_idle_is_discarded_without_a_retry() {
     s.fake.stop().await;
     s.fake.restart().await;
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let mut stream = s.chat().await;
+    let mut stream = s.chat(&policy()).await.expect("the fake answers");
     assert!(drain(&mut stream).await > 0);
     assert_eq!(s.fake.connections_accepted(), 2);
     assert_eq!(
@@ -150,11 +91,11 @@ async fn a_connection_closed_while_idle_is_discarded_without_a_retry() {
 
 #[tokio::test]
 async fn a_stream_dropped_mid_answer_is_not_pooled() {
-    let s = Setup::new().await;
+    let s = setup().await;
     s.fake.set(Behavior::Endless {
         delay: Duration::from_millis(5),
     });
-    let mut stream = s.chat().await;
+    let mut stream = s.chat(&policy()).await.expect("the fake answers");
     assert!(stream.next_line().await.unwrap().is_some());
     drop(stream);
     assert!(s
@@ -164,7 +105,7 @@ async fn a_stream_dropped_mid_answer_is_not_pooled() {
         .is_some());
     assert_eq!(s.client.idle_chat_connections(), 0);
     s.fake.set(Behavior::Echo);
-    let mut stream = s.chat().await;
+    let mut stream = s.chat(&policy()).await.expect("the fake answers");
     drain(&mut stream).await;
     assert_eq!(s.fake.connections_accepted(), 2, "a fresh connection");
 }

@@ -112,8 +112,7 @@ async fn history_options_and_model_allow_list() {
             vec!["mistral:7b-instruct", "llama3.2"],
         )
         .serve();
-    let token = token_for(&gw, "c", None).await;
-    let (mut ws, _) = open_chat(&gw, &token).await;
+    let mut ws = session(&gw, "c").await;
 
     let g1 = chat(&mut ws, "first question", Some("conv-a")).await;
     assert_eq!(g1.text(), "first question");
@@ -165,8 +164,7 @@ async fn bad_messages_get_error_frames_and_the_socket_lives() {
     let gw = gw_for(&fake)
         .set("websocket.max_content_bytes", 100)
         .serve();
-    let token = token_for(&gw, "c", None).await;
-    let (mut ws, _) = open_chat(&gw, &token).await;
+    let mut ws = session(&gw, "c").await;
     use futures_util::SinkExt;
     use tokio_tungstenite::tungstenite::Message;
     for bad in [
@@ -199,8 +197,7 @@ async fn oversize_message_closes_1009() {
         .set("websocket.max_message_bytes", 2048)
         .set("websocket.max_content_bytes", 1024)
         .serve();
-    let token = token_for(&gw, "c", None).await;
-    let (mut ws, _) = open_chat(&gw, &token).await;
+    let mut ws = session(&gw, "c").await;
     send(
         &mut ws,
         &json!({"type": "chat", "content": "y".repeat(4000)}),
@@ -336,8 +333,7 @@ async fn heartbeat_and_idle_close() {
         .set("websocket.heartbeat_interval_secs", 1)
         .set("websocket.timeout_secs", 3)
         .serve();
-    let token = token_for(&gw, "c", None).await;
-    let (mut ws, _) = open_chat(&gw, &token).await;
+    let mut ws = session(&gw, "c").await;
     let start = Instant::now();
     match next_event(&mut ws).await {
         Event::Json(v) => {
@@ -366,8 +362,7 @@ async fn upstream_refused_then_up_is_retried() {
         .set("ollama.retries", 3)
         .set("ollama.retry_base_delay_secs", 0.3)
         .serve();
-    let token = token_for(&gw, "c", None).await;
-    let (mut ws, _) = open_chat(&gw, &token).await;
+    let mut ws = session(&gw, "c").await;
     fake.stop().await;
     send(&mut ws, &json!({"type": "chat", "content": "hello"})).await;
     // Up again once an attempt has been refused and a retry is scheduled.
@@ -389,8 +384,7 @@ async fn always_down_is_unavailable_after_exactly_the_retries() {
         .set("ollama.retries", 2)
         .set("ollama.retry_base_delay_secs", 0.05)
         .serve();
-    let token = token_for(&gw, "c", None).await;
-    let (mut ws, _) = open_chat(&gw, &token).await;
+    let mut ws = session(&gw, "c").await;
     let g = chat(&mut ws, "hello", Some("c1")).await;
     assert_eq!(g.end["type"], "error");
     assert_eq!(g.end["code"], "upstream_unavailable");
@@ -429,8 +423,7 @@ async fn upstream_faults_end_with_an_error_never_a_hang() {
         .set("ollama.first_token_timeout_secs", 1)
         .set("ollama.idle_timeout_secs", 1)
         .serve();
-    let token = token_for(&gw, "c", None).await;
-    let (mut ws, _) = open_chat(&gw, &token).await;
+    let mut ws = session(&gw, "c").await;
     for (name, b, tokens_before) in [
         ("dropped", Behavior::DropAfter(2), 2),
         ("malformed", Behavior::MalformedAfter(1), 1),
@@ -467,23 +460,14 @@ async fn client_disconnect_drops_the_upstream_within_100ms() {
         delay: Duration::from_millis(5),
     });
     let gw = gw_for(&fake).serve();
-    let token = token_for(&gw, "c", None).await;
-    let (mut ws, _) = open_chat(&gw, &token).await;
-    send(
-        &mut ws,
-        &json!({"type": "chat", "content": "go on forever"}),
-    )
-    .await;
-    for _ in 0..3 {
-        assert_eq!(recv(&mut ws).await["type"], "token");
-    }
+    let mut ws = session(&gw, "c").await;
+    send_chat(&mut ws, "go on forever", None).await;
+    read_tokens(&mut ws, 3).await;
     let dropped = Instant::now();
     drop(ws);
-    let closed = fake
-        .wait_stream_closed(Duration::from_secs(5))
-        .await
-        .expect("upstream closed");
-    let took = closed.saturating_duration_since(dropped);
+    let took = fake
+        .stream_closed_after(dropped, Duration::from_secs(5))
+        .await;
     assert!(
         took < Duration::from_millis(100),
         "upstream dropped after {took:?}"

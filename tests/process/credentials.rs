@@ -26,8 +26,7 @@ async fn max_tokens_is_a_ceiling() {
         .set("auth.open_enrollment", true)
         .set("ollama.max_tokens", 300)
         .start();
-    let token = token_for(&gw, "greedy", None).await;
-    let (mut ws, _) = open_chat(&gw, &token).await;
+    let mut ws = session(&gw, "greedy").await;
     for (asked, sent) in [(Some(100_000), 300), (Some(12), 12), (None, 300)] {
         let mut m = json!({"type": "chat", "content": "hi"});
         if let Some(n) = asked {
@@ -151,14 +150,42 @@ async fn data_dir_is_private() {
     }
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
+/// CPU time the process `pid` has used so far (all its threads, the ones
+/// that have exited included), with nanosecond resolution: the work the
+/// process did, whatever else the machine was busy with.
+fn process_cpu_time(pid: u32) -> Duration {
+    let mut clock: libc::clockid_t = 0;
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: plain out-parameters, valid for the duration of each call.
+    unsafe {
+        assert_eq!(libc::clock_getcpuclockid(pid as libc::pid_t, &mut clock), 0);
+        assert_eq!(libc::clock_gettime(clock, &mut ts), 0);
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
 
 /// Unknown client ids cost what a wrong secret for a known id costs, even
 /// when the registered hashes use heavier argon2 parameters than the
 /// defaults: timing does not tell which ids exist.
+///
+/// What is compared is the gateway process's own CPU time per attempt, not
+/// the wall time the client sees: the wall time is that work plus however
+/// long the scheduler kept the gateway waiting, and with the suite's other
+/// tests on the same two cores the waiting varies more than the 30 % this
+/// test must resolve (it failed with a ratio of 1.53 under
+/// `--test-threads 8`). The attempts run in rounds of four, back to back,
+/// so a burst of load that slows one round slows both kinds, and the median
+/// of the per-round ratios ignores the rounds a burst split. Without
+/// the dummy hash the unknown id costs next to nothing (ratio ~0.0); with a
+/// dummy of the default parameters it costs a third (ratio ~0.33).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_id_and_wrong_secret_take_the_same_time() {
     use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
@@ -180,39 +207,53 @@ async fn unknown_id_and_wrong_secret_take_the_same_time() {
         .set("auth.clients", toml::Value::Array(vec![client.into()]))
         .set("auth.max_failed_attempts_per_minute", 1000)
         .start();
-    let attempt = |id: &'static str, secret: &'static str| {
+    let pid = gw.child.id();
+    // One refused attempt: the gateway's CPU time and the client's wall
+    // time it took.
+    let refused = |id: &'static str, secret: &'static str| {
         let gw = &gw;
         async move {
             let body = json!({"client_id": id, "client_secret": secret});
-            let t = Instant::now();
+            let (cpu, wall) = (process_cpu_time(pid), Instant::now());
             let r = post_json(gw, "/auth/token", &body, None).await;
-            (t.elapsed(), r)
+            let took = (process_cpu_time(pid) - cpu, wall.elapsed());
+            assert_eq!(
+                (r.status, r.json()["error"].clone()),
+                (401, json!("invalid_client")),
+                "{id}"
+            );
+            took
         }
     };
-    let (_, ok) = attempt("known", "the-right-secret").await;
+    let ok = post_json(
+        &gw,
+        "/auth/token",
+        &json!({"client_id": "known", "client_secret": "the-right-secret"}),
+        None,
+    )
+    .await;
     assert_eq!(ok.status, 200, "{}", ok.text());
-    // Warm up both paths, then interleave so load on the machine hits both.
-    let _ = attempt("nobody-here", "x").await;
-    let (mut unknown, mut wrong) = (Vec::new(), Vec::new());
-    for _ in 0..15 {
-        let (t, r) = attempt("nobody-here", "guess-1").await;
-        assert_eq!(
-            (r.status, r.json()["error"].clone()),
-            (401, json!("invalid_client"))
-        );
-        unknown.push(t);
-        let (t, r) = attempt("known", "guess-2").await;
-        assert_eq!(
-            (r.status, r.json()["error"].clone()),
-            (401, json!("invalid_client"))
-        );
-        wrong.push(t);
+    // Warm up both paths (the blocking pool's threads, the allocator).
+    refused("nobody-here", "x").await;
+    refused("known", "x").await;
+    // Rounds of four, unknown-wrong-wrong-unknown: within a pair the
+    // second attempt costs measurably more CPU than the first (~15 %,
+    // whichever it is), so each kind goes first once and second once.
+    let (mut ratios, mut walls) = (Vec::new(), Vec::new());
+    for _ in 0..16 {
+        let u1 = refused("nobody-here", "guess-1").await;
+        let w1 = refused("known", "guess-2").await;
+        let w2 = refused("known", "guess-3").await;
+        let u2 = refused("nobody-here", "guess-4").await;
+        let ratio = |u: Duration, w: Duration| u.as_secs_f64() / w.as_secs_f64();
+        ratios.push(ratio(u1.0 + u2.0, w1.0 + w2.0));
+        walls.push(ratio(u1.1 + u2.1, w1.1 + w2.1));
     }
-    let (u, w) = (median(unknown), median(wrong));
-    let ratio = u.as_secs_f64() / w.as_secs_f64();
+    let ratio = median(ratios.clone());
     assert!(
         (0.7..=1.3).contains(&ratio),
-        "median unknown id {u:?} vs wrong secret {w:?}: ratio {ratio:.2}"
+        "median CPU-time ratio unknown id / wrong secret {ratio:.2} \
+         (per round: {ratios:.2?}; wall-time ratios, for comparison: {walls:.2?})"
     );
 }
 

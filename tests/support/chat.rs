@@ -26,6 +26,13 @@ pub async fn token_for(gw: &Endpoint, client_id: &str, secret: Option<&str>) -> 
     r.json()["access_token"].as_str().unwrap().to_string()
 }
 
+/// A chat session for `client_id` (open enrollment), past its
+/// `connection_ack`: [`token_for`] then [`open_chat`].
+pub async fn session(gw: &Endpoint, client_id: &str) -> Ws {
+    let token = token_for(gw, client_id, None).await;
+    open_chat(gw, &token).await.0
+}
+
 /// Open `/ws/chat?token=...` and read the `connection_ack`.
 pub async fn open_chat(gw: &Endpoint, token: &str) -> (Ws, Value) {
     let mut ws = ws_connect(gw, &format!("/ws/chat?token={token}"), &[])
@@ -99,11 +106,27 @@ pub struct Generation {
 impl Generation {
     /// The token texts joined.
     pub fn text(&self) -> String {
-        self.tokens
-            .iter()
-            .map(|t| t["token"].as_str().unwrap())
-            .collect()
+        text_of(&self.tokens)
     }
+}
+
+/// The texts of `token` frames joined.
+pub fn text_of(frames: &[Value]) -> String {
+    frames
+        .iter()
+        .map(|t| t["token"].as_str().unwrap())
+        .collect()
+}
+
+/// Read the next `n` frames, each of which must be a `token`.
+pub async fn read_tokens(ws: &mut Ws, n: usize) -> Vec<Value> {
+    let mut got = Vec::with_capacity(n);
+    while got.len() < n {
+        let v = recv(ws).await;
+        assert_eq!(v["type"], "token", "{v}");
+        got.push(v);
+    }
+    got
 }
 
 /// The next frame that is not an informational `status` frame.
@@ -141,13 +164,19 @@ pub async fn collect(ws: &mut Ws) -> Generation {
     }
 }
 
-/// Send a chat and collect its generation.
-pub async fn chat(ws: &mut Ws, content: &str, conversation_id: Option<&str>) -> Generation {
+/// Send a `chat` message (in `conversation_id`, or the session's default
+/// conversation) without reading anything.
+pub async fn send_chat(ws: &mut Ws, content: &str, conversation_id: Option<&str>) {
     let mut m = json!({"type": "chat", "content": content});
     if let Some(c) = conversation_id {
         m["conversation_id"] = json!(c);
     }
     send(ws, &m).await;
+}
+
+/// Send a chat and collect its generation.
+pub async fn chat(ws: &mut Ws, content: &str, conversation_id: Option<&str>) -> Generation {
+    send_chat(ws, content, conversation_id).await;
     collect(ws).await
 }
 

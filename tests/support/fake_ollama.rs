@@ -373,6 +373,16 @@ impl FakeOllama {
         }
     }
 
+    /// How long after `since` (when the client dropped or cancelled it) the
+    /// fake saw a stream closed, waiting up to `timeout`; panics when none
+    /// closed in that time.
+    pub async fn stream_closed_after(&self, since: Instant, timeout: Duration) -> Duration {
+        self.wait_stream_closed(timeout)
+            .await
+            .expect("upstream closed")
+            .saturating_duration_since(since)
+    }
+
     /// Wait up to `timeout` until `n` streams are open.
     pub async fn wait_streams_open(&self, n: usize, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
