@@ -408,6 +408,63 @@ mod tests {
     }
 
     #[test]
+    fn ca_file_is_read_checked_and_only_for_https() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = rcgen::generate_simple_self_signed(vec!["lab".to_string()]).unwrap();
+        let files = [
+            ("ca.pem", ca.cert.pem()),
+            ("two.pem", format!("{}{}", ca.cert.pem(), ca.cert.pem())),
+            ("key.pem", ca.signing_key.serialize_pem()),
+            ("text.pem", "not a certificate\n".into()),
+            (
+                "broken.pem",
+                "-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n".into(),
+            ),
+            (
+                "junk.pem",
+                "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n".into(),
+            ),
+        ];
+        for (name, text) in &files {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        let path = dir.path().join("c.toml");
+        let load = |url: &str, ca_file: &str| {
+            std::fs::write(
+                &path,
+                format!(
+                    "{BASE}{}",
+                    up(&format!("name = \"lab\"\nurl = \"{url}\"\nca_file = \"{ca_file}\""))
+                ),
+            )
+            .unwrap();
+            load_with_env(&path, &|_| None).map_err(|e| e.to_string())
+        };
+        let c = load("https://lab.local:11434", "ca.pem").unwrap();
+        let u = &c.upstreams[0];
+        assert_eq!(u.ca_file.as_deref(), Some(dir.path().join("ca.pem").as_path()));
+        assert_eq!(u.ca_certs.as_ref().unwrap()[0].as_ref(), ca.cert.der().as_ref());
+        let c = load("https://lab.local", "two.pem").unwrap();
+        assert_eq!(c.upstreams[0].ca_certs.as_ref().unwrap().len(), 2);
+        for (file, says) in [
+            ("missing.pem", "cannot read"),
+            ("key.pem", "holds no certificate"),
+            ("text.pem", "holds no certificate"),
+            ("broken.pem", "is not valid PEM"),
+            ("junk.pem", "cannot be a trusted root"),
+        ] {
+            let e = load("https://lab.local", file).unwrap_err();
+            assert!(e.contains("key `upstreams[0].ca_file`"), "{file}: {e}");
+            assert!(e.contains(file) && e.contains(says), "{file}: {e}");
+            assert!(e.contains("give the PEM file of the CA"), "{file}: {e}");
+            assert!(!e.contains('\n'), "{e}");
+        }
+        let e = load("http://lab.local", "ca.pem").unwrap_err();
+        assert!(e.contains("key `upstreams[0].ca_file`"), "{e}");
+        assert!(e.contains("https:// upstreams only"), "{e}");
+    }
+
+    #[test]
     fn ollama_host_from_the_environment_is_ignored_with_upstreams() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");

@@ -164,6 +164,7 @@ impl tower_service::Service<Uri> for Connector {
 }
 
 /// A connection to an upstream: plain TCP or TLS over TCP.
+#[derive(Debug)]
 pub enum UpstreamIo {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
