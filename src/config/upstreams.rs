@@ -39,7 +39,8 @@ fn beside(dir: &Path, path: &str) -> PathBuf {
 /// The certificates of a `ca_file`: PEM, at least one `CERTIFICATE`, each
 /// one usable as a trust anchor. `Err` is the message for the key.
 fn read_ca_file(p: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let fix = "give the PEM file of the CA that signed the upstream's certificate, or remove the key";
+    let fix =
+        "give the PEM file of the CA that signed the upstream's certificate, or remove the key";
     let bytes = std::fs::read(p).map_err(|e| format!("cannot read {}: {e}: {fix}", p.display()))?;
     let certs = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
@@ -51,15 +52,13 @@ fn read_ca_file(p: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
         ));
     }
     for (i, c) in certs.iter().enumerate() {
-        rustls::RootCertStore::empty()
-            .add(c.clone())
-            .map_err(|e| {
-                format!(
-                    "certificate {} of {} cannot be a trusted root ({e}): {fix}",
-                    i + 1,
-                    p.display()
-                )
-            })?;
+        rustls::RootCertStore::empty().add(c.clone()).map_err(|e| {
+            format!(
+                "certificate {} of {} cannot be a trusted root ({e}): {fix}",
+                i + 1,
+                p.display()
+            )
+        })?;
     }
     Ok(certs)
 }
@@ -434,7 +433,9 @@ mod tests {
                 &path,
                 format!(
                     "{BASE}{}",
-                    up(&format!("name = \"lab\"\nurl = \"{url}\"\nca_file = \"{ca_file}\""))
+                    up(&format!(
+                        "name = \"lab\"\nurl = \"{url}\"\nca_file = \"{ca_file}\""
+                    ))
                 ),
             )
             .unwrap();
@@ -442,8 +443,14 @@ mod tests {
         };
         let c = load("https://lab.local:11434", "ca.pem").unwrap();
         let u = &c.upstreams[0];
-        assert_eq!(u.ca_file.as_deref(), Some(dir.path().join("ca.pem").as_path()));
-        assert_eq!(u.ca_certs.as_ref().unwrap()[0].as_ref(), ca.cert.der().as_ref());
+        assert_eq!(
+            u.ca_file.as_deref(),
+            Some(dir.path().join("ca.pem").as_path())
+        );
+        assert_eq!(
+            u.ca_certs.as_ref().unwrap()[0].as_ref(),
+            ca.cert.der().as_ref()
+        );
         let c = load("https://lab.local", "two.pem").unwrap();
         assert_eq!(c.upstreams[0].ca_certs.as_ref().unwrap().len(), 2);
         for (file, says) in [

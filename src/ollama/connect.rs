@@ -262,6 +262,10 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(e, ConnectError::Tls { .. }), "{e}");
-        assert!(e.to_string().starts_with("TLS handshake with 127.0.0.1 failed: "), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("TLS handshake with 127.0.0.1 failed: "),
+            "{e}"
+        );
     }
 }

@@ -23,7 +23,8 @@ use tokio::time::Instant;
 use super::openai_sse::{self, Ready, SseEvent, SseParser};
 use crate::config::Secret;
 use crate::ollama::{
-    error_chain, ChatLine, Connector, HttpClient, ChatMessage, ChatRequest, DoneStats, OllamaError, RetryPolicy,
+    error_chain, ChatLine, ChatMessage, ChatRequest, Connector, DoneStats, HttpClient, OllamaError,
+    RetryPolicy,
 };
 
 /// A pooled client for one OpenAI-compatible server.

@@ -15,13 +15,13 @@ use crate::support::fake_ollama::{Behavior, FakeOllama};
 use crate::support::fake_openai::{self, FakeOpenAi};
 use crate::support::*;
 
-const MISTRAL: &str = "mistral:7b-instruct";
-const TRICKY: &str =
+pub(crate) const MISTRAL: &str = "mistral:7b-instruct";
+pub(crate) const TRICKY: &str =
     "quote \" backslash \\ newline \n tab \t emoji 🦀👩‍👩‍👧 <b>bold</b> & 'single' \u{0001} ünïcödé";
 
 /// A gateway allowing three models, open enrollment, no retries, room for
 /// many sessions, quick health checks; no upstream yet.
-fn base() -> GatewayBuilder {
+pub(crate) fn base() -> GatewayBuilder {
     gateway()
         .set("auth.open_enrollment", true)
         .set("ollama.retries", 0)
@@ -38,19 +38,19 @@ fn base() -> GatewayBuilder {
         .set("routing.discovery_interval_secs", 1)
 }
 
-fn fields(pairs: &[(&str, toml::Value)]) -> toml::Table {
+pub(crate) fn fields(pairs: &[(&str, toml::Value)]) -> toml::Table {
     pairs
         .iter()
         .map(|(k, v)| (k.to_string(), v.clone()))
         .collect()
 }
 
-fn models(list: &[&str]) -> toml::Value {
+pub(crate) fn models(list: &[&str]) -> toml::Value {
     toml::Value::Array(list.iter().map(|m| (*m).into()).collect())
 }
 
 /// Send a chat for `model` and collect it.
-async fn chat_model(ws: &mut Ws, model: &str, content: &str, conv: &str) -> Generation {
+pub(crate) async fn chat_model(ws: &mut Ws, model: &str, content: &str, conv: &str) -> Generation {
     send(
         ws,
         &json!({"type": "chat", "content": content, "model": model, "conversation_id": conv}),
@@ -59,13 +59,13 @@ async fn chat_model(ws: &mut Ws, model: &str, content: &str, conv: &str) -> Gene
     collect(ws).await
 }
 
-async fn session(gw: &Server, who: &str) -> Ws {
+pub(crate) async fn session(gw: &Server, who: &str) -> Ws {
     let token = token_for(gw, who, None).await;
     open_chat(gw, &token).await.0
 }
 
 /// `/ready`'s entry for upstream `name` (loopback callers get details).
-async fn ready_entry(gw: &Server, name: &str) -> Value {
+pub(crate) async fn ready_entry(gw: &Server, name: &str) -> Value {
     let r = get(gw, "/ready").await;
     let v = r.json();
     v["upstreams"]
