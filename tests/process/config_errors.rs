@@ -406,3 +406,40 @@ async fn upstreams_command_asks_each_upstream_now() {
             .unwrap();
     assert_eq!(code, 1, "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstreams_command_speaks_tls_with_the_ca_file_only() {
+    let ca = crate::support::upstream_tls::TestCa::new();
+    let fake = crate::support::fake_ollama::FakeOllama::start_tls(ca.acceptor()).await;
+    fake.set_tags(&["qwen2.5:0.5b"]);
+    let mut with_ca = toml::Table::new();
+    with_ca.insert("ca_file".into(), ca.ca_file().display().to_string().into());
+    let b = plain()
+        .upstream("lab", &fake.url(), "ollama", with_ca)
+        .upstream("public", &fake.url(), "ollama", toml::Table::new());
+    let cfg = b.write_config();
+    let path = cfg.to_str().unwrap().to_string();
+    let (code, out, err) =
+        tokio::task::spawn_blocking(move || run_tars(&["--config", &path, "upstreams"], &[]))
+            .await
+            .unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[1].starts_with("lab ")
+            && lines[1].contains(" https://127.0.0.1:")
+            && lines[1].contains(" yes ")
+            && lines[1].ends_with("qwen2.5:0.5b"),
+        "{out}"
+    );
+    // The same server, trusting the public roots only: down, saying why.
+    assert!(
+        lines[2].starts_with("public ") && lines[2].contains(" no "),
+        "{out}"
+    );
+    assert!(
+        lines[3].starts_with("public: ")
+            && lines[3].contains("TLS handshake with 127.0.0.1 failed: invalid peer certificate"),
+        "{out}"
+    );
+}
