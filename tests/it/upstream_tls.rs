@@ -6,6 +6,7 @@
 //! roots do not know the CA) the handshake fails: a connect failure, so the
 //! chat fails over (or is `upstream_unavailable` when nothing else serves
 //! the model), the upstream goes down in `/ready`, and the reason says TLS.
+//! A reload re-reads `ca_file` and rebuilds the upstream when it changed.
 
 use std::time::Duration;
 
@@ -263,4 +264,42 @@ async fn a_finished_chats_tls_connection_is_reused() {
         e.contains("TLS handshake with 127.0.0.1 failed: invalid peer certificate"),
         "{e}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_with_a_new_ca_file_content_takes_the_new_roots() {
+    let (ca, other) = (TestCa::new(), TestCa::new());
+    let o = FakeOllama::start_tls(ca.acceptor()).await;
+    o.set(Behavior::stream(["over ", "tls"]));
+    let b = base();
+    // The file first holds another CA: the handshake fails, lab goes down.
+    let ca_path = b.dir().join("lab-ca.pem");
+    std::fs::copy(other.ca_file(), &ca_path).unwrap();
+    let gw = b
+        .upstream(
+            "lab",
+            &o.url(),
+            "ollama",
+            fields(&[
+                ("ca_file", ca_path.display().to_string().into()),
+                ("models", models(&[MISTRAL])),
+            ]),
+        )
+        .serve();
+    wait_until("lab marked down", Duration::from_secs(10), || async {
+        ready_entry(&gw, "lab").await["routable"] == false
+    })
+    .await;
+    // The right CA in the same file, the config text unchanged: a reload
+    // reads it and rebuilds the upstream's connector.
+    std::fs::copy(ca.ca_file(), &ca_path).unwrap();
+    gw.handle.as_ref().unwrap().reload().await.unwrap();
+    wait_until("lab up", Duration::from_secs(10), || async {
+        ready_entry(&gw, "lab").await["routable"] == true
+    })
+    .await;
+    let mut ws = session(&gw, "c").await;
+    let g = chat_model(&mut ws, MISTRAL, "hi", "r1").await;
+    assert_eq!(g.end["type"], "complete", "{}", g.end);
+    assert_eq!(g.text(), "over tls");
 }
