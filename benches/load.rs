@@ -36,6 +36,8 @@
 mod support {
     #[allow(dead_code)]
     pub mod fake_ollama;
+    #[allow(dead_code)]
+    pub mod upstream_tls;
 }
 #[path = "load/clients.rs"]
 mod clients;

@@ -171,8 +171,13 @@ fn check_config(path: &Path) -> ExitCode {
             .models
             .as_ref()
             .map_or("discovered".to_string(), |m| m.join(","));
+        let trust = match (&u.ca_file, u.url.starts_with("https://")) {
+            (Some(f), _) => format!(" ca_file={}", f.display()),
+            (None, true) => " ca=public".to_string(),
+            (None, false) => String::new(),
+        };
         eprintln!(
-            "tars: upstream {} {} api={} max_concurrent={} weight={} models={models}",
+            "tars: upstream {} {} api={} max_concurrent={} weight={} models={models}{trust}",
             u.name,
             u.url,
             u.api.as_str(),

@@ -27,7 +27,8 @@
 //! - [`ws`]: `/ws/chat` upgrade, sessions, protocol, connection manager.
 //! - [`web`]: the embedded browser chat page (`/`, `/static/*`) and `GET /models`.
 //! - [`upstream`]: the upstream pool: routing, failover, health, discovery, the OpenAI dialect.
-//! - [`ollama`]: pooled Ollama client, NDJSON streaming.
+//! - [`ollama`]: pooled Ollama client, NDJSON streaming; [`ollama::Connector`], every
+//!   upstream connection (plain or TLS, ADR 0023).
 //! - [`ready`]: cached, single-flight Ollama readiness probe.
 //! - [`reload`]: config reload, config- and certificate-file polling.
 //! - [`systemd`]: sd_notify (ready, status, reload, stop, watchdog) and socket activation (used by [`cli`] only).

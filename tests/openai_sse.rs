@@ -6,6 +6,9 @@
 
 #[path = "support/fake_openai.rs"]
 mod fake_openai;
+#[path = "support/upstream_tls.rs"]
+#[allow(dead_code)]
+mod upstream_tls;
 
 use std::time::{Duration, Instant};
 

@@ -18,6 +18,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use rustls::pki_types::CertificateDer;
+
 pub use env::OVERRIDES as ENV_OVERRIDES;
 pub use raw::RawConfig;
 pub use upstreams::{valid_upstream_name, DEFAULT_UPSTREAM};
@@ -134,6 +136,11 @@ pub struct UpstreamConfig {
     pub api_key_file: Option<PathBuf>,
     /// Read from `api_key_file` at load; sent as `Authorization: Bearer`.
     pub api_key: Option<Secret>,
+    /// `https` only: the PEM file whose certificates are the only roots
+    /// trusted for this upstream (ADR 0023); without it, Mozilla's.
+    pub ca_file: Option<PathBuf>,
+    /// The certificates of `ca_file`, read and checked at load.
+    pub ca_certs: Option<Vec<CertificateDer<'static>>>,
     /// Made from `[ollama] host` (no `[[upstreams]]`): behaves as the
     /// single-upstream gateway did — no circuit breaker, probes or
     /// discovery; failures are retried with backoff (ADR 0015).

@@ -293,6 +293,9 @@ pub struct RawUpstream {
     pub weight: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key_file: Option<String>,
+    /// https only: PEM file of the CA(s) to trust instead of the public roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
 }
 
 fn default_api() -> String {

@@ -2,9 +2,14 @@
 //! [`RoutingConfig`]: names, URLs, dialects, concurrency, API keys. A config
 //! without `[[upstreams]]` gets one upstream named `default` at
 //! `[ollama] host`; with them, `[ollama] host` in the file is refused.
+//! An `https://` upstream's `ca_file` is read and checked here, so a bad
+//! one stops the start (or the reload) with one line.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
 
 use super::raw::{RawConfig, RawUpstream, DEFAULT_OLLAMA_HOST};
 use super::{ConfigError, RoutingConfig, Secret, UpstreamApi, UpstreamConfig};
@@ -22,24 +27,52 @@ pub fn valid_upstream_name(s: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
+/// `path` relative to the config file's directory.
+fn beside(dir: &Path, path: &str) -> PathBuf {
+    if Path::new(path).is_absolute() {
+        Path::new(path).to_path_buf()
+    } else {
+        dir.join(path)
+    }
+}
+
+/// The certificates of a `ca_file`: PEM, at least one `CERTIFICATE`, each
+/// one usable as a trust anchor. `Err` is the message for the key.
+fn read_ca_file(p: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let fix =
+        "give the PEM file of the CA that signed the upstream's certificate, or remove the key";
+    let bytes = std::fs::read(p).map_err(|e| format!("cannot read {}: {e}: {fix}", p.display()))?;
+    let certs = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{} is not valid PEM ({e}): {fix}", p.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "{} holds no certificate (no -----BEGIN CERTIFICATE----- block): {fix}",
+            p.display()
+        ));
+    }
+    for (i, c) in certs.iter().enumerate() {
+        rustls::RootCertStore::empty().add(c.clone()).map_err(|e| {
+            format!(
+                "certificate {} of {} cannot be a trusted root ({e}): {fix}",
+                i + 1,
+                p.display()
+            )
+        })?;
+    }
+    Ok(certs)
+}
+
 /// Check a base URL; returns it without a trailing `/`.
 fn check_url(url: &str, api: UpstreamApi) -> Result<String, String> {
     let trimmed = url.trim_end_matches('/').to_string();
     let uri = trimmed
         .parse::<http::Uri>()
         .map_err(|_| format!("{url:?} is not a URL: write e.g. \"http://192.168.1.20:11434\""))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            return Err(format!(
-                "{url:?}: https upstreams are not supported by this build: use http:// on the LAN (or a local TLS-terminating proxy)"
-            ))
-        }
-        _ => {
-            return Err(format!(
-                "{url:?} has no http:// scheme: write e.g. \"http://192.168.1.20:11434\""
-            ))
-        }
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Err(format!(
+            "{url:?} has no http:// or https:// scheme: write e.g. \"http://192.168.1.20:11434\""
+        ));
     }
     if uri.host().is_none_or(str::is_empty) {
         return Err(format!("{url:?} has no host"));
@@ -110,11 +143,7 @@ fn one(
     let (api_key_file, api_key) = match &u.api_key_file {
         None => (None, None),
         Some(f) => {
-            let p = if Path::new(f).is_absolute() {
-                Path::new(f).to_path_buf()
-            } else {
-                dir.join(f)
-            };
+            let p = beside(dir, f);
             let text = std::fs::read_to_string(&p).map_err(|e| {
                 err(
                     "api_key_file",
@@ -134,6 +163,22 @@ fn one(
             (Some(p), Some(Secret::new(key)))
         }
     };
+    let (ca_file, ca_certs) = match &u.ca_file {
+        None => (None, None),
+        Some(_) if !url.starts_with("https://") => {
+            return Err(err(
+                "ca_file",
+                format!(
+                    "applies to https:// upstreams only and {url:?} is http://: remove ca_file, or use https:// in url"
+                ),
+            ))
+        }
+        Some(f) => {
+            let p = beside(dir, f);
+            let certs = read_ca_file(&p).map_err(|m| err("ca_file", m))?;
+            (Some(p), Some(certs))
+        }
+    };
     Ok(UpstreamConfig {
         name: u.name.clone(),
         url,
@@ -143,6 +188,8 @@ fn one(
         weight: u.weight,
         api_key_file,
         api_key,
+        ca_file,
+        ca_certs,
         implicit: false,
     })
 }
@@ -171,6 +218,8 @@ pub fn upstreams(
             weight: 1,
             api_key_file: None,
             api_key: None,
+            ca_file: None,
+            ca_certs: None,
             implicit: true,
         }]);
     }
@@ -355,6 +404,71 @@ mod tests {
         let u = &c.upstreams[0];
         assert_eq!(u.api_key.as_ref().unwrap().expose(), b"sk-very-secret");
         assert!(!format!("{c:?}").contains("very-secret"));
+    }
+
+    #[test]
+    fn ca_file_is_read_checked_and_only_for_https() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = rcgen::generate_simple_self_signed(vec!["lab".to_string()]).unwrap();
+        let files = [
+            ("ca.pem", ca.cert.pem()),
+            ("two.pem", format!("{}{}", ca.cert.pem(), ca.cert.pem())),
+            ("key.pem", ca.signing_key.serialize_pem()),
+            ("text.pem", "not a certificate\n".into()),
+            (
+                "broken.pem",
+                "-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n".into(),
+            ),
+            (
+                "junk.pem",
+                "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n".into(),
+            ),
+        ];
+        for (name, text) in &files {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        let path = dir.path().join("c.toml");
+        let load = |url: &str, ca_file: &str| {
+            std::fs::write(
+                &path,
+                format!(
+                    "{BASE}{}",
+                    up(&format!(
+                        "name = \"lab\"\nurl = \"{url}\"\nca_file = \"{ca_file}\""
+                    ))
+                ),
+            )
+            .unwrap();
+            load_with_env(&path, &|_| None).map_err(|e| e.to_string())
+        };
+        let c = load("https://lab.local:11434", "ca.pem").unwrap();
+        let u = &c.upstreams[0];
+        assert_eq!(
+            u.ca_file.as_deref(),
+            Some(dir.path().join("ca.pem").as_path())
+        );
+        assert_eq!(
+            u.ca_certs.as_ref().unwrap()[0].as_ref(),
+            ca.cert.der().as_ref()
+        );
+        let c = load("https://lab.local", "two.pem").unwrap();
+        assert_eq!(c.upstreams[0].ca_certs.as_ref().unwrap().len(), 2);
+        for (file, says) in [
+            ("missing.pem", "cannot read"),
+            ("key.pem", "holds no certificate"),
+            ("text.pem", "holds no certificate"),
+            ("broken.pem", "is not valid PEM"),
+            ("junk.pem", "cannot be a trusted root"),
+        ] {
+            let e = load("https://lab.local", file).unwrap_err();
+            assert!(e.contains("key `upstreams[0].ca_file`"), "{file}: {e}");
+            assert!(e.contains(file) && e.contains(says), "{file}: {e}");
+            assert!(e.contains("give the PEM file of the CA"), "{file}: {e}");
+            assert!(!e.contains('\n'), "{e}");
+        }
+        let e = load("http://lab.local", "ca.pem").unwrap_err();
+        assert!(e.contains("key `upstreams[0].ca_file`"), "{e}");
+        assert!(e.contains("https:// upstreams only"), "{e}");
     }
 
     #[test]

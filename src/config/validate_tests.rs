@@ -60,9 +60,15 @@ fn client_hash_must_be_argon2id() {
 }
 
 #[test]
-fn ollama_host_must_be_http() {
+fn ollama_host_must_be_http_or_https() {
     assert!(msg("[ollama]\nhost = \"ftp://x\"\n").contains("ollama.host"));
-    assert!(msg("[ollama]\nhost = \"https://x:1\"\n").contains("https upstreams"));
+    let c = from_toml_str(
+        "[tls]\nenabled = false\n[ollama]\nhost = \"https://x:1\"\n",
+        None,
+    )
+    .unwrap();
+    assert_eq!(c.upstreams[0].url, "https://x:1");
+    assert_eq!(c.upstreams[0].ca_certs, None, "the public roots");
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! The upstream connections of streaming chats, driven by the stream that
 //! reads them (ADR 0021).
 //!
-//! An [`UpstreamConn`] is one HTTP/1.1 connection to Ollama made with
+//! An [`UpstreamConn`] is one HTTP/1.1 connection to Ollama (plain or TLS,
+//! opened by the upstream's [`Connector`]) made with
 //! `hyper::client::conn::http1`: the [`SendRequest`] half and the
 //! [`Connection`] future that reads and writes the socket. The connection is
 //! never spawned: whoever waits on it (the chat attempt for the head, the
@@ -29,16 +30,16 @@ use http::HeaderValue;
 use http_body_util::Full;
 use hyper::client::conn::http1::{self, Connection, SendRequest};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use super::connect::{Connector, UpstreamIo};
 use super::error::{error_chain, OllamaError};
 
 /// How long an unused connection stays in the pool (hyper-util's pool used
 /// the same 90 s before ADR 0021).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
-type Io = TokioIo<TcpStream>;
+type Io = TokioIo<UpstreamIo>;
 type ReqBody = Full<Bytes>;
 
 /// One HTTP/1.1 connection to Ollama and the handle that sends on it.
@@ -103,39 +104,30 @@ impl UpstreamConn {
 
 /// Where to connect and the idle connections kept for reuse.
 pub(crate) struct ConnPool {
-    /// Host for the TCP connect (IPv6 brackets removed) and port.
-    host: String,
-    port: u16,
+    /// The base URL; `None` when it does not parse.
+    uri: Option<http::Uri>,
     /// The `Host` header: the URL's authority.
     authority: Option<HeaderValue>,
-    connect_timeout: Duration,
+    connector: Connector,
     max_idle: usize,
     /// Idle connections and when each was put back; the last is the newest.
     idle: Mutex<Vec<(UpstreamConn, Instant)>>,
 }
 
 impl ConnPool {
-    /// A pool for `base` (`http://host[:port]`); a URL that does not parse
-    /// fails at connect time, naming the URL.
-    pub(crate) fn new(base: &str, connect_timeout: Duration, max_idle: usize) -> Self {
+    /// A pool for `base` (`http[s]://host[:port]`) connecting through
+    /// `connector`; a URL that does not parse fails at connect time, naming
+    /// the URL.
+    pub(crate) fn new(base: &str, connector: Connector, max_idle: usize) -> Self {
         let uri: Option<http::Uri> = base.parse().ok();
-        let host = uri
-            .as_ref()
-            .and_then(|u| u.host())
-            .unwrap_or_default()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        let port = uri.as_ref().and_then(|u| u.port_u16()).unwrap_or(80);
         let authority = uri
             .as_ref()
             .and_then(|u| u.authority())
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
         Self {
-            host,
-            port,
+            uri,
             authority,
-            connect_timeout,
+            connector,
             max_idle,
             idle: Mutex::new(Vec::new()),
         }
@@ -173,24 +165,16 @@ impl ConnPool {
             host: base.to_string(),
             message,
         };
-        if self.host.is_empty() || self.authority.is_none() {
+        let (Some(uri), Some(_)) = (&self.uri, &self.authority) else {
             return Err(unreachable("invalid URL".into()));
-        }
-        let tcp = tokio::time::timeout(
-            self.connect_timeout,
-            TcpStream::connect((self.host.as_str(), self.port)),
-        )
-        .await
-        .map_err(|_| {
-            unreachable(format!(
-                "connect timed out after {:?}",
-                self.connect_timeout
-            ))
-        })?
-        .map_err(|e| unreachable(format!("tcp connect error: {e}")))?;
-        let _ = tcp.set_nodelay(true);
+        };
+        let io = self
+            .connector
+            .connect(uri)
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
         let (sender, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(tcp))
+            .handshake(TokioIo::new(io))
             .await
             .map_err(|e| unreachable(error_chain(&e)))?;
         tracing::debug!(host = %base, "new Ollama connection");

@@ -1,7 +1,10 @@
 //! The Ollama client shared by every session: streaming chats on pooled
 //! HTTP/1.1 keep-alive connections that the reading stream drives itself,
-//! and hyper-util's pooled client for the small calls (readiness probe).
+//! and hyper-util's pooled client for the small calls (readiness probe),
+//! both connecting through one [`Connector`] (plain or TLS).
 //!
+//! - [`connect`]: [`Connector`], TCP and TLS to an upstream: the one way
+//!   every caller connects (ADR 0023).
 //! - [`conn`]: the chats' connections and their keep-alive pool (ADR 0021).
 //! - [`chat`]: request types, [`OllamaClient::chat`] (retries, backoff,
 //!   cancellation).
@@ -14,6 +17,7 @@
 
 pub mod chat;
 mod conn;
+pub mod connect;
 pub mod error;
 pub mod line;
 pub mod ndjson;
@@ -26,7 +30,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
@@ -34,6 +37,7 @@ use crate::config::OllamaConfig;
 use conn::ConnPool;
 
 pub use chat::{ChatMessage, ChatOptions, ChatRequest, Role};
+pub use connect::{ConnectError, Connector};
 pub use error::{error_chain, OllamaError};
 pub use line::{parse_chat_line, ChatLine, DoneStats, LineError};
 pub use ndjson::{LineTooLong, NdjsonSplitter};
@@ -44,7 +48,7 @@ pub use stream::ChatStream;
 #[derive(Clone)]
 pub struct OllamaClient {
     /// The small, non-streaming calls (`/api/version`, ...).
-    http: Client<HttpConnector, Full<Bytes>>,
+    http: HttpClient,
     /// The chats' connections, driven by their streams.
     pool: Arc<ConnPool>,
     /// `http://host:port` without a trailing slash.
@@ -56,16 +60,19 @@ impl OllamaClient {
         Self::with_base(cfg, &cfg.host)
     }
 
-    /// A client for the Ollama at `base` with `cfg`'s pool and timeouts.
+    /// A client for the Ollama at `base` with `cfg`'s pool and timeouts,
+    /// trusting the compiled-in roots for `https`.
     pub fn with_base(cfg: &OllamaConfig, base: &str) -> Self {
+        Self::with_connector(cfg, base, Connector::new(cfg.connect_timeout, None))
+    }
+
+    /// A client for the Ollama at `base` whose every connection (chats and
+    /// small calls alike) is opened by `connector`.
+    pub fn with_connector(cfg: &OllamaConfig, base: &str, connector: Connector) -> Self {
         let base = base.trim_end_matches('/').to_string();
         Self {
-            http: http_client(cfg.connect_timeout, cfg.pool_max_connections),
-            pool: Arc::new(ConnPool::new(
-                &base,
-                cfg.connect_timeout,
-                cfg.pool_max_connections,
-            )),
+            http: http_client(connector.clone(), cfg.pool_max_connections),
+            pool: Arc::new(ConnPool::new(&base, connector, cfg.pool_max_connections)),
             base,
         }
     }
@@ -105,7 +112,7 @@ pub const GET_BODY_MAX: usize = 4 * 1024 * 1024;
 /// token: the body of a 2xx answer, else [`OllamaError::Status`] with the
 /// body's error message. Shared by both upstream dialects' probes.
 pub async fn get(
-    http: &Client<HttpConnector, Full<Bytes>>,
+    http: &HttpClient,
     base: &str,
     path: &str,
     bearer: Option<&[u8]>,
@@ -156,15 +163,12 @@ pub async fn get(
         })?
 }
 
-/// A pooled keep-alive HTTP/1.1 client with `connect_timeout` and
-/// `TCP_NODELAY`, as every upstream uses.
-pub fn http_client(
-    connect_timeout: Duration,
-    pool_max_idle: usize,
-) -> Client<HttpConnector, Full<Bytes>> {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(connect_timeout));
-    connector.set_nodelay(true);
+/// hyper-util's pooled client over an upstream's [`Connector`].
+pub type HttpClient = Client<Connector, Full<Bytes>>;
+
+/// A pooled keep-alive HTTP/1.1 client connecting through `connector`, as
+/// every upstream uses for its small calls.
+pub fn http_client(connector: Connector, pool_max_idle: usize) -> HttpClient {
     Client::builder(TokioExecutor::new())
         .pool_timer(TokioTimer::new())
         .pool_max_idle_per_host(pool_max_idle)

@@ -17,7 +17,7 @@ use tracing::{info, warn};
 use super::openai::OpenAiClient;
 use super::stream::UpstreamStream;
 use crate::config::{OllamaConfig, UpstreamApi, UpstreamConfig};
-use crate::ollama::{ChatRequest, OllamaClient, OllamaError, RetryPolicy};
+use crate::ollama::{ChatRequest, Connector, OllamaClient, OllamaError, RetryPolicy};
 
 /// How long one health probe or discovery request may take.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -86,12 +86,17 @@ pub struct UpstreamStatus {
 
 impl Upstream {
     pub fn new(cfg: UpstreamConfig, ollama: &OllamaConfig) -> Self {
+        // One connector for every connection to this upstream: chats,
+        // probes, discovery (ADR 0023).
+        let connector = Connector::new(ollama.connect_timeout, cfg.ca_certs.as_deref());
         let dialect = match cfg.api {
-            UpstreamApi::Ollama => Dialect::Ollama(OllamaClient::with_base(ollama, &cfg.url)),
+            UpstreamApi::Ollama => {
+                Dialect::Ollama(OllamaClient::with_connector(ollama, &cfg.url, connector))
+            }
             UpstreamApi::OpenAi => Dialect::OpenAi(OpenAiClient::new(
                 &cfg.url,
                 cfg.api_key.clone(),
-                ollama.connect_timeout,
+                connector,
                 ollama.pool_max_connections,
             )),
         };

@@ -16,8 +16,6 @@ use bytes::Bytes;
 use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use tokio::time::Instant;
@@ -25,13 +23,14 @@ use tokio::time::Instant;
 use super::openai_sse::{self, Ready, SseEvent, SseParser};
 use crate::config::Secret;
 use crate::ollama::{
-    error_chain, ChatLine, ChatMessage, ChatRequest, DoneStats, OllamaError, RetryPolicy,
+    error_chain, ChatLine, ChatMessage, ChatRequest, Connector, DoneStats, HttpClient, OllamaError,
+    RetryPolicy,
 };
 
 /// A pooled client for one OpenAI-compatible server.
 #[derive(Clone)]
 pub struct OpenAiClient {
-    http: Client<HttpConnector, Full<Bytes>>,
+    http: HttpClient,
     /// Base URL without `/v1` and without a trailing `/`.
     base: String,
     key: Option<Secret>,
@@ -74,9 +73,11 @@ pub fn request_body(req: &ChatRequest) -> Result<Vec<u8>, serde_json::Error> {
 }
 
 impl OpenAiClient {
-    pub fn new(base: &str, key: Option<Secret>, connect_timeout: Duration, pool: usize) -> Self {
+    /// A client for the server at `base` whose connections `connector`
+    /// opens (plain or TLS).
+    pub fn new(base: &str, key: Option<Secret>, connector: Connector, pool: usize) -> Self {
         Self {
-            http: crate::ollama::http_client(connect_timeout, pool),
+            http: crate::ollama::http_client(connector, pool),
             base: base.trim_end_matches('/').to_string(),
             key,
         }

@@ -355,7 +355,7 @@ impl Pool {
 
 /// Two configs reach the same server the same way.
 fn same_endpoint(a: &UpstreamConfig, b: &UpstreamConfig) -> bool {
-    a.url == b.url && a.api == b.api && a.api_key == b.api_key
+    a.url == b.url && a.api == b.api && a.api_key == b.api_key && a.ca_certs == b.ca_certs
 }
 
 /// Two `[ollama]` tables build the same HTTP clients.

@@ -30,5 +30,6 @@ mod resume;
 mod shutdown_midframe;
 mod upstream;
 mod upstream_conn;
+mod upstream_tls;
 mod ws_chat;
 mod ws_writer;

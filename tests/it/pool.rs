@@ -15,13 +15,13 @@ use crate::support::fake_ollama::{Behavior, FakeOllama};
 use crate::support::fake_openai::{self, FakeOpenAi};
 use crate::support::*;
 
-const MISTRAL: &str = "mistral:7b-instruct";
-const TRICKY: &str =
+pub(crate) const MISTRAL: &str = "mistral:7b-instruct";
+pub(crate) const TRICKY: &str =
     "quote \" backslash \\ newline \n tab \t emoji 🦀👩‍👩‍👧 <b>bold</b> & 'single' \u{0001} ünïcödé";
 
 /// A gateway allowing three models, open enrollment, no retries, room for
 /// many sessions, quick health checks; no upstream yet.
-fn base() -> GatewayBuilder {
+pub(crate) fn base() -> GatewayBuilder {
     gateway()
         .set("auth.open_enrollment", true)
         .set("ollama.retries", 0)
@@ -38,14 +38,14 @@ fn base() -> GatewayBuilder {
         .set("routing.discovery_interval_secs", 1)
 }
 
-fn fields(pairs: &[(&str, toml::Value)]) -> toml::Table {
+pub(crate) fn fields(pairs: &[(&str, toml::Value)]) -> toml::Table {
     pairs
         .iter()
         .map(|(k, v)| (k.to_string(), v.clone()))
         .collect()
 }
 
-fn models(list: &[&str]) -> toml::Value {
+pub(crate) fn models(list: &[&str]) -> toml::Value {
     toml::Value::Array(list.iter().map(|m| (*m).into()).collect())
 }
 
@@ -57,7 +57,7 @@ fn two_ollamas(a: &FakeOllama, b: &FakeOllama) -> GatewayBuilder {
 }
 
 /// Send a chat for `model` and collect it.
-async fn chat_model(ws: &mut Ws, model: &str, content: &str, conv: &str) -> Generation {
+pub(crate) async fn chat_model(ws: &mut Ws, model: &str, content: &str, conv: &str) -> Generation {
     send(
         ws,
         &json!({"type": "chat", "content": content, "model": model, "conversation_id": conv}),
@@ -67,7 +67,7 @@ async fn chat_model(ws: &mut Ws, model: &str, content: &str, conv: &str) -> Gene
 }
 
 /// `/ready`'s entry for upstream `name` (loopback callers get details).
-async fn ready_entry(gw: &Server, name: &str) -> Value {
+pub(crate) async fn ready_entry(gw: &Server, name: &str) -> Value {
     let r = get(gw, "/ready").await;
     let v = r.json();
     v["upstreams"]

@@ -310,6 +310,62 @@ fn bad_upstreams_are_refused() {
     assert!(err.contains("OLLAMA_HOST"), "{err}");
 }
 
+#[test]
+fn bad_ca_files_are_refused() {
+    let ca = crate::support::upstream_tls::TestCa::new();
+    let with_ca = |url: &str, ca_file: &Path| {
+        let mut t = toml::Table::new();
+        t.insert("ca_file".into(), ca_file.display().to_string().into());
+        plain().upstream("lab", url, "ollama", t)
+    };
+    let https = "https://127.0.0.1:9";
+    let not_pem = ca.dir().join("notes.txt");
+    std::fs::write(&not_pem, "my lab CA is somewhere\n").unwrap();
+    let empty = ca.dir().join("empty.pem");
+    std::fs::write(&empty, "").unwrap();
+    let missing = ca.dir().join("missing.pem");
+    for (file, says) in [
+        (&missing, "cannot read"),
+        (&not_pem, "holds no certificate"),
+        (&empty, "holds no certificate"),
+    ] {
+        let b = with_ca(https, file);
+        let cfg = b.write_config();
+        refused_both_ways(
+            &cfg,
+            &[],
+            &[
+                &shown(&cfg),
+                "key `upstreams[0].ca_file`",
+                &shown(file),
+                says,
+                "give the PEM file of the CA",
+            ],
+        );
+    }
+    // On an http:// upstream it would be ignored: refused.
+    let b = with_ca("http://127.0.0.1:9", &ca.ca_file());
+    let cfg = b.write_config();
+    refused_both_ways(
+        &cfg,
+        &[],
+        &[
+            &shown(&cfg),
+            "key `upstreams[0].ca_file`",
+            "https:// upstreams only",
+        ],
+    );
+    // A good one: check-config passes and says which roots the upstream trusts.
+    let b = with_ca(https, &ca.ca_file());
+    let cfg = b.write_config();
+    let (code, _, err) = run_tars(&["--config", cfg.to_str().unwrap(), "check-config"], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains(&format!("ca_file={}", ca.ca_file().display())),
+        "{err}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstreams_command_asks_each_upstream_now() {
     let fake = crate::support::fake_ollama::FakeOllama::start().await;
@@ -349,4 +405,41 @@ async fn upstreams_command_asks_each_upstream_now() {
             .await
             .unwrap();
     assert_eq!(code, 1, "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstreams_command_speaks_tls_with_the_ca_file_only() {
+    let ca = crate::support::upstream_tls::TestCa::new();
+    let fake = crate::support::fake_ollama::FakeOllama::start_tls(ca.acceptor()).await;
+    fake.set_tags(&["qwen2.5:0.5b"]);
+    let mut with_ca = toml::Table::new();
+    with_ca.insert("ca_file".into(), ca.ca_file().display().to_string().into());
+    let b = plain()
+        .upstream("lab", &fake.url(), "ollama", with_ca)
+        .upstream("public", &fake.url(), "ollama", toml::Table::new());
+    let cfg = b.write_config();
+    let path = cfg.to_str().unwrap().to_string();
+    let (code, out, err) =
+        tokio::task::spawn_blocking(move || run_tars(&["--config", &path, "upstreams"], &[]))
+            .await
+            .unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[1].starts_with("lab ")
+            && lines[1].contains(" https://127.0.0.1:")
+            && lines[1].contains(" yes ")
+            && lines[1].ends_with("qwen2.5:0.5b"),
+        "{out}"
+    );
+    // The same server, trusting the public roots only: down, saying why.
+    assert!(
+        lines[2].starts_with("public ") && lines[2].contains(" no "),
+        "{out}"
+    );
+    assert!(
+        lines[3].starts_with("public: ")
+            && lines[3].contains("TLS handshake with 127.0.0.1 failed: invalid peer certificate"),
+        "{out}"
+    );
 }

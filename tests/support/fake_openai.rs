@@ -42,13 +42,15 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response};
-use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+use super::upstream_tls::serve_conn;
 
 #[path = "fake_openai/events.rs"]
 mod events;
@@ -198,6 +200,8 @@ struct Control {
     addr: SocketAddr,
     root: CancellationToken,
     running: tokio::sync::Mutex<Option<Running>>,
+    /// Serve TLS with this (see [`super::upstream_tls::TestCa`]).
+    tls: Option<TlsAcceptor>,
 }
 
 impl Drop for Control {
@@ -244,6 +248,15 @@ impl FakeOpenAi {
     /// Listen on `127.0.0.1:0` serving the model `smollm2`, in
     /// llama-cpp-python's style.
     pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// The same, serving HTTPS with `acceptor` (a [`super::upstream_tls::TestCa`]'s).
+    pub async fn start_tls(acceptor: TlsAcceptor) -> Self {
+        Self::start_with(Some(acceptor)).await
+    }
+
+    async fn start_with(tls: Option<TlsAcceptor>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind fake OpenAI upstream");
@@ -270,15 +283,26 @@ impl FakeOpenAi {
             addr,
             root: CancellationToken::new(),
             running: tokio::sync::Mutex::new(None),
+            tls,
         });
-        let running = spawn_accept(listener, ctl.shared.clone(), ctl.root.child_token());
+        let running = spawn_accept(
+            listener,
+            ctl.shared.clone(),
+            ctl.root.child_token(),
+            ctl.tls.clone(),
+        );
         *ctl.running.lock().await = Some(running);
         Self { ctl }
     }
 
-    /// `http://127.0.0.1:PORT` (the base URL, without `/v1`).
+    /// `http://127.0.0.1:PORT` (`https://` when started with TLS) (the base URL, without `/v1`).
     pub fn url(&self) -> String {
-        format!("http://{}", self.ctl.addr)
+        let scheme = if self.ctl.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.ctl.addr)
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -386,6 +410,7 @@ impl FakeOpenAi {
             listener,
             self.ctl.shared.clone(),
             self.ctl.root.child_token(),
+            self.ctl.tls.clone(),
         ));
     }
 
@@ -407,7 +432,12 @@ impl FakeOpenAi {
     }
 }
 
-fn spawn_accept(listener: TcpListener, shared: Arc<Shared>, token: CancellationToken) -> Running {
+fn spawn_accept(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    token: CancellationToken,
+    tls: Option<TlsAcceptor>,
+) -> Running {
     let conns = TaskTracker::new();
     let accept = tokio::spawn({
         let token = token.clone();
@@ -427,15 +457,11 @@ fn spawn_accept(listener: TcpListener, shared: Arc<Shared>, token: CancellationT
                 let _ = stream.set_nodelay(true);
                 let shared = shared.clone();
                 let token = token.clone();
+                let tls = tls.clone();
                 conns.spawn(async move {
                     let service =
                         hyper::service::service_fn(move |req| handle(shared.clone(), req));
-                    let conn = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service);
-                    tokio::select! {
-                        _ = token.cancelled() => {}
-                        _ = conn => {}
-                    }
+                    serve_conn(stream, tls, service, token).await;
                 });
             }
         }

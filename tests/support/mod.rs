@@ -9,7 +9,9 @@
 //!   codes, log file, descriptor leaks).
 //! - [`client`]: HTTP/1.1 and WebSocket over real TLS (trusting only the
 //!   server's certificate) or plain TCP; [`chat`]: the chat protocol on top.
-//! - [`fake_ollama`]: an in-process Ollama speaking the real NDJSON format.
+//! - [`fake_ollama`]: an in-process Ollama speaking the real NDJSON format;
+//!   [`fake_openai`] the OpenAI dialect; either over TLS with a private CA
+//!   from [`upstream_tls`].
 //! - [`jwt`]: forging hostile tokens; [`tools`]: external tools that skip
 //!   locally but fail under `CI=true`; [`wait_until`]: polling with a deadline.
 #![allow(dead_code)]
@@ -24,6 +26,7 @@ pub mod jwt;
 pub mod process;
 pub mod server;
 pub mod tools;
+pub mod upstream_tls;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
