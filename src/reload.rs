@@ -191,7 +191,7 @@ pub fn spawn_cert_watch(state: Arc<AppState>, every: Duration) -> Option<JoinHan
 /// be read. The inode and time matter too: a file edited back to bytes the
 /// watcher saw before (add, then remove a client) may differ from what a
 /// reload in between applied.
-fn digest(p: &Path) -> Option<(u64, Option<SystemTime>, [u8; 32])> {
+fn digest(p: &Path) -> Digest {
     use sha2::{Digest, Sha256};
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(p).ok()?;
@@ -201,6 +201,33 @@ fn digest(p: &Path) -> Option<(u64, Option<SystemTime>, [u8; 32])> {
         meta.modified().ok(),
         Sha256::digest(&bytes).into(),
     ))
+}
+
+/// How long the config watcher looks away before it reads a changed file
+/// again, to tell a saved state from a save caught half-way.
+const SETTLE: Duration = Duration::from_millis(50);
+
+type Digest = Option<(u64, Option<SystemTime>, [u8; 32])>;
+
+/// The file's new [`digest`] when it differs from `last` and stays the same
+/// across `pause`; `None` when it is unchanged, gone for a moment (an
+/// editor's save), or still moving. A save that is not atomic (truncate,
+/// then write) shows a poll states that were never meant: the empty file,
+/// or the time of the truncation with the bytes of the write. Applying such
+/// a state and then the saved one applies (or refuses) one save twice, and
+/// may briefly apply half a file; a file caught moving is left for the next
+/// poll.
+async fn settled_change(
+    p: &Path,
+    last: &Digest,
+    pause: impl std::future::Future,
+) -> Option<Digest> {
+    let now = digest(p);
+    if now == *last || now.is_none() {
+        return None;
+    }
+    pause.await;
+    (digest(p) == now).then_some(now)
 }
 
 /// Poll the config file the server was started from; when its contents
@@ -234,11 +261,9 @@ where
                 _ = tick.tick() => {}
                 _ = state.shutdown.cancelled() => return,
             }
-            let now = digest(&source);
-            if now == last || now.is_none() {
-                // Unchanged, or gone for a moment (an editor's save).
+            let Some(now) = settled_change(&source, &last, tokio::time::sleep(SETTLE)).await else {
                 continue;
-            }
+            };
             last = now;
             info!(config = %source.display(), "configuration file changed: reloading");
             // Logged and counted by `apply`; the old config stays on error.
@@ -250,6 +275,24 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A file that changes again while the watcher looks away is not
+    /// applied yet; one that holds still is, once.
+    #[tokio::test]
+    async fn a_file_still_moving_is_left_for_the_next_poll() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("config.toml");
+        std::fs::write(&p, "a = 1\n").unwrap();
+        let last = digest(&p);
+        assert_eq!(settled_change(&p, &last, async {}).await, None, "unchanged");
+        // Truncated, and written while the watcher looks away.
+        std::fs::write(&p, "").unwrap();
+        let written = async { std::fs::write(&p, "a = 2\n").unwrap() };
+        assert_eq!(settled_change(&p, &last, written).await, None, "moving");
+        let saved = settled_change(&p, &last, async {}).await;
+        assert_eq!(saved, Some(digest(&p)), "the saved state");
+        assert_eq!(settled_change(&p, &saved.unwrap(), async {}).await, None);
+    }
 
     #[test]
     fn a_changed_inline_key_is_noticed_though_its_debug_is_redacted() {

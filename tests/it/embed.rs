@@ -131,7 +131,7 @@ async fn shutdown_with_a_session_streaming_returns_ok() {
     let s = embed(&fake, "127.0.0.1:0").await;
     let token = token_for(&s.endpoint, "c", None).await;
     let (mut ws, _) = open_chat(&s.endpoint, &token).await;
-    send(&mut ws, &json!({"type": "chat", "content": "go"})).await;
+    send_chat(&mut ws, "go", None).await;
     assert_eq!(recv(&mut ws).await["type"], "token");
     let stopping = tokio::spawn(s.shutdown());
     // A notice, the rest of the running answer, then 1001.

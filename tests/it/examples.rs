@@ -383,10 +383,21 @@ checks.positive_data_acceptance.expected-statuses = [101, 400, 401, 403, 503]
         .unwrap();
     let out = text(&o.stdout);
     println!("{out}");
+    // What the gateway counted of connections it refused or dropped: a
+    // "Network Error" from schemathesis is told apart by these.
+    let refused: Vec<String> = support::get(&gw, "/metrics")
+        .await
+        .text()
+        .lines()
+        .filter(|l| l.starts_with("tars_connections_rejected") || l.starts_with("tars_tls_"))
+        .map(str::to_string)
+        .collect();
     assert!(
         o.status.success(),
-        "schemathesis found problems (above)\nstderr:\n{}\ngateway logs (tail):\n{}",
+        "schemathesis found problems (above)\nstderr:\n{}\nconnections refused or \
+         failed:\n{}\ngateway logs (tail):\n{}",
         text(&o.stderr),
+        refused.join("\n"),
         gw.logs()
             .lines()
             .rev()

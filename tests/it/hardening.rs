@@ -170,7 +170,7 @@ async fn a_client_that_stops_reading_is_closed_and_its_upstream_dropped() {
         .set("websocket.outgoing_queue_frames", 8)
         .serve();
     let mut ws = session(&gw, "slow").await;
-    send(&mut ws, &json!({"type": "chat", "content": "a lot"})).await;
+    send_chat(&mut ws, "a lot", None).await;
     // Never read again. The gateway's buffers fill, its write times out.
     let started = Instant::now();
     let closed = fake.wait_stream_closed(Duration::from_secs(30)).await;
@@ -195,14 +195,9 @@ async fn ollama_killed_mid_stream_then_restarted() {
         delay: Duration::from_millis(10),
     });
     let gw = gw_for(&fake).serve();
-    let token = token_for(&gw, "c", None).await;
-    let (mut ws, _) = open_chat(&gw, &token).await;
+    let mut ws = session(&gw, "c").await;
     assert_eq!(get(&gw, "/ready").await.status, 200);
-    send(
-        &mut ws,
-        &json!({"type": "chat", "content": "go", "conversation_id": "k"}),
-    )
-    .await;
+    send_chat(&mut ws, "go", Some("k")).await;
     assert_eq!(recv(&mut ws).await["type"], "token");
     fake.stop().await;
     let g = collect(&mut ws).await;

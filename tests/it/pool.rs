@@ -390,11 +390,7 @@ async fn reload_adds_and_removes_upstreams_without_dropping_a_stream() {
         .upstream("a", &a.url(), "ollama", fields(&[]))
         .serve();
     let mut ws = session(&gw, "c").await;
-    send(
-        &mut ws,
-        &json!({"type": "chat", "content": "long", "conversation_id": "r1"}),
-    )
-    .await;
+    send_chat(&mut ws, "long", Some("r1")).await;
     assert_eq!(recv(&mut ws).await["type"], "token");
     // Replace a by b in the file and reload while a's answer streams.
     let text = std::fs::read_to_string(&gw.config).unwrap();
@@ -478,11 +474,7 @@ async fn loading_model_is_said_once_when_api_ps_does_not_list_it() {
     assert!(g.status.is_empty(), "{:?}", g.status);
     a.set_ps(&[]);
     tokio::time::sleep(Duration::from_millis(1600)).await; // the /api/ps cache
-    send(
-        &mut ws,
-        &json!({"type": "chat", "content": "hi", "conversation_id": "l1"}),
-    )
-    .await;
+    send_chat(&mut ws, "hi", Some("l1")).await;
     let first = recv(&mut ws).await;
     assert_eq!(first["type"], "status", "{first}");
     assert_eq!(first["phase"], "loading_model");

@@ -53,9 +53,8 @@ async fn certificate_files_replaced_on_disk_are_picked_up_without_a_signal() {
     let scratch = tempfile::tempdir().unwrap();
     let old_cert = scratch.path().join("old.crt");
     std::fs::copy(gw.cert.as_ref().unwrap(), &old_cert).unwrap();
-    let token = token_for(&gw, "c", None).await;
-    let (mut ws, _) = open_chat(&gw, &token).await;
-    send(&mut ws, &json!({"type": "chat", "content": "keep going"})).await;
+    let mut ws = session(&gw, "c").await;
+    send_chat(&mut ws, "keep going", None).await;
     assert_eq!(recv(&mut ws).await["type"], "token");
 
     let (crt, key) = new_pair(scratch.path());
@@ -104,7 +103,7 @@ async fn metrics_after_a_scripted_session_show_the_right_counts() {
     fake.set(Behavior::Endless {
         delay: Duration::from_millis(5),
     });
-    send(&mut ws, &json!({"type": "chat", "content": "two"})).await;
+    send_chat(&mut ws, "two", None).await;
     assert_eq!(recv(&mut ws).await["type"], "token");
     send(&mut ws, &json!({"type": "cancel"})).await;
     loop {

@@ -82,8 +82,7 @@ fn uuid_version(s: &str) -> Option<u8> {
 async fn echo_is_byte_exact_and_thinking_is_forwarded() {
     let fake = FakeOllama::start().await;
     let gw = gw_for(&fake).serve();
-    let token = token_for(&gw, "c", None).await;
-    let (mut ws, _) = open_chat(&gw, &token).await;
+    let mut ws = session(&gw, "c").await;
     fake.set(Behavior::Echo);
     let g = chat(&mut ws, TRICKY, None).await;
     assert_eq!(g.text(), TRICKY);
@@ -364,7 +363,7 @@ async fn upstream_refused_then_up_is_retried() {
         .serve();
     let mut ws = session(&gw, "c").await;
     fake.stop().await;
-    send(&mut ws, &json!({"type": "chat", "content": "hello"})).await;
+    send_chat(&mut ws, "hello", None).await;
     // Up again once an attempt has been refused and a retry is scheduled.
     gw.wait_log("retrying", Duration::from_secs(5)).await;
     fake.restart().await;
@@ -481,19 +480,10 @@ async fn cancel_stops_the_generation_and_the_next_chat_works() {
         delay: Duration::from_millis(5),
     });
     let gw = gw_for(&fake).serve();
-    let token = token_for(&gw, "c", None).await;
-    let (mut ws, _) = open_chat(&gw, &token).await;
-    send(
-        &mut ws,
-        &json!({"type": "chat", "content": "long", "conversation_id": "k"}),
-    )
-    .await;
+    let mut ws = session(&gw, "c").await;
+    send_chat(&mut ws, "long", Some("k")).await;
     // Two more chats wait in the queue.
-    send(
-        &mut ws,
-        &json!({"type": "chat", "content": "queued", "conversation_id": "k"}),
-    )
-    .await;
+    send_chat(&mut ws, "queued", Some("k")).await;
     // (The queued chat is told its place: a `status` frame.)
     for _ in 0..3 {
         assert_eq!(recv_no_status(&mut ws).await["type"], "token");
@@ -529,13 +519,8 @@ async fn queue_overflow_is_busy() {
         delay: Duration::from_millis(20),
     });
     let gw = gw_for(&fake).set("websocket.message_queue_size", 1).serve();
-    let token = token_for(&gw, "c", None).await;
-    let (mut ws, _) = open_chat(&gw, &token).await;
-    send(
-        &mut ws,
-        &json!({"type": "chat", "content": "m0", "conversation_id": "q0"}),
-    )
-    .await;
+    let mut ws = session(&gw, "c").await;
+    send_chat(&mut ws, "m0", Some("q0")).await;
     // Once q0 is generating, one chat may wait and the next is refused.
     assert_eq!(recv(&mut ws).await["type"], "token");
     for i in 1..3 {

@@ -368,7 +368,8 @@ async fn a_saved_config_that_does_not_validate_is_logged_and_changes_nothing() {
     assert_eq!(sign_in(&gw, "laptop", "laptop-secret-1").await.status, 200);
     // Refused once per state of the file, not at every poll.
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert_eq!(gw.logs().matches("reload refused").count(), 1);
+    let logs = gw.logs();
+    assert_eq!(logs.matches("reload refused").count(), 1, "{logs}");
     // Fixed: applied.
     std::fs::write(
         &gw.config,

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
-use serde_json::json;
 use tokio::net::TcpStream;
 
 use crate::support::chat::*;
@@ -243,9 +242,8 @@ async fn second_signal_during_the_drain_exits_at_once() {
         .set("auth.open_enrollment", true)
         .set("server.shutdown_grace_secs", 60)
         .start();
-    let token = token_for(&gw, "c", None).await;
-    let (mut ws, _) = open_chat(&gw, &token).await;
-    send(&mut ws, &json!({"type": "chat", "content": "forever"})).await;
+    let mut ws = session(&gw, "c").await;
+    send_chat(&mut ws, "forever", None).await;
     assert_eq!(recv(&mut ws).await["type"], "token");
     gw.signal("TERM");
     gw.wait_log("draining open_tasks=", Duration::from_secs(5))
@@ -328,7 +326,7 @@ async fn two_hundred_clients_dropping_at_once_leak_nothing() {
             set.spawn(async move {
                 let (mut ws, _) = open_chat(&gw, &token).await;
                 if batch < 10 {
-                    send(&mut ws, &json!({"type": "chat", "content": "stream"})).await;
+                    send_chat(&mut ws, "stream", None).await;
                 }
                 ws
             });

@@ -113,9 +113,8 @@ async fn sighup_swaps_the_certificate_while_a_session_streams() {
     let scratch = tempfile::tempdir().unwrap();
     let old_cert = scratch.path().join("old.crt");
     std::fs::copy(gw.cert.as_ref().unwrap(), &old_cert).unwrap();
-    let token = token_for(&gw, "c", None).await;
-    let (mut ws, _) = open_chat(&gw, &token).await;
-    send(&mut ws, &json!({"type": "chat", "content": "keep going"})).await;
+    let mut ws = session(&gw, "c").await;
+    send_chat(&mut ws, "keep going", None).await;
     assert_eq!(recv(&mut ws).await["type"], "token");
 
     let (crt, key) = new_pair(scratch.path());
@@ -131,9 +130,7 @@ async fn sighup_swaps_the_certificate_while_a_session_streams() {
         "the old certificate is no longer served"
     );
     // The session opened before the reload still streams.
-    for _ in 0..5 {
-        assert_eq!(recv(&mut ws).await["type"], "token");
-    }
+    read_tokens(&mut ws, 5).await;
 }
 
 fn edit_config(gw: &Gateway, f: impl FnOnce(&mut toml::Table)) {
@@ -208,7 +205,7 @@ async fn sigterm_lets_the_running_answer_finish_then_closes_1001() {
     let token = token_for(&gw, "c", None).await;
     let (mut ws, _) = open_chat(&gw, &token).await;
     let (mut idle, _) = open_chat(&gw, &token).await;
-    send(&mut ws, &json!({"type": "chat", "content": "long answer"})).await;
+    send_chat(&mut ws, "long answer", None).await;
     assert_eq!(recv(&mut ws).await["type"], "token");
     let term_at = Instant::now();
     gw.signal("TERM");
@@ -256,7 +253,7 @@ async fn grace_period_over_closes_streams_and_second_signal_exits_at_once() {
         .start();
     let token = token_for(&gw, "c", None).await;
     let (mut ws, _) = open_chat(&gw, &token).await;
-    send(&mut ws, &json!({"type": "chat", "content": "forever"})).await;
+    send_chat(&mut ws, "forever", None).await;
     assert_eq!(recv(&mut ws).await["type"], "token");
     gw.signal("TERM");
     assert_eq!(expect_close(&mut ws).await, Some(1001));
@@ -278,9 +275,8 @@ async fn grace_period_over_closes_streams_and_second_signal_exits_at_once() {
         .set("auth.open_enrollment", true)
         .set("server.shutdown_grace_secs", 60)
         .start();
-    let token = token_for(&gw, "c", None).await;
-    let (mut ws, _) = open_chat(&gw, &token).await;
-    send(&mut ws, &json!({"type": "chat", "content": "forever"})).await;
+    let mut ws = session(&gw, "c").await;
+    send_chat(&mut ws, "forever", None).await;
     assert_eq!(recv(&mut ws).await["type"], "token");
     gw.signal("TERM");
     gw.wait_for_log("draining", Duration::from_secs(5));
