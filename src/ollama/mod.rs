@@ -13,7 +13,7 @@
 //! - [`error`]: [`OllamaError`] with its metrics `kind` and `retryable`.
 
 pub mod chat;
-mod conn;
+pub(crate) mod conn;
 pub mod error;
 pub mod line;
 pub mod ndjson;

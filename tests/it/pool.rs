@@ -462,7 +462,10 @@ async fn reload_moving_an_upstream_keeps_its_running_streams_slots() {
     let g2 = g2.await.unwrap();
     assert_eq!(g2.end["type"], "complete", "{}", g2.end);
     assert_eq!(g2.text(), "from b");
-    assert_eq!(g2.status.first().map(|s| &s["phase"]), Some(&json!("queued")));
+    assert_eq!(
+        g2.status.first().map(|s| &s["phase"]),
+        Some(&json!("queued"))
+    );
     // b's answer opened only after a's had ended: one at a time throughout.
     let a_closed = a.closed_streams()[0].closed_at;
     let b_opened = b.closed_streams()[0].opened_at;

@@ -79,7 +79,12 @@ async fn total_tokens_is_usage_completion_tokens_when_the_server_gives_it() {
     send(&mut ws, &json!({"type": "cancel", "conversation_id": "u3"})).await;
     let g = collect(&mut ws).await;
     assert_eq!(g.end["done_reason"], "cancelled", "{}", g.end);
-    assert_eq!(g.end["total_tokens"], 1 + g.tokens.len() as u64, "{}", g.end);
+    assert_eq!(
+        g.end["total_tokens"],
+        1 + g.tokens.len() as u64,
+        "{}",
+        g.end
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

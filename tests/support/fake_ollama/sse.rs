@@ -123,7 +123,9 @@ pub(super) fn models_body(tags: &str) -> String {
         .into_iter()
         .flatten()
         .filter_map(|m| m["name"].as_str())
-        .map(|id| serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": "fake"}))
+        .map(
+            |id| serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": "fake"}),
+        )
         .collect();
     serde_json::json!({"object": "list", "data": data}).to_string()
 }
