@@ -4,8 +4,12 @@
 //! tests, driven by N WSS clients in this process, measured against the same
 //! streams read straight from the fake (the limit no gateway can beat), the
 //! same gateway with TLS off, and nginx TLS in front of the same fake (when
-//! an `nginx` binary is found; never required). With `strace` found, the
-//! saturated scenario also counts the gateway's socket syscalls per token.
+//! an `nginx` binary is found; never required). The same gateway with its
+//! upstream `api = "openai"` reads the same fake through its OpenAI dialect
+//! (Server-Sent Events): the `openai` columns and `openai/gateway`, the
+//! OpenAI path's speed as a share of the Ollama path's (issue 16;
+//! `--no-openai` leaves them out). With `strace` found, the saturated
+//! scenario also counts the gateway's socket syscalls per token.
 //!
 //! ```sh
 //! cargo bench --bench load -- --scenario all --repeat 3 --json load.json
@@ -26,7 +30,8 @@
 //! - [`syscalls`]: `strace -c` attached to a serving process.
 //! - [`clients`]: the WSS client, the NDJSON client (direct or through
 //!   nginx), HTTPS requests.
-//! - [`sides`]: direct, gateway, gateway (plain) and nginx side by side.
+//! - [`sides`]: direct, gateway, openai, gateway (plain) and nginx side by
+//!   side.
 //! - [`streaming`]: the streaming scenarios (paced, saturate, ttft).
 //! - [`scenarios`]: the plan, and idle, connect, validate, leak, soak.
 //! - [`report`]: percentiles, tables, medians of repeats, JSON.
@@ -99,6 +104,10 @@ struct Args {
     /// Leave nginx out even when it is installed.
     #[arg(long)]
     no_nginx: bool,
+    /// Leave out the gateway in front of the fake's OpenAI dialect (the
+    /// `openai` columns).
+    #[arg(long)]
+    no_openai: bool,
     /// Leave the strace syscall count out even when strace is installed.
     #[arg(long)]
     no_strace: bool,
@@ -190,6 +199,7 @@ fn main() -> ExitCode {
         nginx,
         strace,
         nofile,
+        openai: !args.no_openai,
     };
     let mut tables: Vec<Table> = Vec::new();
     let mut failures: Vec<String> = Vec::new();

@@ -112,8 +112,9 @@ async fn sign_in_and_stream_text_byte_exact() {
     assert_eq!(a["done"], "stop");
     assert_eq!(a["who"], MODELS[1]);
     let stats = a["stats"].as_str().unwrap();
+    // `complete.total_tokens`: Ollama's eval_count, the thinking tokens included.
     assert!(
-        stats.starts_with(&format!("{} tokens · first token ", tokens.len())),
+        stats.starts_with(&format!("{} tokens · first token ", tokens.len() + 2)),
         "{stats}"
     );
     assert!(

@@ -3,8 +3,10 @@
 //! (TLS on with a certificate it generates, or off for the `plain` column;
 //! a raised connection limit, open
 //! enrollment, the per-IP and per-client rate limits lifted since every load
-//! client is 127.0.0.1 with one client id, Ollama pointing at the fake), its
-//! log in a file, and its resident memory read from `/proc`.
+//! client is 127.0.0.1 with one client id, Ollama pointing at the fake — or,
+//! for the `openai` column, one `[[upstreams]]` entry with `api = "openai"`
+//! at the same fake), its log in a file, and its resident memory read from
+//! `/proc`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -36,7 +38,13 @@ pub struct Options {
     pub heartbeat_secs: u64,
     /// `tls.enabled`.
     pub tls: bool,
+    /// The upstream's dialect: `[ollama] host` (the implicit upstream), or
+    /// an `[[upstreams]]` entry with `api = "openai"` at the same fake.
+    pub openai: bool,
 }
+
+/// The model every load chat asks for (the shipped config's default).
+pub const MODEL: &str = "mistral:7b-instruct";
 
 impl Gateway {
     /// Start `bin` in front of the fake Ollama at `ollama` and wait until it
@@ -73,7 +81,26 @@ impl Gateway {
             "server.max_http_connections",
             MAX_CONNECTIONS.into(),
         );
-        set(&mut t, "ollama.host", ollama.into());
+        if opts.openai {
+            // The same fake through its OpenAI dialect: a static model list
+            // (no discovery) and the largest max_concurrent, as the
+            // implicit upstream has, so no chat waits for a slot.
+            if let Some(o) = t.get_mut("ollama").and_then(toml::Value::as_table_mut) {
+                o.remove("host");
+            }
+            let mut u = toml::Table::new();
+            u.insert("name".into(), "fake".into());
+            u.insert("url".into(), ollama.into());
+            u.insert("api".into(), "openai".into());
+            u.insert("models".into(), toml::Value::Array(vec![MODEL.into()]));
+            u.insert(
+                "max_concurrent".into(),
+                (tars::config::MAX_CONCURRENT_LIMIT as i64).into(),
+            );
+            t.insert("upstreams".into(), toml::Value::Array(vec![u.into()]));
+        } else {
+            set(&mut t, "ollama.host", ollama.into());
+        }
         set(&mut t, "tls.enabled", opts.tls.into());
         let config = dir.path().join("config.toml");
         std::fs::write(&config, toml::to_string(&t)?)?;

@@ -35,6 +35,9 @@ pub struct Plan {
     pub strace: Option<PathBuf>,
     /// RLIMIT_NOFILE in force (the gateway inherits it).
     pub nofile: u64,
+    /// Measure the `openai` side (a gateway whose upstream is the fake's
+    /// OpenAI dialect) beside the others; off with `--no-openai`.
+    pub openai: bool,
 }
 
 /// Handshakes in flight at once when opening many sessions.
@@ -59,11 +62,17 @@ impl Plan {
 
     /// A fresh gateway (TLS on) and an access token for it.
     async fn gateway(&self, heartbeat_secs: u64) -> Result<(Gateway, Target)> {
-        self.gateway_with(heartbeat_secs, true).await
+        self.gateway_with(heartbeat_secs, true, false).await
     }
 
-    /// A fresh gateway, TLS on or off, and an access token for it.
-    pub async fn gateway_with(&self, heartbeat_secs: u64, tls: bool) -> Result<(Gateway, Target)> {
+    /// A fresh gateway, TLS on or off, its upstream the fake's Ollama or
+    /// OpenAI dialect, and an access token for it.
+    pub async fn gateway_with(
+        &self,
+        heartbeat_secs: u64,
+        tls: bool,
+        openai: bool,
+    ) -> Result<(Gateway, Target)> {
         let (bin, url) = (self.bin.clone(), self.fake.url());
         let gw = tokio::task::spawn_blocking(move || {
             Gateway::start(
@@ -72,13 +81,15 @@ impl Plan {
                 &Options {
                     heartbeat_secs,
                     tls,
+                    openai,
                 },
             )
         })
         .await??;
         println!(
-            "  gateway{} pid {} at {}: {} threads, RSS {} KiB",
+            "  gateway{}{} pid {} at {}: {} threads, RSS {} KiB",
             if tls { "" } else { " (plain)" },
+            if openai { " (openai upstream)" } else { "" },
             gw.pid(),
             gw.addr,
             gw.threads(),

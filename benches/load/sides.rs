@@ -1,15 +1,19 @@
-//! The four ways the streaming scenarios read the same fake Ollama, side by
-//! side in one run (issue 14):
+//! The five ways the streaming scenarios read the same fake Ollama, side by
+//! side in one run (issues 14 and 16):
 //!
 //! - **direct**: the NDJSON straight from the fake over plain HTTP (the limit
 //!   no proxy can beat);
 //! - **gateway**: the gateway with TLS, WSS sessions, token frames;
 //! - **gateway (plain)**: the same gateway binary with `tls.enabled = false`;
+//! - **openai**: the TLS gateway with its one upstream `api = "openai"` at
+//!   the same fake, which then streams the same tokens as Server-Sent Events
+//!   (`data: {chunk}` per delta, finish, usage, `[DONE]`): the OpenAI path's
+//!   cost per token beside the Ollama path's (`--no-openai` leaves it out);
 //! - **nginx**: nginx TLS in front of the fake, the raw NDJSON over
 //!   HTTP/1.1 chunked, counted the same way as direct (only when an nginx
 //!   binary is found; its cells stay empty otherwise).
 //!
-//! [`Sides::start`] starts both gateways and nginx (with the TLS gateway's
+//! [`Sides::start`] starts the gateways and nginx (with the TLS gateway's
 //! certificate); [`Sides::open`] opens connections before a measurement so
 //! that only the streams are timed; [`Sides::streams`] runs one stream on
 //! each at once and reports samples, wall time and the serving process's CPU.
@@ -34,10 +38,19 @@ pub enum Side {
     Gateway,
     Plain,
     Nginx,
+    OpenAi,
 }
 
 impl Side {
-    pub const ALL: [Side; 4] = [Side::Direct, Side::Gateway, Side::Plain, Side::Nginx];
+    /// In the order a row measures them: openai right after the gateway
+    /// it is compared with.
+    pub const ALL: [Side; 5] = [
+        Side::Direct,
+        Side::Gateway,
+        Side::OpenAi,
+        Side::Plain,
+        Side::Nginx,
+    ];
 }
 
 /// One open connection of a side: an HTTP/1.1 keep-alive connection (direct,
@@ -83,14 +96,24 @@ pub struct Sides {
     plain_target: Target,
     pub nginx: Option<Nginx>,
     nginx_target: Option<Target>,
+    /// The gateway in front of the fake's OpenAI dialect (unless
+    /// `--no-openai`).
+    pub openai: Option<Gateway>,
+    openai_target: Option<Target>,
 }
 
 impl Sides {
     /// Fresh gateways (TLS and plain) and, when the plan has an nginx
     /// binary, nginx with the TLS gateway's certificate.
     pub async fn start(p: &Plan, heartbeat_secs: u64) -> Result<Self> {
-        let (gateway, gateway_target) = p.gateway_with(heartbeat_secs, true).await?;
-        let (plain, plain_target) = p.gateway_with(heartbeat_secs, false).await?;
+        let (gateway, gateway_target) = p.gateway_with(heartbeat_secs, true, false).await?;
+        let (plain, plain_target) = p.gateway_with(heartbeat_secs, false, false).await?;
+        let (openai, openai_target) = if p.openai {
+            let (g, t) = p.gateway_with(heartbeat_secs, true, true).await?;
+            (Some(g), Some(t))
+        } else {
+            (None, None)
+        };
         let (nginx, nginx_target) = match &p.nginx {
             Some(bin) => {
                 let (bin, fake) = (bin.clone(), p.fake.addr());
@@ -125,14 +148,20 @@ impl Sides {
             plain_target,
             nginx,
             nginx_target,
+            openai,
+            openai_target,
         })
     }
 
-    /// The sides this run can measure (nginx only when started).
+    /// The sides this run can measure (nginx and openai only when started).
     pub fn present(&self) -> Vec<Side> {
         Side::ALL
             .into_iter()
-            .filter(|s| *s != Side::Nginx || self.nginx.is_some())
+            .filter(|s| match s {
+                Side::Nginx => self.nginx.is_some(),
+                Side::OpenAi => self.openai.is_some(),
+                _ => true,
+            })
             .collect()
     }
 
@@ -157,7 +186,7 @@ impl Sides {
                     out.push(Conn::Http(r?.context("connecting to nginx")?));
                 }
             }
-            Side::Gateway | Side::Plain => {
+            Side::Gateway | Side::Plain | Side::OpenAi => {
                 for ws in open_many(self.target(side)?, n).await? {
                     out.push(Conn::Ws(Box::new(ws)));
                 }
@@ -172,7 +201,7 @@ impl Sides {
         Ok(match side {
             Side::Direct => Conn::Http(clients::direct_connect(self.fake).await?),
             Side::Nginx => Conn::Http(clients::https_connect(self.target(side)?).await?),
-            Side::Gateway | Side::Plain => {
+            Side::Gateway | Side::Plain | Side::OpenAi => {
                 Conn::Ws(Box::new(clients::open_session(self.target(side)?).await?))
             }
         })
@@ -183,6 +212,7 @@ impl Sides {
             Side::Gateway => Ok(&self.gateway_target),
             Side::Plain => Ok(&self.plain_target),
             Side::Nginx => self.nginx_target.as_ref().context("no nginx"),
+            Side::OpenAi => self.openai_target.as_ref().context("no openai gateway"),
             Side::Direct => anyhow::bail!("direct has no gateway target"),
         }
     }
@@ -194,6 +224,7 @@ impl Sides {
             Side::Gateway => Some(self.gateway.cpu_secs()),
             Side::Plain => Some(self.plain.cpu_secs()),
             Side::Nginx => self.nginx.as_ref().map(Nginx::cpu_secs),
+            Side::OpenAi => self.openai.as_ref().map(Gateway::cpu_secs),
         }
     }
 
@@ -203,6 +234,7 @@ impl Sides {
             Side::Direct => Vec::new(),
             Side::Gateway => vec![self.gateway.pid()],
             Side::Plain => vec![self.plain.pid()],
+            Side::OpenAi => self.openai.iter().map(Gateway::pid).collect(),
             Side::Nginx => self
                 .nginx
                 .as_ref()

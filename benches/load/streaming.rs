@@ -1,6 +1,8 @@
-//! The streaming scenarios (issues 6 and 14), each measuring every [`Side`]
-//! in one run so that ratios come from the same machine state: direct,
-//! gateway (TLS), gateway (plain) and nginx (TLS, when found).
+//! The streaming scenarios (issues 6, 14 and 16), each measuring every
+//! [`Side`] in one run so that ratios come from the same machine state:
+//! direct, gateway (TLS), openai (the TLS gateway in front of the fake's
+//! OpenAI dialect; `openai/gateway` is the OpenAI path's share of the Ollama
+//! path's speed), gateway (plain) and nginx (TLS, when found).
 //!
 //! - [`paced`]: N streams at one token per ms (eased so that the offered
 //!   load stays near a quarter of the direct limit measured just before);
@@ -37,7 +39,7 @@ struct Got {
 
 /// Figures per side; `None` for a side not measured (nginx not found).
 #[derive(Default)]
-struct BySide([Option<Got>; 4]);
+struct BySide([Option<Got>; 5]);
 
 impl BySide {
     fn set(&mut self, s: Side, g: Got) {
@@ -137,15 +139,20 @@ pub async fn paced(p: &Plan) -> Result<Table> {
             "gateway p50",
             "gateway p99",
             "gateway p99.9",
+            "openai p50",
+            "openai p99",
             "plain p99",
             "nginx p50",
             "nginx p99",
             "nginx p99.9",
             "gateway added p99",
+            "openai added p99",
             "plain added p99",
             "nginx added p99",
             "gateway/nginx added p99",
+            "openai/gateway added p99",
             "gateway CPU %",
+            "openai CPU %",
             "nginx CPU %",
             "incomplete",
         ],
@@ -201,18 +208,26 @@ pub async fn paced(p: &Plan) -> Result<Table> {
             opt(by.p(Side::Gateway, p50)),
             opt(by.p(Side::Gateway, p99)),
             opt(by.p(Side::Gateway, |s| s.p999)),
+            opt(by.p(Side::OpenAi, p50)),
+            opt(by.p(Side::OpenAi, p99)),
             opt(by.p(Side::Plain, p99)),
             opt(by.p(Side::Nginx, p50)),
             opt(by.p(Side::Nginx, p99)),
             opt(by.p(Side::Nginx, |s| s.p999)),
             opt(by.added(Side::Gateway, Side::Direct, p99)),
+            opt(by.added(Side::OpenAi, Side::Direct, p99)),
             opt(by.added(Side::Plain, Side::Direct, p99)),
             opt(by.added(Side::Nginx, Side::Direct, p99)),
             ratio(
                 by.added(Side::Gateway, Side::Direct, p99),
                 by.added(Side::Nginx, Side::Direct, p99),
             ),
+            ratio(
+                by.added(Side::OpenAi, Side::Direct, p99),
+                by.added(Side::Gateway, Side::Direct, p99),
+            ),
             by.cell(Side::Gateway, |g| g.cpu),
+            by.cell(Side::OpenAi, |g| g.cpu),
             by.cell(Side::Nginx, |g| g.cpu),
             incomplete.into(),
         ]);
@@ -237,12 +252,15 @@ pub async fn saturate(p: &Plan) -> Result<Vec<Table>> {
             "streams",
             "direct tok/s",
             "gateway tok/s",
+            "openai tok/s",
             "plain tok/s",
             "nginx tok/s",
             "gateway/nginx",
             "plain/nginx",
             "gateway/direct",
+            "openai/gateway",
             "gateway CPU %",
+            "openai CPU %",
             "plain CPU %",
             "nginx CPU %",
         ],
@@ -256,6 +274,8 @@ pub async fn saturate(p: &Plan) -> Result<Vec<Table>> {
             "direct p99",
             "gateway p50",
             "gateway p99",
+            "openai p50",
+            "openai p99",
             "plain p50",
             "plain p99",
             "nginx p50",
@@ -306,12 +326,15 @@ pub async fn saturate(p: &Plan) -> Result<Vec<Table>> {
             n.into(),
             opt(tok(Side::Direct)),
             opt(tok(Side::Gateway)),
+            opt(tok(Side::OpenAi)),
             opt(tok(Side::Plain)),
             opt(tok(Side::Nginx)),
             ratio(tok(Side::Gateway), tok(Side::Nginx)),
             ratio(tok(Side::Plain), tok(Side::Nginx)),
             ratio(tok(Side::Gateway), tok(Side::Direct)),
+            ratio(tok(Side::OpenAi), tok(Side::Gateway)),
             by.cell(Side::Gateway, |g| g.cpu),
+            by.cell(Side::OpenAi, |g| g.cpu),
             by.cell(Side::Plain, |g| g.cpu),
             by.cell(Side::Nginx, |g| g.cpu),
         ]);
@@ -322,6 +345,8 @@ pub async fn saturate(p: &Plan) -> Result<Vec<Table>> {
             opt(by.p(Side::Direct, p99)),
             opt(by.p(Side::Gateway, p50)),
             opt(by.p(Side::Gateway, p99)),
+            opt(by.p(Side::OpenAi, p50)),
+            opt(by.p(Side::OpenAi, p99)),
             opt(by.p(Side::Plain, p50)),
             opt(by.p(Side::Plain, p99)),
             opt(by.p(Side::Nginx, p50)),
@@ -429,6 +454,7 @@ pub async fn ttft(p: &Plan) -> Result<Table> {
             "direct p99",
             "gateway p50",
             "gateway p99",
+            "openai p99",
             "plain p99",
             "nginx p50",
             "nginx p99",
@@ -444,8 +470,8 @@ pub async fn ttft(p: &Plan) -> Result<Table> {
     });
     for n in p.counts(&[1, 100], &[2]) {
         let sides = Arc::new(Sides::start(p, 5).await?);
-        let mut fresh: [Vec<u32>; 4] = Default::default();
-        let mut open: [Vec<u32>; 4] = Default::default();
+        let mut fresh: [Vec<u32>; 5] = Default::default();
+        let mut open: [Vec<u32>; 5] = Default::default();
         for _ in 0..bursts {
             for side in sides.present() {
                 let (mut f, mut o) = burst(&sides, side, n).await?;
@@ -479,6 +505,7 @@ pub async fn ttft(p: &Plan) -> Result<Table> {
                 opt(by.p(Side::Direct, p99)),
                 opt(by.p(Side::Gateway, p50)),
                 opt(by.p(Side::Gateway, p99)),
+                opt(by.p(Side::OpenAi, p99)),
                 opt(by.p(Side::Plain, p99)),
                 opt(by.p(Side::Nginx, p50)),
                 opt(by.p(Side::Nginx, p99)),

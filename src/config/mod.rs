@@ -22,7 +22,7 @@ use rustls::pki_types::CertificateDer;
 
 pub use env::OVERRIDES as ENV_OVERRIDES;
 pub use raw::RawConfig;
-pub use upstreams::{valid_upstream_name, DEFAULT_UPSTREAM};
+pub use upstreams::{valid_upstream_name, DEFAULT_UPSTREAM, MAX_CONCURRENT_LIMIT};
 pub use validate::{check_secret, valid_client_id};
 
 /// Why a configuration was refused. Always renders as a single line.

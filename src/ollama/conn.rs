@@ -12,6 +12,11 @@
 //! single cross-task wake-up, and nothing reads the socket while nobody asks
 //! for a line (backpressure).
 //!
+//! [`DrivenBody`] is such a connection's response body with the connection
+//! attached: both dialects' streams (Ollama's NDJSON, the OpenAI SSE
+//! answer) read through it, and its drop gives the connection back or
+//! closes it.
+//!
 //! [`ConnPool`] keeps up to `pool_max_connections` idle connections for
 //! reuse (most recently used first) and drops those idle longer than
 //! [`IDLE_TIMEOUT`] or found closed. An idle connection is not polled while
@@ -21,13 +26,14 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::HeaderValue;
 use http_body_util::Full;
+use hyper::body::{Body, Frame, Incoming};
 use hyper::client::conn::http1::{self, Connection, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
@@ -99,6 +105,68 @@ impl UpstreamConn {
                 let _ = conn.await;
             });
         }
+    }
+}
+
+/// A `2xx` answer's body and the connection it arrives on, which is
+/// polled inline while a frame is awaited (ADR 0021). Dropped, it gives the
+/// connection back to its pool when the body ended or its end is already in
+/// hyper's buffer (the usual case after the final line); otherwise the
+/// connection is dropped, which closes the socket and tells the upstream to
+/// stop generating.
+pub(crate) struct DrivenBody {
+    body: Incoming,
+    /// `None` once given back.
+    conn: Option<UpstreamConn>,
+    pool: Arc<ConnPool>,
+    /// The body ended.
+    eof: bool,
+}
+
+/// One frame of a body, as hyper gives it.
+pub(crate) type FrameResult = Result<Frame<Bytes>, hyper::Error>;
+
+impl DrivenBody {
+    pub(crate) fn new(body: Incoming, conn: UpstreamConn, pool: Arc<ConnPool>) -> Self {
+        Self {
+            body,
+            conn: Some(conn),
+            pool,
+            eof: false,
+        }
+    }
+
+    /// The body's next frame (`None` at its end), driving the connection
+    /// while it is pending.
+    pub(crate) fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<FrameResult>> {
+        let body = &mut self.body;
+        let r = match self.conn.as_mut() {
+            Some(up) => up.poll_driving(cx, |cx| Pin::new(&mut *body).poll_frame(cx)),
+            None => Pin::new(body).poll_frame(cx),
+        };
+        if let Poll::Ready(None) = r {
+            self.eof = true;
+        }
+        r
+    }
+}
+
+impl Drop for DrivenBody {
+    fn drop(&mut self) {
+        let Some(mut up) = self.conn.take() else {
+            return;
+        };
+        if !self.eof {
+            let mut cx = Context::from_waker(Waker::noop());
+            let body = &mut self.body;
+            // Anything but the end (more of the answer from a cancelled
+            // stream, an error, the end not here yet) closes the connection.
+            let end = up.poll_driving(&mut cx, |cx| Pin::new(&mut *body).poll_frame(cx));
+            if !matches!(end, Poll::Ready(None)) {
+                return;
+            }
+        }
+        self.pool.put(up);
     }
 }
 

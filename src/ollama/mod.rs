@@ -16,7 +16,7 @@
 //! - [`error`]: [`OllamaError`] with its metrics `kind` and `retryable`.
 
 pub mod chat;
-mod conn;
+pub(crate) mod conn;
 pub mod connect;
 pub mod error;
 pub mod line;

@@ -15,28 +15,22 @@
 //! ended (or whose end is already buffered) gives its connection back to the
 //! pool.
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use bytes::Bytes;
-use hyper::body::{Body, Frame, Incoming};
+use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use super::conn::{ConnPool, UpstreamConn};
+use super::conn::{ConnPool, DrivenBody, UpstreamConn};
 use super::error::{error_chain, OllamaError};
 use super::ndjson::NdjsonSplitter;
 use super::policy::RetryPolicy;
 
 /// A streaming answer of `/api/chat` (or `/api/generate`).
 pub struct ChatStream {
-    body: Incoming,
-    /// The connection the body arrives on, polled by [`Self::next_line`];
-    /// `None` once given back.
-    conn: Option<UpstreamConn>,
-    /// Where the connection goes when the body ended.
-    pool: Arc<ConnPool>,
+    /// The body and the connection it arrives on, polled by
+    /// [`Self::next_line`]; its drop gives the connection back or closes it.
+    body: DrivenBody,
     splitter: NdjsonSplitter,
     /// When the first line must have arrived: the attempt's start plus
     /// `first_token_timeout` (the wait for the head counts too).
@@ -67,9 +61,7 @@ impl ChatStream {
         attempts: u32,
     ) -> Self {
         Self {
-            body: resp.into_body(),
-            conn: Some(conn),
-            pool,
+            body: DrivenBody::new(resp.into_body(), conn, pool),
             splitter: NdjsonSplitter::new(policy.max_line_bytes),
             first_deadline,
             first_token_timeout: policy.first_token_timeout,
@@ -128,7 +120,7 @@ impl ChatStream {
                     None => Ok(None),
                 };
             }
-            let frame = std::future::poll_fn(|cx| self.poll_frame(cx));
+            let frame = std::future::poll_fn(|cx| self.body.poll_frame(cx));
             let frame = match tokio::time::timeout_at(deadline, frame).await {
                 Ok(f) => f,
                 Err(_) => return Err(OllamaError::Timeout { what, after }),
@@ -143,41 +135,6 @@ impl ChatStream {
                 Some(Err(e)) => return Err(OllamaError::Stream(error_chain(&e))),
             }
         }
-    }
-}
-
-impl ChatStream {
-    /// The body's next frame, driving the connection while it is pending.
-    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<FrameResult>> {
-        let body = &mut self.body;
-        match self.conn.as_mut() {
-            Some(up) => up.poll_driving(cx, |cx| Pin::new(&mut *body).poll_frame(cx)),
-            None => Pin::new(body).poll_frame(cx),
-        }
-    }
-}
-
-type FrameResult = Result<Frame<Bytes>, hyper::Error>;
-
-impl Drop for ChatStream {
-    /// Gives the connection back to the pool when the body ended or its end
-    /// is already in hyper's buffer (the usual case after Ollama's final
-    /// line); otherwise the connection is dropped and the socket closed.
-    fn drop(&mut self) {
-        let Some(up) = self.conn.take() else { return };
-        if !self.eof {
-            let mut cx = Context::from_waker(Waker::noop());
-            let mut up = up;
-            let body = &mut self.body;
-            // Anything but the end (more of the answer from a cancelled
-            // stream, an error, the end not here yet) closes the connection.
-            let end = up.poll_driving(&mut cx, |cx| Pin::new(&mut *body).poll_frame(cx));
-            if let Poll::Ready(None) = end {
-                self.pool.put(up);
-            }
-            return;
-        }
-        self.pool.put(up);
     }
 }
 

@@ -8,7 +8,7 @@
 //! state change is logged once.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -53,7 +53,10 @@ pub struct Upstream {
     cfg: Mutex<UpstreamConfig>,
     pub dialect: Dialect,
     /// Generations holding a slot now (changed under the pool's lock).
-    pub(super) active: AtomicUsize,
+    /// Shared with the instance this one replaced on a reload (same name,
+    /// new URL, dialect or key): the streams still running on the old
+    /// instance hold slots of the same `max_concurrent` (ADR 0022).
+    pub(super) active: Arc<AtomicUsize>,
     /// Slots handed out, for weighted tie-breaking.
     pub(super) picks: AtomicUsize,
     health: Mutex<Health>,
@@ -103,7 +106,7 @@ impl Upstream {
         Self {
             cfg: Mutex::new(cfg),
             dialect,
-            active: AtomicUsize::new(0),
+            active: Arc::new(AtomicUsize::new(0)),
             picks: AtomicUsize::new(0),
             health: Mutex::new(Health {
                 up: true,
@@ -117,6 +120,16 @@ impl Upstream {
             loaded: tokio::sync::Mutex::new(None),
             loaded_now: Mutex::new(None),
         }
+    }
+
+    /// A new instance for `cfg` that replaces `old` (same name, another
+    /// endpoint): the slot count is carried over, so the generations still
+    /// running on `old` keep counting against `max_concurrent`.
+    pub fn replacing(cfg: UpstreamConfig, ollama: &OllamaConfig, old: &Upstream) -> Self {
+        let mut u = Self::new(cfg, ollama);
+        u.active = old.active.clone();
+        u.picks = AtomicUsize::new(old.picks.load(Ordering::Relaxed));
+        u
     }
 
     pub fn config(&self) -> UpstreamConfig {

@@ -4,24 +4,33 @@
 //! Server-Sent Events answer read on demand and handed out as the same
 //! [`ChatLine`]s the Ollama path yields, so both share one streaming path.
 //!
+//! Chats go over the Ollama path's own connections (`ollama::conn`, ADR
+//! 0021): the stream polls its HTTP/1.1 connection inline, so one read of
+//! the server's socket that brings many events becomes many `token` frames
+//! queued before the session writer runs (one write for all of them), and
+//! idle connections are kept for reuse. Probes and discovery use the pooled
+//! hyper-util client.
+//!
 //! Token text stays the JSON string literal the server sent (ADR 0002);
 //! `usage.completion_tokens` and `finish_reason` become the final line's
 //! `eval_count` and `done_reason`. Bounds are the Ollama path's: the event
 //! cap is `max_line_bytes`, the first event must come within
 //! `first_token_timeout` of the request, later ones within `idle_timeout`.
 
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST, USER_AGENT};
+use http_body_util::Full;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use tokio::time::Instant;
 
 use super::openai_sse::{self, Ready, SseEvent, SseParser};
 use crate::config::Secret;
+use crate::ollama::conn::{ConnPool, DrivenBody};
 use crate::ollama::{
     error_chain, ChatLine, ChatMessage, ChatRequest, Connector, DoneStats, HttpClient, OllamaError,
     RetryPolicy,
@@ -30,7 +39,10 @@ use crate::ollama::{
 /// A pooled client for one OpenAI-compatible server.
 #[derive(Clone)]
 pub struct OpenAiClient {
+    /// Probes and discovery.
     http: HttpClient,
+    /// Chats: connections driven by their stream (ADR 0021).
+    chats: Arc<ConnPool>,
     /// Base URL without `/v1` and without a trailing `/`.
     base: String,
     key: Option<Secret>,
@@ -76,9 +88,11 @@ impl OpenAiClient {
     /// A client for the server at `base` whose connections `connector`
     /// opens (plain or TLS).
     pub fn new(base: &str, key: Option<Secret>, connector: Connector, pool: usize) -> Self {
+        let base = base.trim_end_matches('/').to_string();
         Self {
-            http: crate::ollama::http_client(connector, pool),
-            base: base.trim_end_matches('/').to_string(),
+            http: crate::ollama::http_client(connector.clone(), pool),
+            chats: Arc::new(ConnPool::new(&base, connector, pool)),
+            base,
             key,
         }
     }
@@ -109,7 +123,17 @@ impl OpenAiClient {
         policy: &RetryPolicy,
     ) -> Result<OpenAiStream, OllamaError> {
         let body = request_body(req).map_err(|e| OllamaError::Malformed(e.to_string()))?;
-        let mut builder = http::Request::post(format!("{}/v1/chat/completions", self.base))
+        let started = Instant::now();
+        let deadline = started + policy.first_token_timeout;
+        let timeout = || OllamaError::Timeout {
+            what: "first token",
+            after: policy.first_token_timeout,
+        };
+        let mut up = tokio::time::timeout_at(deadline, self.chats.get(&self.base))
+            .await
+            .map_err(|_| timeout())??;
+        // Origin-form: the connection is to the server itself.
+        let mut builder = http::Request::post("/v1/chat/completions")
             .header(CONTENT_TYPE, "application/json")
             .header(ACCEPT, "text/event-stream")
             .header(USER_AGENT, concat!("tars/", env!("CARGO_PKG_VERSION")));
@@ -122,28 +146,34 @@ impl OpenAiClient {
             v.set_sensitive(true);
             builder = builder.header(AUTHORIZATION, v);
         }
+        if let Some(host) = self.chats.authority() {
+            builder = builder.header(HOST, host);
+        }
         let http_req = builder
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| OllamaError::Malformed(e.to_string()))?;
-        let started = Instant::now();
-        let deadline = started + policy.first_token_timeout;
-        let resp = match tokio::time::timeout_at(deadline, self.http.request(http_req)).await {
-            Err(_) => {
-                return Err(OllamaError::Timeout {
-                    what: "first token",
-                    after: policy.first_token_timeout,
-                })
-            }
+        let mut head = std::pin::pin!(up.sender.send_request(http_req));
+        let resp = tokio::time::timeout_at(
+            deadline,
+            std::future::poll_fn(|cx| up.poll_driving(cx, |cx| head.as_mut().poll(cx))),
+        )
+        .await;
+        let resp = match resp {
+            Err(_) => return Err(timeout()),
             Ok(Err(e)) => {
+                let reused = if up.reused { "reused connection: " } else { "" };
                 return Err(OllamaError::Unreachable {
                     host: self.base.clone(),
-                    message: error_chain(&e),
-                })
+                    message: format!("{reused}{}", error_chain(&e)),
+                });
             }
             Ok(Ok(r)) => r,
         };
         let status = resp.status();
         if !status.is_success() {
+            // Rare: the error body is read with its connection on a task of
+            // its own, and the connection is not reused.
+            up.spawn_conn();
             let body = crate::ollama::chat::read_error_body(resp.into_body()).await;
             let message = openai_sse::error_message(&body)
                 .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_string());
@@ -153,7 +183,7 @@ impl OpenAiClient {
             });
         }
         Ok(OpenAiStream {
-            body: resp.into_body(),
+            body: DrivenBody::new(resp.into_body(), up, self.chats.clone()),
             parser: SseParser::new(policy.max_line_bytes),
             first_deadline: deadline,
             first_token_timeout: policy.first_token_timeout,
@@ -170,7 +200,10 @@ impl OpenAiClient {
 /// A streaming answer of `/v1/chat/completions`, read on demand (a slow
 /// client leaves the bytes in the socket: backpressure), dropped to cancel.
 pub struct OpenAiStream {
-    body: Incoming,
+    /// The body and its connection, polled inline; dropping it mid-answer
+    /// closes the connection (the server stops), after the end gives it
+    /// back to the pool.
+    body: DrivenBody,
     parser: SseParser,
     first_deadline: Instant,
     first_token_timeout: Duration,
@@ -295,7 +328,8 @@ impl OpenAiStream {
         } else {
             ("first token", self.first_deadline, self.first_token_timeout)
         };
-        match tokio::time::timeout_at(deadline, self.body.frame()).await {
+        let frame = std::future::poll_fn(|cx| self.body.poll_frame(cx));
+        match tokio::time::timeout_at(deadline, frame).await {
             Err(_) => Err(OllamaError::Timeout { what, after }),
             Ok(None) => {
                 self.parser.end();

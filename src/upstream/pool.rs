@@ -178,8 +178,9 @@ impl Pool {
 
     /// Apply a reloaded configuration: new upstreams are added, removed ones
     /// dropped (their running generations keep their `Arc` and finish),
-    /// changed ones replaced (a new URL, dialect or key) or updated in
-    /// place (max_concurrent, weight, models).
+    /// changed ones replaced (a new URL, dialect or key: the new instance
+    /// shares the old one's slot count, so `max_concurrent` holds across the
+    /// reload) or updated in place (max_concurrent, weight, models).
     pub fn reconfigure(self: &Arc<Self>, cfg: &Config, queue_cap: usize) {
         let mut g = lock(&self.inner);
         let mut next = Vec::with_capacity(cfg.upstreams.len());
@@ -193,11 +194,16 @@ impl Pool {
                     next.push(m.clone());
                 }
                 None => {
-                    let m = Arc::new(Upstream::new(u.clone(), &cfg.ollama));
-                    if old.is_none() {
-                        self.metrics.admit(&u.name);
-                    }
-                    next.push(m);
+                    let m = match old {
+                        // Same name, another endpoint: the running streams'
+                        // slots stay counted (ADR 0022).
+                        Some(old) => Upstream::replacing(u.clone(), &cfg.ollama, old),
+                        None => {
+                            self.metrics.admit(&u.name);
+                            Upstream::new(u.clone(), &cfg.ollama)
+                        }
+                    };
+                    next.push(Arc::new(m));
                 }
             }
         }

@@ -142,6 +142,19 @@ impl Progress {
     }
 }
 
+impl Progress {
+    /// `complete.total_tokens`: the upstream's own count of the tokens it
+    /// generated (Ollama's `eval_count`, OpenAI's `usage.completion_tokens`)
+    /// when the answer completed and carried one; the `token` frames sent
+    /// otherwise (cancelled, or no count given, as llama-cpp-python).
+    fn total_tokens(&self, done_reason: &str) -> u64 {
+        match self.eval_count {
+            Some(n) if done_reason != "cancelled" => n,
+            _ => self.tokens,
+        }
+    }
+}
+
 /// Run `job` to its end. Sends every frame through `out`; returns how it ended.
 pub async fn run(
     state: &Arc<WsState>,
@@ -220,7 +233,7 @@ fn complete_frame(job: &Job, conv: Option<&str>, p: &Progress, done_reason: &str
     };
     ServerFrame::Complete {
         conversation_id: conv,
-        total_tokens: p.tokens,
+        total_tokens: p.total_tokens(done_reason),
         latency_ms: ms(job.received_at.elapsed()),
         timestamp: crate::response::now_rfc3339(),
         first_token_ms: p.first_token_at.map(|t| ms(t - job.received_at)),

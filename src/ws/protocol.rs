@@ -358,6 +358,10 @@ pub enum ServerFrame<'a> {
     /// `cancelled`). Exactly one `complete` or one `error` per chat.
     Complete {
         conversation_id: Option<&'a str>,
+        /// The tokens the upstream generated, by its own count (Ollama's
+        /// `eval_count`, OpenAI's `usage.completion_tokens`; thinking tokens
+        /// included) when the answer completed with one; otherwise (a
+        /// cancel, a server that sends no usage) the `token` frames sent.
         total_tokens: u64,
         latency_ms: f64,
         timestamp: String,

@@ -28,6 +28,7 @@ mod props;
 mod reload;
 mod resume;
 mod shutdown_midframe;
+mod token_counts;
 mod upstream;
 mod upstream_conn;
 mod upstream_tls;

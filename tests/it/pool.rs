@@ -412,6 +412,56 @@ async fn reload_adds_and_removes_upstreams_without_dropping_a_stream() {
     );
 }
 
+/// A reload that moves an upstream (same name, new URL) keeps counting the
+/// stream still running at the old URL: with `max_concurrent = 1` a second
+/// chat waits for it instead of opening at the new URL at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_moving_an_upstream_keeps_its_running_streams_slots() {
+    let (a, b) = (FakeOllama::start().await, FakeOllama::start().await);
+    let tokens: Vec<String> = (0..20).map(|i| format!("t{i} ")).collect();
+    a.set(Behavior::stream(tokens.clone()).delay(Duration::from_millis(30)));
+    b.set(Behavior::stream(["from b"]));
+    let gw = base()
+        .upstream(
+            "desk",
+            &a.url(),
+            "ollama",
+            fields(&[("max_concurrent", 1.into())]),
+        )
+        .serve();
+    let mut first = session(&gw, "c1").await;
+    send(
+        &mut first,
+        &json!({"type": "chat", "content": "long", "conversation_id": "m1"}),
+    )
+    .await;
+    assert_eq!(recv(&mut first).await["type"], "token");
+    // Move `desk` to b while its answer from a streams.
+    let text = std::fs::read_to_string(&gw.config).unwrap();
+    std::fs::write(&gw.config, text.replace(&a.url(), &b.url())).unwrap();
+    gw.handle.as_ref().unwrap().reload().await.unwrap();
+    let e = ready_entry(&gw, "desk").await;
+    assert_eq!(e["url"], b.url(), "{e}");
+    assert_eq!(e["active"], 1, "the running stream is not counted: {e}");
+    let mut second = session(&gw, "c2").await;
+    let g2 = tokio::spawn(async move { chat_model(&mut second, MISTRAL, "next", "m2").await });
+    let g1 = collect(&mut first).await;
+    assert_eq!(g1.end["type"], "complete", "{}", g1.end);
+    assert_eq!(g1.tokens.len(), tokens.len() - 1);
+    let g2 = g2.await.unwrap();
+    assert_eq!(g2.end["type"], "complete", "{}", g2.end);
+    assert_eq!(g2.text(), "from b");
+    assert_eq!(
+        g2.status.first().map(|s| &s["phase"]),
+        Some(&json!("queued"))
+    );
+    // b's answer opened only after a's had ended: one at a time throughout.
+    let a_closed = a.closed_streams()[0].closed_at;
+    let b_opened = b.closed_streams()[0].opened_at;
+    assert!(b_opened >= a_closed, "b opened while a still streamed");
+    assert_eq!(ready_entry(&gw, "desk").await["active"], 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_chats_in_one_session_are_told_their_place() {
     let a = FakeOllama::start().await;

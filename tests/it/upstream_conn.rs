@@ -3,15 +3,16 @@
 //! out without the stream's task yielding (no hand-off to a connection
 //! task), a finished chat's connection is reused by the next chat, a
 //! connection Ollama closed while idle is discarded (no retry spent), and a
-//! stream dropped mid-answer closes its connection instead of pooling it.
+//! stream dropped mid-answer closes its connection instead of pooling it;
+//! the OpenAI dialect's stream reads the same way (ADR 0022).
 
 use std::time::Duration;
 
-use crate::support::fake_ollama::Behavior;
+use crate::support::fake_ollama::{Behavior, FakeOllama};
 use crate::support::wait_until;
 use crate::upstream::{policy, setup};
 use futures_util::FutureExt;
-use tars::ollama::ChatStream;
+use tars::ollama::{ChatMessage, ChatOptions, ChatRequest, ChatStream, Connector, Role};
 
 /// Reads `stream` to its end; the number of lines.
 async fn drain(stream: &mut ChatStream) -> usize {
@@ -108,4 +109,53 @@ async fn a_stream_dropped_mid_answer_is_not_pooled() {
     let mut stream = s.chat(&policy()).await.expect("the fake answers");
     drain(&mut stream).await;
     assert_eq!(s.fake.connections_accepted(), 2, "a fresh connection");
+}
+
+/// The OpenAI dialect reads over the same kind of connection (ADR 0022):
+/// events already on the socket are handed out without yielding, and the
+/// finished answer's connection serves the next chat.
+#[tokio::test]
+async fn openai_events_already_received_are_ready_and_the_connection_is_reused() {
+    use tars::upstream::openai::OpenAiClient;
+    let fake = FakeOllama::start().await;
+    let tokens: Vec<String> = (0..20).map(|i| format!(" t{i}")).collect();
+    fake.set(Behavior::stream(tokens));
+    let client = OpenAiClient::new(
+        &fake.url(),
+        None,
+        Connector::new(Duration::from_secs(2), None),
+        4,
+    );
+    let req = ChatRequest::new(
+        "llama3.2",
+        vec![ChatMessage::new(Role::User, "hello")],
+        ChatOptions::default(),
+        None,
+    );
+    for round in 1..=2 {
+        let mut stream = client
+            .chat(&req, &policy())
+            .await
+            .expect("the fake answers");
+        // 20 token events and the end (finish, usage, [DONE]) on our socket.
+        let written = 21 * round;
+        wait_until(
+            "the fake wrote every event",
+            Duration::from_secs(5),
+            || async { fake.lines_written() >= written },
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        for i in 0..21 {
+            let line = stream
+                .next()
+                .now_or_never()
+                .unwrap_or_else(|| panic!("event {i} was received but not ready without yielding"))
+                .expect("a clean event");
+            assert!(line.is_some(), "event {i} missing");
+        }
+        assert!(matches!(stream.next().await, Ok(None)));
+    }
+    assert_eq!(fake.chat_count(), 2);
+    assert_eq!(fake.connections_accepted(), 1, "one keep-alive connection");
 }

@@ -9,6 +9,10 @@
 //! can check that the gateway dropped its upstream request. Token text is
 //! JSON-escaped exactly as Go's `encoding/json` does (`<` → `\u003c` ...).
 //!
+//! It also speaks the OpenAI dialect (`POST /v1/chat/completions`, `GET
+//! /v1/models`; `sse.rs`) with the same behaviours, so the load tool can
+//! put an `api = "openai"` upstream on the same token stream.
+//!
 //! ```ignore
 //! let fake = FakeOllama::start().await;
 //! fake.set(Behavior::stream(["Hel", "lo"]).delay(Duration::from_millis(5)));
@@ -17,6 +21,7 @@
 //! assert_eq!(fake.chat_count(), 2);
 //! ```
 
+mod sse;
 mod writer;
 
 use std::collections::VecDeque;
@@ -41,7 +46,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::upstream_tls::serve_conn;
-use writer::{echo_text, Out};
+use writer::{echo_text, Format, Out};
 
 #[allow(unused_imports)]
 pub use writer::{go_json_string, split_tokens};
@@ -245,6 +250,9 @@ struct State {
     ps: Option<String>,
     /// `/api/tags` requests seen.
     tags_count: std::sync::atomic::AtomicUsize,
+    /// `eval_count` (or `usage.completion_tokens`) reported instead of the
+    /// number of tokens streamed.
+    eval_count: Option<usize>,
 }
 
 impl State {
@@ -328,6 +336,13 @@ impl FakeOllama {
     /// Answer `/api/ps` with these models loaded (instead of the fixed list).
     pub fn set_ps(&self, models: &[&str]) {
         self.state().ps = Some(model_list(models));
+    }
+
+    /// Report `n` as the final line's `eval_count` (OpenAI:
+    /// `usage.completion_tokens`) whatever the number of tokens streamed;
+    /// `None`: the number streamed.
+    pub fn set_eval_count(&self, n: Option<usize>) {
+        self.state().eval_count = n;
     }
 
     /// `/api/tags` requests seen.
@@ -535,7 +550,14 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
             let st = shared.state.lock().unwrap();
             json(200, st.ps.clone().unwrap_or_else(|| PS.to_string()))
         }
+        (&Method::GET, "/v1/models") => {
+            let st = shared.state.lock().unwrap();
+            json(200, sse::models_body(st.tags.as_deref().unwrap_or(TAGS)))
+        }
         (&Method::POST, "/api/chat") => generation(shared, req, "/api/chat").await,
+        (&Method::POST, "/v1/chat/completions") => {
+            generation(shared, req, "/v1/chat/completions").await
+        }
         (&Method::POST, "/api/generate") => generation(shared, req, "/api/generate").await,
         _ => fixed(404, "text/plain", "404 page not found"),
     };
@@ -568,20 +590,28 @@ fn error_json(status: u16, message: &str) -> Response<Body> {
     json(status, s)
 }
 
-/// `/api/chat` and `/api/generate`: record the request, pick a behaviour,
-/// answer.
+/// `/api/chat`, `/api/generate` and `/v1/chat/completions`: record the
+/// request, pick a behaviour, answer.
 async fn generation(
     shared: Arc<Shared>,
     req: Request<Incoming>,
     path: &'static str,
 ) -> Response<Body> {
-    let chat = path == "/api/chat";
+    let openai = path == "/v1/chat/completions";
+    let chat = path != "/api/generate";
+    let error_json = |status, message: &str| {
+        if openai {
+            json(status, sse::error_body(message))
+        } else {
+            error_json(status, message)
+        }
+    };
     let body = match tokio::time::timeout(REQUEST_BODY_TIMEOUT, req.into_body().collect()).await {
         Ok(Ok(b)) => b.to_bytes(),
         _ => return error_json(400, "unexpected EOF"),
     };
     let parsed: Result<Value, _> = serde_json::from_slice(&body);
-    let behavior = {
+    let (behavior, eval_count) = {
         let mut st = shared.state.lock().unwrap();
         if chat {
             st.chat_count += 1;
@@ -601,7 +631,8 @@ async fn generation(
         {
             return error_json(400, "model is required");
         }
-        st.queue.pop_front().unwrap_or_else(|| st.default.clone())
+        let b = st.queue.pop_front().unwrap_or_else(|| st.default.clone());
+        (b, st.eval_count)
     };
     let request = parsed.unwrap();
     if let Behavior::Status(status, message) = &behavior {
@@ -616,10 +647,16 @@ async fn generation(
     } else {
         String::new()
     };
-    let body = Out::spawn(shared, path, model, behavior, echo);
+    let (fmt, content_type) = if openai {
+        let f = sse::SseFormat::new(model, &request);
+        (Format::OpenAi(f), "text/event-stream")
+    } else {
+        (Format::ollama(model, chat), "application/x-ndjson")
+    };
+    let body = Out::spawn(shared, path, fmt, eval_count, behavior, echo);
     Response::builder()
         .status(200)
-        .header("content-type", "application/x-ndjson")
+        .header("content-type", content_type)
         .body(body.boxed())
         .unwrap()
 }

@@ -236,6 +236,8 @@ struct State {
     models: Vec<String>,
     /// When set, requests without `Authorization: Bearer <key>` get a 401.
     api_key: Option<String>,
+    /// `usage.completion_tokens` reported instead of the number of deltas.
+    completion_tokens: Option<usize>,
     requests: Vec<RecordedRequest>,
     models_count: usize,
     chat_count: usize,
@@ -268,6 +270,7 @@ impl FakeOpenAi {
                 style: Style::LlamaCppPython,
                 models: vec!["smollm2".into()],
                 api_key: None,
+                completion_tokens: None,
                 requests: Vec::new(),
                 models_count: 0,
                 chat_count: 0,
@@ -326,6 +329,12 @@ impl FakeOpenAi {
     /// The models `/v1/models` lists and chats may name.
     pub fn set_models<S: Into<String>>(&self, models: impl IntoIterator<Item = S>) {
         self.state().models = models.into_iter().map(Into::into).collect();
+    }
+
+    /// Report `n` as `usage.completion_tokens` (when a usage chunk is
+    /// sent) whatever the number of deltas; `None`: the number sent.
+    pub fn set_completion_tokens(&self, n: Option<usize>) {
+        self.state().completion_tokens = n;
     }
 
     /// Require `Authorization: Bearer <key>` on every request.
@@ -565,7 +574,7 @@ async fn chat(shared: Arc<Shared>, req: Request<Incoming>, auth: Option<String>)
             )
         }
     };
-    let (behavior, style) = {
+    let (behavior, style, completion_tokens) = {
         let mut st = shared.state.lock().unwrap();
         st.chat_count += 1;
         let Ok(v) = serde_json::from_slice::<Value>(&body) else {
@@ -594,16 +603,18 @@ async fn chat(shared: Arc<Shared>, req: Request<Incoming>, auth: Option<String>)
             );
         }
         let b = st.queue.pop_front().unwrap_or_else(|| st.default.clone());
-        (b, st.style)
+        (b, st.style, st.completion_tokens)
     };
     let request: Value = serde_json::from_slice(&body).unwrap();
     if let Behavior::Status(status, message) = &behavior {
         return error_json(*status, message, "server_error", "upstream_error");
     }
-    let usage = request
+    let asked = request
         .pointer("/stream_options/include_usage")
         .and_then(Value::as_bool)
         .unwrap_or(false);
+    // The usage chunk, and the count it reports (`None`: the deltas sent).
+    let usage = asked.then_some(completion_tokens);
     let model = request["model"].as_str().unwrap_or_default().to_string();
     let echo = echo_text(&request);
     let body = Out::spawn(shared, guard, style, &model, usage, behavior, echo);

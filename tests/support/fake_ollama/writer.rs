@@ -1,7 +1,9 @@
 //! The writing side of the fake Ollama's streaming answers: one task per
 //! answer plays a [`Behavior`] into a bounded channel that hyper reads as the
 //! response body ([`ChannelBody`]), lays lines out as Ollama does
-//! ([`LineFormat`]) and escapes text as Go does ([`go_json_string`]).
+//! ([`LineFormat`]; text escaped as Go does, [`go_json_string`]) or, on
+//! `/v1/chat/completions`, as OpenAI-compatible servers do
+//! ([`SseFormat`]: one `data:` event per line).
 
 use std::fmt::Write as _;
 use std::io;
@@ -16,6 +18,7 @@ use hyper::body::Frame;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
+use super::sse::SseFormat;
 use super::{Behavior, Chunking, Shared, StreamRecord};
 
 /// Frames buffered between a stream's task and hyper: small, so a slow
@@ -63,7 +66,49 @@ pub(super) struct Out {
     opened_at: Instant,
     shared: Arc<Shared>,
     path: &'static str,
-    fmt: LineFormat,
+    fmt: Format,
+    /// The `eval_count` (Ollama) or `usage.completion_tokens` (OpenAI) to
+    /// report instead of the number of token lines.
+    eval_count: Option<usize>,
+}
+
+/// The dialect an answer is written in.
+pub(super) enum Format {
+    Ollama(LineFormat),
+    OpenAi(SseFormat),
+}
+
+impl Format {
+    /// Ollama's layout: `/api/chat` (`chat`) or `/api/generate`.
+    pub(super) fn ollama(model: &str, chat: bool) -> Self {
+        Self::Ollama(LineFormat::new(model, chat))
+    }
+
+    fn token(&self, content: &str, thinking: Option<&str>) -> String {
+        match self {
+            Self::Ollama(f) => f.token(content, thinking),
+            Self::OpenAi(f) => f.token(content, thinking),
+        }
+    }
+
+    fn done(&self, reason: &str, eval_count: usize, started: Instant) -> String {
+        match self {
+            Self::Ollama(f) => f.done(reason, eval_count, started),
+            Self::OpenAi(f) => f.done(reason, eval_count),
+        }
+    }
+
+    fn error(&self, message: &str) -> String {
+        match self {
+            Self::Ollama(_) => {
+                let mut l = String::from("{\"error\":");
+                go_json_string(message, &mut l);
+                l.push_str("}\n");
+                l
+            }
+            Self::OpenAi(f) => f.error(message),
+        }
+    }
 }
 
 impl Out {
@@ -72,7 +117,8 @@ impl Out {
     pub(super) fn spawn(
         shared: Arc<Shared>,
         path: &'static str,
-        model: &str,
+        fmt: Format,
+        eval_count: Option<usize>,
         behavior: Behavior,
         echo: String,
     ) -> ChannelBody {
@@ -90,7 +136,8 @@ impl Out {
             opened_at: Instant::now(),
             shared,
             path,
-            fmt: LineFormat::new(model, path == "/api/chat"),
+            fmt,
+            eval_count,
         };
         tokio::spawn(out.run(behavior, echo));
         ChannelBody { rx }
@@ -113,6 +160,10 @@ impl Out {
 
     async fn script(&mut self, behavior: Behavior, echo: String) -> Result<(), Gone> {
         let started = Instant::now();
+        if let Format::OpenAi(f) = &self.fmt {
+            let l = f.opening();
+            self.send(Bytes::from(l)).await?;
+        }
         match behavior {
             Behavior::Stream {
                 tokens,
@@ -142,7 +193,7 @@ impl Out {
                     self.sleep(delay).await?;
                 }
                 let n = tokens.len() + thinking.len();
-                let l = self.fmt.done(&done_reason, n, started);
+                let l = self.done(&done_reason, n, started);
                 self.line(l).await?;
             }
             Behavior::Echo => {
@@ -151,15 +202,13 @@ impl Out {
                     let l = self.fmt.token(t, None);
                     self.line(l).await?;
                 }
-                let l = self.fmt.done("stop", tokens.len(), started);
+                let l = self.done("stop", tokens.len(), started);
                 self.line(l).await?;
             }
             Behavior::Status(..) => unreachable!("answered before streaming"),
             Behavior::ErrorAfter(n, message) => {
                 self.filler(n).await?;
-                let mut l = String::from("{\"error\":");
-                go_json_string(&message, &mut l);
-                l.push_str("}\n");
+                let l = self.fmt.error(&message);
                 self.line(l).await?;
             }
             Behavior::MalformedAfter(n) => {
@@ -169,7 +218,7 @@ impl Out {
                         .into(),
                 )
                 .await?;
-                let l = self.fmt.done("stop", n, started);
+                let l = self.done("stop", n, started);
                 self.line(l).await?;
             }
             Behavior::DropAfter(n) => {
@@ -204,7 +253,7 @@ impl Out {
                     let l = self.fmt.token(&clock_now(), None);
                     self.line(l).await?;
                 }
-                let l = self.fmt.done("stop", count, started);
+                let l = self.done("stop", count, started);
                 self.line(l).await?;
             }
             Behavior::Paced { count, interval } => {
@@ -218,7 +267,7 @@ impl Out {
                     let l = self.fmt.token(&clock_now(), None);
                     self.line(l).await?;
                 }
-                let l = self.fmt.done("stop", count, started);
+                let l = self.done("stop", count, started);
                 self.line(l).await?;
             }
             Behavior::Endless { delay } => {
@@ -232,6 +281,12 @@ impl Out {
             }
         }
         self.flush().await
+    }
+
+    /// The final line (events) reporting `n` tokens, or the count set
+    /// with [`FakeOllama::set_eval_count`](super::FakeOllama::set_eval_count).
+    fn done(&self, reason: &str, n: usize, started: Instant) -> String {
+        self.fmt.done(reason, self.eval_count.unwrap_or(n), started)
     }
 
     /// `n` tokens `tok0 `, `tok1 ` ...
@@ -301,7 +356,7 @@ fn clock_now() -> String {
 }
 
 /// Ollama's line layouts for one answer.
-struct LineFormat {
+pub(super) struct LineFormat {
     /// `{"model":"…","created_at":` — the part before the timestamp.
     prefix: String,
     chat: bool,

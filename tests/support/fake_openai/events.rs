@@ -45,8 +45,9 @@ pub(super) struct Out {
     opened_at: Instant,
     shared: Arc<Shared>,
     fmt: EventFormat,
-    /// The request asked for the usage chunk.
-    usage: bool,
+    /// The request asked for the usage chunk: `Some`, holding the
+    /// `completion_tokens` to report (`None`: the number of deltas sent).
+    usage: Option<Option<usize>>,
     _active: ActiveGuard,
 }
 
@@ -58,7 +59,7 @@ impl Out {
         guard: ActiveGuard,
         style: Style,
         model: &str,
-        usage: bool,
+        usage: Option<Option<usize>>,
         behavior: Behavior,
         echo: String,
     ) -> ChannelBody {
@@ -172,8 +173,8 @@ impl Out {
     async fn end(&mut self, finish_reason: &str, completion_tokens: usize) -> Result<(), Gone> {
         let e = self.fmt.chunk("{}", Some(finish_reason));
         self.event(e).await?;
-        if self.usage && self.fmt.style != Style::LlamaCppPython {
-            let e = self.fmt.usage(completion_tokens);
+        if let (Some(n), false) = (self.usage, self.fmt.style == Style::LlamaCppPython) {
+            let e = self.fmt.usage(n.unwrap_or(completion_tokens));
             self.event(e).await?;
         }
         let e = self.fmt.data("[DONE]");
