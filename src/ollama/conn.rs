@@ -20,7 +20,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -110,6 +111,11 @@ pub(crate) struct ConnPool {
     authority: Option<HeaderValue>,
     connect_timeout: Duration,
     max_idle: usize,
+    /// Idle connections the pool keeps ready: taking one opens a
+    /// replacement in the background (at most `spares` at a time).
+    spares: usize,
+    /// Background connects in flight.
+    warming: AtomicUsize,
     /// Idle connections and when each was put back; the last is the newest.
     idle: Mutex<Vec<(UpstreamConn, Instant)>>,
 }
@@ -117,7 +123,12 @@ pub(crate) struct ConnPool {
 impl ConnPool {
     /// A pool for `base` (`http://host[:port]`); a URL that does not parse
     /// fails at connect time, naming the URL.
-    pub(crate) fn new(base: &str, connect_timeout: Duration, max_idle: usize) -> Self {
+    pub(crate) fn new(
+        base: &str,
+        connect_timeout: Duration,
+        max_idle: usize,
+        spares: usize,
+    ) -> Self {
         let uri: Option<http::Uri> = base.parse().ok();
         let host = uri
             .as_ref()
@@ -137,6 +148,8 @@ impl ConnPool {
             authority,
             connect_timeout,
             max_idle,
+            spares: spares.min(max_idle),
+            warming: AtomicUsize::new(0),
             idle: Mutex::new(Vec::new()),
         }
     }
@@ -148,12 +161,51 @@ impl ConnPool {
 
     /// An idle connection that still looks open, else a new one within the
     /// connect timeout. Errors are [`OllamaError::Unreachable`] naming
-    /// `base`.
-    pub(crate) async fn get(&self, base: &str) -> Result<UpstreamConn, OllamaError> {
-        if let Some(c) = self.take_idle() {
-            return Ok(c);
+    /// `base`. Either way the pool then tops its spares up in the
+    /// background ([`Self::warm`]).
+    pub(crate) async fn get(self: &Arc<Self>, base: &str) -> Result<UpstreamConn, OllamaError> {
+        let idle = self.take_idle();
+        self.warm(base);
+        match idle {
+            Some(c) => Ok(c),
+            None => self.connect(base).await,
         }
-        self.connect(base).await
+    }
+
+    /// Opens connections in background tasks until `spares` are idle or
+    /// being opened, so that the next chat finds one ready instead of
+    /// waiting for a TCP handshake. Bounded: never more than `spares`
+    /// connects in flight, never more than `max_idle` kept. A failed
+    /// connect is dropped (the next chat connects itself and reports the
+    /// error). Does nothing outside a tokio runtime or with `spares` = 0.
+    pub(crate) fn warm(self: &Arc<Self>, base: &str) {
+        if self.spares == 0 {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        loop {
+            let warming = self.warming.load(Ordering::Acquire);
+            if self.idle_count() + warming >= self.spares {
+                return;
+            }
+            if self
+                .warming
+                .compare_exchange(warming, warming + 1, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+            {
+                continue;
+            }
+            let (pool, base) = (self.clone(), base.to_string());
+            rt.spawn(async move {
+                let c = pool.connect(&base).await;
+                if let Ok(c) = c {
+                    pool.put(c);
+                }
+                pool.warming.fetch_sub(1, Ordering::AcqRel);
+            });
+        }
     }
 
     fn take_idle(&self) -> Option<UpstreamConn> {

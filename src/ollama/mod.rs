@@ -65,6 +65,7 @@ impl OllamaClient {
                 &base,
                 cfg.connect_timeout,
                 cfg.pool_max_connections,
+                cfg.pool_spare_connections,
             )),
             base,
         }

@@ -26,6 +26,8 @@ fn config(url: &str) -> OllamaConfig {
         .ollama;
     cfg.host = url.to_string();
     cfg.connect_timeout = Duration::from_secs(2);
+    // These tests count connections one by one; spares have their own test.
+    cfg.pool_spare_connections = 0;
     cfg
 }
 
@@ -48,8 +50,14 @@ struct Setup {
 
 impl Setup {
     async fn new() -> Self {
+        Self::with_spares(0).await
+    }
+
+    async fn with_spares(spares: usize) -> Self {
         let fake = FakeOllama::start().await;
-        let client = OllamaClient::new(&config(&fake.url()));
+        let mut cfg = config(&fake.url());
+        cfg.pool_spare_connections = spares;
+        let client = OllamaClient::new(&cfg);
         Self {
             fake,
             client,
@@ -167,4 +175,45 @@ async fn a_stream_dropped_mid_answer_is_not_pooled() {
     let mut stream = s.chat().await;
     drain(&mut stream).await;
     assert_eq!(s.fake.connections_accepted(), 2, "a fresh connection");
+}
+
+#[tokio::test]
+async fn the_pool_keeps_spares_so_a_chat_does_not_wait_for_a_handshake() {
+    let s = Setup::with_spares(2).await;
+    // The first chat connects itself; taking a connection opens two spares
+    // in the background.
+    let mut stream = s.chat().await;
+    wait_until("two spares open", Duration::from_secs(5), || async {
+        s.client.idle_chat_connections() == 2
+    })
+    .await;
+    assert_eq!(s.fake.connections_accepted(), 3);
+    drain(&mut stream).await;
+    drop(stream);
+    // The pool never keeps more than pool_max_connections; here 3 fit.
+    assert_eq!(s.client.idle_chat_connections(), 3);
+    // The next chats take idle connections: no new handshake is waited for,
+    // and the spares are topped up only to two idle at a time.
+    for _ in 0..3 {
+        let mut stream = s.chat().await;
+        drain(&mut stream).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        s.fake.connections_accepted(),
+        3,
+        "every chat after the first found an idle connection"
+    );
+    assert_eq!(s.fake.chat_count(), 4);
+}
+
+#[tokio::test]
+async fn spares_are_not_opened_when_the_setting_is_zero() {
+    let s = Setup::new().await;
+    let mut stream = s.chat().await;
+    drain(&mut stream).await;
+    drop(stream);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(s.fake.connections_accepted(), 1);
+    assert_eq!(s.client.idle_chat_connections(), 1);
 }
