@@ -39,6 +39,12 @@ use super::error::{error_chain, OllamaError};
 /// the same 90 s before ADR 0021).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
+/// The most of Ollama's answer read ahead into one connection's buffer:
+/// about 150 lines of a typical stream (hyper's own limit is ~400 KiB).
+/// Lines longer than this still arrive whole (chunks are decoded as they
+/// come; the splitter joins them up to `max_line_bytes`).
+pub(crate) const READ_BUF_MAX: usize = 16 * 1024;
+
 type Io = TokioIo<TcpStream>;
 type ReqBody = Full<Bytes>;
 
@@ -241,7 +247,13 @@ impl ConnPool {
         })?
         .map_err(|e| unreachable(format!("tcp connect error: {e}")))?;
         let _ = tcp.set_nodelay(true);
-        let (sender, conn) = http1::Builder::new()
+        // A bounded read buffer (ADR 0024): hyper's default grows to ~400
+        // KiB under a fast stream, lines that then wait in it behind each
+        // other (latency under saturation) and memory kept while the
+        // connection idles in the pool.
+        let mut b = http1::Builder::new();
+        b.max_buf_size(READ_BUF_MAX);
+        let (sender, conn) = b
             .handshake(TokioIo::new(tcp))
             .await
             .map_err(|e| unreachable(error_chain(&e)))?;
