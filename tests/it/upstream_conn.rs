@@ -217,3 +217,30 @@ async fn spares_are_not_opened_when_the_setting_is_zero() {
     assert_eq!(s.fake.connections_accepted(), 1);
     assert_eq!(s.client.idle_chat_connections(), 1);
 }
+
+#[tokio::test]
+async fn a_line_longer_than_the_read_buffer_arrives_whole() {
+    // The connection's read buffer is capped at 16 KiB (ADR 0024); a chunk
+    // (one line here) six times that must still be decoded piece by piece
+    // and joined into the same line.
+    let s = Setup::new().await;
+    let long: String = (0..100_000)
+        .map(|i| (b'a' + (i % 26) as u8) as char)
+        .collect();
+    s.fake
+        .set(Behavior::stream([long.clone(), " short".to_string()]));
+    let mut stream = s.chat().await;
+    let first = stream.next_line().await.unwrap().expect("a line").to_vec();
+    match tars::ollama::parse_chat_line(&first).expect("a chat line") {
+        tars::ollama::ChatLine::Content { content, .. } => {
+            let text: String = serde_json::from_str(content.get()).unwrap();
+            assert_eq!(text, long, "byte-exact");
+        }
+        other => panic!("expected the long token, got {other:?}"),
+    }
+    assert_eq!(
+        drain(&mut stream).await,
+        2,
+        "the short token and the final line"
+    );
+}
