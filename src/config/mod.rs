@@ -307,6 +307,8 @@ pub struct OllamaConfig {
     pub max_tokens: u32,
     pub keep_alive: Option<String>,
     pub pool_max_connections: usize,
+    /// Idle connections kept ready ahead of the next chat (≤ `pool_max_connections`).
+    pub pool_spare_connections: usize,
     pub retries: u32,
     pub retry_base_delay: Duration,
     pub connect_timeout: Duration,

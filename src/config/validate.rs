@@ -338,6 +338,17 @@ pub fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
             o.pool_max_connections,
             1,
         )?,
+        pool_spare_connections: if o.pool_spare_connections > o.pool_max_connections {
+            return Err(c.err(
+                "ollama.pool_spare_connections",
+                format!(
+                    "is {}, must be at most ollama.pool_max_connections ({})",
+                    o.pool_spare_connections, o.pool_max_connections
+                ),
+            ));
+        } else {
+            o.pool_spare_connections
+        },
         retries: o.retries,
         retry_base_delay: Duration::from_secs_f64(o.retry_base_delay_secs),
         connect_timeout: c.positive_secs("ollama.connect_timeout_secs", o.connect_timeout_secs)?,

@@ -134,3 +134,17 @@ fn resume_keys() {
         assert!(m.contains(&format!("key `{key}`")), "{bad}: {m}");
     }
 }
+
+#[test]
+fn spare_connections_within_the_pool() {
+    let c = check("[tls]\nenabled = false\n").unwrap();
+    assert_eq!(c.ollama.pool_spare_connections, 2);
+    let c = check("[tls]\nenabled = false\n[ollama]\npool_spare_connections = 0\n").unwrap();
+    assert_eq!(c.ollama.pool_spare_connections, 0);
+    let m = msg("[ollama]\npool_max_connections = 4\npool_spare_connections = 5\n");
+    assert!(
+        m.contains("key `ollama.pool_spare_connections`")
+            && m.contains("at most ollama.pool_max_connections (4)"),
+        "{m}"
+    );
+}

@@ -26,6 +26,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -44,6 +45,12 @@ use super::error::{error_chain, OllamaError};
 /// How long an unused connection stays in the pool (hyper-util's pool used
 /// the same 90 s before ADR 0021).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The most of Ollama's answer read ahead into one connection's buffer:
+/// about 150 lines of a typical stream (hyper's own limit is ~400 KiB).
+/// Lines longer than this still arrive whole (chunks are decoded as they
+/// come; the splitter joins them up to `max_line_bytes`).
+pub(crate) const READ_BUF_MAX: usize = 16 * 1024;
 
 type Io = TokioIo<UpstreamIo>;
 type ReqBody = Full<Bytes>;
@@ -178,15 +185,20 @@ pub(crate) struct ConnPool {
     authority: Option<HeaderValue>,
     connector: Connector,
     max_idle: usize,
+    /// Idle connections the pool keeps ready: taking one opens a
+    /// replacement in the background (at most `spares` at a time).
+    spares: usize,
+    /// Background connects in flight.
+    warming: AtomicUsize,
     /// Idle connections and when each was put back; the last is the newest.
     idle: Mutex<Vec<(UpstreamConn, Instant)>>,
 }
 
 impl ConnPool {
     /// A pool for `base` (`http[s]://host[:port]`) connecting through
-    /// `connector`; a URL that does not parse fails at connect time, naming
-    /// the URL.
-    pub(crate) fn new(base: &str, connector: Connector, max_idle: usize) -> Self {
+    /// `connector`, keeping `spares` warm; a URL that does not parse fails
+    /// at connect time, naming the URL.
+    pub(crate) fn new(base: &str, connector: Connector, max_idle: usize, spares: usize) -> Self {
         let uri: Option<http::Uri> = base.parse().ok();
         let authority = uri
             .as_ref()
@@ -197,6 +209,8 @@ impl ConnPool {
             authority,
             connector,
             max_idle,
+            spares: spares.min(max_idle),
+            warming: AtomicUsize::new(0),
             idle: Mutex::new(Vec::new()),
         }
     }
@@ -208,12 +222,51 @@ impl ConnPool {
 
     /// An idle connection that still looks open, else a new one within the
     /// connect timeout. Errors are [`OllamaError::Unreachable`] naming
-    /// `base`.
-    pub(crate) async fn get(&self, base: &str) -> Result<UpstreamConn, OllamaError> {
-        if let Some(c) = self.take_idle() {
-            return Ok(c);
+    /// `base`. Either way the pool then tops its spares up in the
+    /// background ([`Self::warm`]).
+    pub(crate) async fn get(self: &Arc<Self>, base: &str) -> Result<UpstreamConn, OllamaError> {
+        let idle = self.take_idle();
+        self.warm(base);
+        match idle {
+            Some(c) => Ok(c),
+            None => self.connect(base).await,
         }
-        self.connect(base).await
+    }
+
+    /// Opens connections in background tasks until `spares` are idle or
+    /// being opened, so that the next chat finds one ready instead of
+    /// waiting for a TCP handshake. Bounded: never more than `spares`
+    /// connects in flight, never more than `max_idle` kept. A failed
+    /// connect is dropped (the next chat connects itself and reports the
+    /// error). Does nothing outside a tokio runtime or with `spares` = 0.
+    pub(crate) fn warm(self: &Arc<Self>, base: &str) {
+        if self.spares == 0 {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        loop {
+            let warming = self.warming.load(Ordering::Acquire);
+            if self.idle_count() + warming >= self.spares {
+                return;
+            }
+            if self
+                .warming
+                .compare_exchange(warming, warming + 1, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+            {
+                continue;
+            }
+            let (pool, base) = (self.clone(), base.to_string());
+            rt.spawn(async move {
+                let c = pool.connect(&base).await;
+                if let Ok(c) = c {
+                    pool.put(c);
+                }
+                pool.warming.fetch_sub(1, Ordering::AcqRel);
+            });
+        }
     }
 
     fn take_idle(&self) -> Option<UpstreamConn> {
@@ -241,7 +294,13 @@ impl ConnPool {
             .connect(uri)
             .await
             .map_err(|e| unreachable(e.to_string()))?;
-        let (sender, conn) = http1::Builder::new()
+        // A bounded read buffer (ADR 0024): hyper's default grows to ~400
+        // KiB under a fast stream, lines that then wait in it behind each
+        // other (latency under saturation) and memory kept while the
+        // connection idles in the pool.
+        let mut b = http1::Builder::new();
+        b.max_buf_size(READ_BUF_MAX);
+        let (sender, conn) = b
             .handshake(TokioIo::new(io))
             .await
             .map_err(|e| unreachable(error_chain(&e)))?;

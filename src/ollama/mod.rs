@@ -72,7 +72,12 @@ impl OllamaClient {
         let base = base.trim_end_matches('/').to_string();
         Self {
             http: http_client(connector.clone(), cfg.pool_max_connections),
-            pool: Arc::new(ConnPool::new(&base, connector, cfg.pool_max_connections)),
+            pool: Arc::new(ConnPool::new(
+                &base,
+                connector,
+                cfg.pool_max_connections,
+                cfg.pool_spare_connections,
+            )),
             base,
         }
     }

@@ -101,6 +101,7 @@ impl Upstream {
                 cfg.api_key.clone(),
                 connector,
                 ollama.pool_max_connections,
+                ollama.pool_spare_connections,
             )),
         };
         Self {

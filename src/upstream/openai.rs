@@ -86,12 +86,19 @@ pub fn request_body(req: &ChatRequest) -> Result<Vec<u8>, serde_json::Error> {
 
 impl OpenAiClient {
     /// A client for the server at `base` whose connections `connector`
-    /// opens (plain or TLS).
-    pub fn new(base: &str, key: Option<Secret>, connector: Connector, pool: usize) -> Self {
+    /// opens (plain or TLS), keeping up to `pool` idle and `spares` warm
+    /// (ADR 0024).
+    pub fn new(
+        base: &str,
+        key: Option<Secret>,
+        connector: Connector,
+        pool: usize,
+        spares: usize,
+    ) -> Self {
         let base = base.trim_end_matches('/').to_string();
         Self {
             http: crate::ollama::http_client(connector.clone(), pool),
-            chats: Arc::new(ConnPool::new(&base, connector, pool)),
+            chats: Arc::new(ConnPool::new(&base, connector, pool, spares)),
             base,
             key,
         }

@@ -366,7 +366,9 @@ fn same_endpoint(a: &UpstreamConfig, b: &UpstreamConfig) -> bool {
 
 /// Two `[ollama]` tables build the same HTTP clients.
 fn same_client(a: &OllamaConfig, b: &OllamaConfig) -> bool {
-    a.connect_timeout == b.connect_timeout && a.pool_max_connections == b.pool_max_connections
+    a.connect_timeout == b.connect_timeout
+        && a.pool_max_connections == b.pool_max_connections
+        && a.pool_spare_connections == b.pool_spare_connections
 }
 
 fn candidates<'a>(

@@ -28,6 +28,9 @@ pub(crate) fn config(url: &str) -> OllamaConfig {
         .ollama;
     cfg.host = url.to_string();
     cfg.connect_timeout = Duration::from_secs(2);
+    // Tests count connections one by one; warm spares have their own tests
+    // (upstream_conn, ADR 0024).
+    cfg.pool_spare_connections = 0;
     cfg
 }
 
@@ -68,8 +71,15 @@ pub(crate) struct Setup {
 }
 
 pub(crate) async fn setup() -> Setup {
+    setup_with_spares(0).await
+}
+
+/// [`setup`] with `pool_spare_connections = spares`.
+pub(crate) async fn setup_with_spares(spares: usize) -> Setup {
     let fake = FakeOllama::start().await;
-    let client = OllamaClient::new(&config(&fake.url()));
+    let mut cfg = config(&fake.url());
+    cfg.pool_spare_connections = spares;
+    let client = OllamaClient::new(&cfg);
     Setup {
         fake,
         client,

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::support::fake_ollama::{Behavior, FakeOllama};
 use crate::support::wait_until;
-use crate::upstream::{policy, setup};
+use crate::upstream::{policy, setup, setup_with_spares};
 use futures_util::FutureExt;
 use tars::ollama::{ChatMessage, ChatOptions, ChatRequest, ChatStream, Connector, Role};
 
@@ -125,6 +125,7 @@ async fn openai_events_already_received_are_ready_and_the_connection_is_reused()
         None,
         Connector::new(Duration::from_secs(2), None),
         4,
+        0,
     );
     let req = ChatRequest::new(
         "llama3.2",
@@ -158,4 +159,72 @@ async fn openai_events_already_received_are_ready_and_the_connection_is_reused()
     }
     assert_eq!(fake.chat_count(), 2);
     assert_eq!(fake.connections_accepted(), 1, "one keep-alive connection");
+}
+
+#[tokio::test]
+async fn the_pool_keeps_spares_so_a_chat_does_not_wait_for_a_handshake() {
+    let s = setup_with_spares(2).await;
+    // The first chat connects itself; taking a connection opens two spares
+    // in the background.
+    let mut stream = s.chat(&policy()).await.expect("the fake answers");
+    wait_until("two spares open", Duration::from_secs(5), || async {
+        s.client.idle_chat_connections() == 2
+    })
+    .await;
+    assert_eq!(s.fake.connections_accepted(), 3);
+    drain(&mut stream).await;
+    drop(stream);
+    // The pool never keeps more than pool_max_connections; here 3 fit.
+    assert_eq!(s.client.idle_chat_connections(), 3);
+    // The next chats take idle connections: no new handshake is waited for,
+    // and the spares are topped up only to two idle at a time.
+    for _ in 0..3 {
+        let mut stream = s.chat(&policy()).await.expect("the fake answers");
+        drain(&mut stream).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        s.fake.connections_accepted(),
+        3,
+        "every chat after the first found an idle connection"
+    );
+    assert_eq!(s.fake.chat_count(), 4);
+}
+
+#[tokio::test]
+async fn spares_are_not_opened_when_the_setting_is_zero() {
+    let s = setup().await;
+    let mut stream = s.chat(&policy()).await.expect("the fake answers");
+    drain(&mut stream).await;
+    drop(stream);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(s.fake.connections_accepted(), 1);
+    assert_eq!(s.client.idle_chat_connections(), 1);
+}
+
+#[tokio::test]
+async fn a_line_longer_than_the_read_buffer_arrives_whole() {
+    // The connection's read buffer is capped at 16 KiB (ADR 0024); a chunk
+    // (one line here) six times that must still be decoded piece by piece
+    // and joined into the same line.
+    let s = setup().await;
+    let long: String = (0..100_000)
+        .map(|i| (b'a' + (i % 26) as u8) as char)
+        .collect();
+    s.fake
+        .set(Behavior::stream([long.clone(), " short".to_string()]));
+    let mut stream = s.chat(&policy()).await.expect("the fake answers");
+    let first = stream.next_line().await.unwrap().expect("a line").to_vec();
+    match tars::ollama::parse_chat_line(&first).expect("a chat line") {
+        tars::ollama::ChatLine::Content { content, .. } => {
+            let text: String = serde_json::from_str(content.get()).unwrap();
+            assert_eq!(text, long, "byte-exact");
+        }
+        other => panic!("expected the long token, got {other:?}"),
+    }
+    assert_eq!(
+        drain(&mut stream).await,
+        2,
+        "the short token and the final line"
+    );
 }
