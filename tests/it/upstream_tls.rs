@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
-use tars::config::OllamaConfig;
 use tars::metrics::Metrics;
 use tars::ollama::{
     ChatMessage, ChatOptions, ChatRequest, Connector, OllamaClient, RetryPolicy, Role,
@@ -193,17 +192,6 @@ async fn an_untrusted_only_upstream_is_upstream_unavailable() {
     assert_eq!(lab.chat_count(), 0);
 }
 
-fn client_config() -> OllamaConfig {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("config.toml");
-    std::fs::write(&path, "[tls]\nenabled = false\n").unwrap();
-    let mut cfg = tars::config::load_with_env(&path, &|_| None)
-        .expect("a minimal config loads")
-        .ollama;
-    cfg.connect_timeout = Duration::from_secs(2);
-    cfg
-}
-
 #[tokio::test]
 async fn a_finished_chats_tls_connection_is_reused() {
     let ca = TestCa::new();
@@ -213,7 +201,8 @@ async fn a_finished_chats_tls_connection_is_reused() {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    let cfg = client_config();
+    // `upstream::config`: no warm spares, so the test counts one connection.
+    let cfg = crate::upstream::config(&o.url());
     let client = OllamaClient::with_connector(
         &cfg,
         &o.url(),
