@@ -16,6 +16,7 @@
 //! pool.
 
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use hyper::body::Incoming;
@@ -91,15 +92,6 @@ impl ChatStream {
     /// buffered and the deadline stays when the future is dropped, so it may
     /// be used in `select!`.
     pub async fn next_line(&mut self) -> Result<Option<&[u8]>, OllamaError> {
-        let (what, deadline, after) = if self.started {
-            let idle = self.idle_timeout;
-            let deadline = *self
-                .idle_deadline
-                .get_or_insert_with(|| Instant::now() + idle);
-            ("idle", deadline, idle)
-        } else {
-            ("first token", self.first_deadline, self.first_token_timeout)
-        };
         loop {
             if self.finished {
                 return Ok(None);
@@ -120,10 +112,21 @@ impl ChatStream {
                     None => Ok(None),
                 };
             }
-            let frame = std::future::poll_fn(|cx| self.body.poll_frame(cx));
-            let frame = match tokio::time::timeout_at(deadline, frame).await {
-                Ok(f) => f,
-                Err(_) => return Err(OllamaError::Timeout { what, after }),
+            // A frame hyper already has is taken without reading the clock
+            // or arming a timer (one line a frame at saturation); only a
+            // wait starts (or goes on with) the deadline.
+            let ready =
+                std::future::poll_fn(|cx| Poll::Ready(self.body.poll_frame(cx))).await;
+            let frame = match ready {
+                Poll::Ready(f) => f,
+                Poll::Pending => {
+                    let (what, deadline, after) = self.deadline();
+                    let frame = std::future::poll_fn(|cx| self.body.poll_frame(cx));
+                    match tokio::time::timeout_at(deadline, frame).await {
+                        Ok(f) => f,
+                        Err(_) => return Err(OllamaError::Timeout { what, after }),
+                    }
+                }
             };
             match frame {
                 None => self.eof = true,
@@ -134,6 +137,22 @@ impl ChatStream {
                 }
                 Some(Err(e)) => return Err(OllamaError::Stream(error_chain(&e))),
             }
+        }
+    }
+}
+
+impl ChatStream {
+    /// What the next wait is for, its deadline (the idle one starts with the
+    /// first wait after a line) and the timeout it stands for.
+    fn deadline(&mut self) -> (&'static str, Instant, Duration) {
+        if self.started {
+            let idle = self.idle_timeout;
+            let deadline = *self
+                .idle_deadline
+                .get_or_insert_with(|| Instant::now() + idle);
+            ("idle", deadline, idle)
+        } else {
+            ("first token", self.first_deadline, self.first_token_timeout)
         }
     }
 }

@@ -18,6 +18,7 @@
 //! `first_token_timeout` of the request, later ones within `idle_timeout`.
 
 use std::future::Future;
+use std::task::Poll;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -326,29 +327,40 @@ impl OpenAiStream {
 
     /// Read one more frame of the body into the parser, within the deadline.
     async fn read(&mut self) -> Result<(), OllamaError> {
-        let (what, deadline, after) = if self.started {
-            let idle = self.idle_timeout;
-            let d = *self
-                .idle_deadline
-                .get_or_insert_with(|| Instant::now() + idle);
-            ("idle", d, idle)
-        } else {
-            ("first token", self.first_deadline, self.first_token_timeout)
+        // A frame hyper already has is taken without reading the clock or
+        // arming a timer; only a wait starts (or goes on with) the deadline.
+        let ready = std::future::poll_fn(|cx| Poll::Ready(self.body.poll_frame(cx))).await;
+        let frame = match ready {
+            Poll::Ready(f) => f,
+            Poll::Pending => {
+                let (what, deadline, after) = if self.started {
+                    let idle = self.idle_timeout;
+                    let d = *self
+                        .idle_deadline
+                        .get_or_insert_with(|| Instant::now() + idle);
+                    ("idle", d, idle)
+                } else {
+                    ("first token", self.first_deadline, self.first_token_timeout)
+                };
+                let frame = std::future::poll_fn(|cx| self.body.poll_frame(cx));
+                match tokio::time::timeout_at(deadline, frame).await {
+                    Err(_) => return Err(OllamaError::Timeout { what, after }),
+                    Ok(f) => f,
+                }
+            }
         };
-        let frame = std::future::poll_fn(|cx| self.body.poll_frame(cx));
-        match tokio::time::timeout_at(deadline, frame).await {
-            Err(_) => Err(OllamaError::Timeout { what, after }),
-            Ok(None) => {
+        match frame {
+            None => {
                 self.parser.end();
                 Ok(())
             }
-            Ok(Some(Ok(frame))) => {
+            Some(Ok(frame)) => {
                 if let Ok(data) = frame.into_data() {
                     self.parser.push(&data);
                 }
                 Ok(())
             }
-            Ok(Some(Err(e))) => Err(OllamaError::Stream(error_chain(&e))),
+            Some(Err(e)) => Err(OllamaError::Stream(error_chain(&e))),
         }
     }
 }

@@ -8,6 +8,8 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::future::Future;
+use std::task::Poll;
 use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
@@ -284,19 +286,41 @@ async fn stream(
         Err(outcome) => return Err(outcome),
     };
     let mut enc = TokenEncoder::new(conv);
+    // One clock read a line: the frames' wall-clock timestamps are this
+    // anchor plus the monotonic time since (a generation lasts minutes; a
+    // clock step meanwhile is not followed, and timestamps never go back).
+    let (wall0, mono0) = (time::OffsetDateTime::now_utc(), Instant::now());
     let mut thinking_seq = 0u64;
     loop {
-        let line = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => return Err(Outcome::Cancelled),
-            // Resume: a takeover, the session gone, the window passed.
-            ev = out.event() => {
-                out.handle(ev, cancel).await?;
-                continue;
-            }
-            r = upstream.next() => r,
+        if cancel.is_cancelled() {
+            return Err(Outcome::Cancelled);
+        }
+        let next = upstream.next();
+        tokio::pin!(next);
+        // Fast path (every line at saturation): a line already read is taken
+        // without registering, and then dropping, a waiter on the
+        // cancellation token and the resume events; the select below runs
+        // only when the upstream has nothing ready.
+        let ready = if out.quiet() {
+            std::future::poll_fn(|cx| Poll::Ready(next.as_mut().poll(cx))).await
+        } else {
+            Poll::Pending
+        };
+        let line = match ready {
+            Poll::Ready(r) => r,
+            Poll::Pending => tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return Err(Outcome::Cancelled),
+                // Resume: a takeover, the session gone, the window passed.
+                ev = out.event() => {
+                    out.handle(ev, cancel).await?;
+                    continue;
+                }
+                r = &mut next => r,
+            },
         };
         let read_at = Instant::now();
+        let wall = wall0 + read_at.saturating_duration_since(mono0);
         let parsed = match line {
             Ok(Some(l)) => l,
             Ok(None) => {
@@ -332,12 +356,7 @@ async fn stream(
         };
         if let Some(t) = thinking.filter(|t| t.get() != "\"\"") {
             thinking_seq += 1;
-            let frame = enc.encode(
-                "thinking",
-                t.get(),
-                thinking_seq,
-                time::OffsetDateTime::now_utc(),
-            );
+            let frame = enc.encode("thinking", t.get(), thinking_seq, wall);
             out.send(Out::Text(frame), p.tokens, cancel).await?;
         }
         if let Some(c) = content.filter(|c| c.get() != "\"\"") {
@@ -350,7 +369,7 @@ async fn stream(
                     answer.push_str(&text);
                 }
             }
-            let frame = enc.encode("token", c.get(), p.tokens, time::OffsetDateTime::now_utc());
+            let frame = enc.encode("token", c.get(), p.tokens, wall);
             out.send(Out::Token(frame, read_at), p.tokens - 1, cancel)
                 .await?;
             state.metrics.tokens_streamed.inc();

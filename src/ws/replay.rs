@@ -476,12 +476,38 @@ impl Output {
         cancel: &CancellationToken,
     ) -> Result<(), Outcome> {
         match self {
-            Self::Direct(tx) => tokio::select! {
-                biased;
-                _ = cancel.cancelled() => Err(Outcome::Cancelled),
-                r = tx.send(out) => r.map_err(|_| Outcome::SessionGone),
-            },
+            Self::Direct(tx) => {
+                // Fast path (every token at saturation): room in the queue,
+                // no cancellation waiter registered and dropped per token.
+                if cancel.is_cancelled() {
+                    return Err(Outcome::Cancelled);
+                }
+                let out = match tx.try_send(out) {
+                    Ok(()) => return Ok(()),
+                    Err(mpsc::error::TrySendError::Closed(_)) => return Err(Outcome::SessionGone),
+                    Err(mpsc::error::TrySendError::Full(out)) => out,
+                };
+                tokio::select! {
+                    biased;
+                    _ = cancel.cancelled() => Err(Outcome::Cancelled),
+                    r = tx.send(out) => r.map_err(|_| Outcome::SessionGone),
+                }
+            }
             Self::Resumable(r) => r.send(out, after, cancel).await,
+        }
+    }
+
+    /// No [`event`](Self::event) can be ready now (a direct output; or a
+    /// resumable one attached to a live session with no takeover signalled):
+    /// the generation may take an upstream line that is already buffered
+    /// without also waiting on `event()`.
+    pub fn quiet(&self) -> bool {
+        match self {
+            Self::Direct(_) => true,
+            Self::Resumable(r) => {
+                !r.gen.signalled.load(Ordering::Acquire)
+                    && r.holder.as_ref().is_some_and(|h| !h.session.is_cancelled())
+            }
         }
     }
 

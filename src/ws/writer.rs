@@ -170,10 +170,14 @@ pub async fn run<S: AsyncWrite + Unpin>(
         .await;
         match res {
             Ok(Ok(())) => {
-                for at in delays.drain(..) {
-                    metrics
-                        .token_added_delay
-                        .observe(at.elapsed().as_secs_f64());
+                // One clock read a batch: its frames left together.
+                if !delays.is_empty() {
+                    let now = Instant::now();
+                    for at in delays.drain(..) {
+                        metrics
+                            .token_added_delay
+                            .observe(now.saturating_duration_since(at).as_secs_f64());
+                    }
                 }
                 if closed {
                     return WriterEnd::Closed;
