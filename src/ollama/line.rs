@@ -94,6 +94,17 @@ struct WireMessage<'a> {
 
 /// Parse one line (without its `\n`).
 pub fn parse_chat_line(line: &[u8]) -> Result<ChatLine<'_>, LineError> {
+    if let Some(content) = super::fast_line::content(line) {
+        return Ok(ChatLine::Content {
+            content,
+            thinking: None,
+        });
+    }
+    parse_with_serde(line)
+}
+
+/// [`parse_chat_line`] without the fast path for the common shape.
+pub(super) fn parse_with_serde(line: &[u8]) -> Result<ChatLine<'_>, LineError> {
     let w: WireLine<'_> = serde_json::from_slice(line)?;
     if let Some(e) = w.error {
         return Ok(ChatLine::Error(e.into_owned()));

@@ -13,12 +13,15 @@
 //! - [`ndjson`]: [`NdjsonSplitter`], body chunks → lines.
 //! - [`line`]: [`parse_chat_line`], line → [`ChatLine`] borrowing the token's
 //!   raw JSON string (the hot path).
+//! - `fast_line`: the common content line's shape matched without a general
+//!   JSON parse (ADR 0025); anything else takes `line`'s serde path.
 //! - [`error`]: [`OllamaError`] with its metrics `kind` and `retryable`.
 
 pub mod chat;
 pub(crate) mod conn;
 pub mod connect;
 pub mod error;
+mod fast_line;
 pub mod line;
 pub mod ndjson;
 pub mod policy;
