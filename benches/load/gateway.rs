@@ -81,6 +81,13 @@ impl Gateway {
             "server.max_http_connections",
             MAX_CONNECTIONS.into(),
         );
+        // As many idle connections to the fake as nginx keeps: its
+        // `keepalive` is per worker (benches/load/nginx.rs).
+        set(
+            &mut t,
+            "ollama.pool_max_connections",
+            ((crate::nginx::workers() * crate::nginx::UPSTREAM_KEEPALIVE) as i64).into(),
+        );
         if opts.openai {
             // The same fake through its OpenAI dialect: a static model list
             // (no discovery) and the largest max_concurrent, as the

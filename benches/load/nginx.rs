@@ -22,9 +22,17 @@ use tokio_rustls::TlsConnector;
 
 use crate::gateway::cpu_secs;
 
-/// Idle keep-alive connections to the fake each nginx worker may keep, as
-/// many as the gateway's pool (`ollama.pool_max_connections` = 20).
-const UPSTREAM_KEEPALIVE: usize = 20;
+/// Idle keep-alive connections to the fake each nginx worker may keep (the
+/// gateway's bench config gives its pool as many as nginx's workers together:
+/// `ollama.pool_max_connections` = [`workers`] × this).
+pub const UPSTREAM_KEEPALIVE: usize = 20;
+
+/// nginx's worker processes: one per CPU.
+pub fn workers() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
 
 /// A running nginx; stopped (SIGTERM, then SIGKILL) on drop.
 pub struct Nginx {
@@ -73,9 +81,7 @@ impl Nginx {
             .with_context(|| format!("copying {}", cert.display()))?;
         std::fs::copy(key, dir.path().join("tls.key"))
             .with_context(|| format!("copying {}", key.display()))?;
-        let workers = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1);
+        let workers = workers();
         // A port taken between our probe and nginx's bind: try another.
         let mut last = String::new();
         for _ in 0..3 {

@@ -115,8 +115,7 @@ impl ChatStream {
             // A frame hyper already has is taken without reading the clock
             // or arming a timer (one line a frame at saturation); only a
             // wait starts (or goes on with) the deadline.
-            let ready =
-                std::future::poll_fn(|cx| Poll::Ready(self.body.poll_frame(cx))).await;
+            let ready = std::future::poll_fn(|cx| Poll::Ready(self.body.poll_frame(cx))).await;
             let frame = match ready {
                 Poll::Ready(f) => f,
                 Poll::Pending => {

@@ -18,8 +18,8 @@
 //! `first_token_timeout` of the request, later ones within `idle_timeout`.
 
 use std::future::Future;
-use std::task::Poll;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;

@@ -6,9 +6,9 @@
 //! the upstream request — which is how Ollama is told to stop — and ends the
 //! generation with `complete` and `done_reason: "cancelled"`.
 
+use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::future::Future;
 use std::task::Poll;
 use std::time::Instant;
 

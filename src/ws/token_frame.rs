@@ -129,7 +129,15 @@ mod tests {
     fn timestamps_across_seconds_match_the_formatter() {
         let mut enc = TokenEncoder::new(None);
         let base = time::macros::datetime!(2025-12-31 23:59:58.999_999 UTC);
-        for step_us in [0u64, 1, 1_000, 1_000_001, 2_000_000, 2_000_001, 86_400_000_000] {
+        for step_us in [
+            0u64,
+            1,
+            1_000,
+            1_000_001,
+            2_000_000,
+            2_000_001,
+            86_400_000_000,
+        ] {
             let t = base + std::time::Duration::from_micros(step_us);
             let mut want = Vec::new();
             crate::response::write_rfc3339(&mut want, t);
