@@ -171,6 +171,12 @@ fn token_bench(c: &mut Criterion) {
             token(&mut enc, black_box(ESCAPED.as_bytes()), seq)
         })
     });
+    g.bench_function("parse_only", |b| {
+        b.iter(|| match parse_chat_line(black_box(LINE.as_bytes())) {
+            Ok(ChatLine::Content { content, .. }) => content.get().len(),
+            _ => 0,
+        })
+    });
     g.bench_function("encode_only", |b| {
         let now = time::OffsetDateTime::now_utc();
         b.iter(|| {

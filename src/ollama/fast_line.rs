@@ -86,6 +86,9 @@ mod tests {
         assert_eq!(fast(l).as_deref(), Some(r#""a\"b\\c\n\u003c 😀""#));
         let l = r#"{"model":"m","created_at":"t","message":{"role":"assistant","content":""},"done":false}"#;
         assert_eq!(fast(l).as_deref(), Some(r#""""#));
+        // benches/hot_path.rs's LINE.
+        let l = r#"{"model":"llama3.2","created_at":"2024-11-05T08:52:19.385406455Z","message":{"role":"assistant","content":" the"},"done":false}"#;
+        assert_eq!(fast(l).as_deref(), Some(r#"" the""#));
     }
 
     #[test]
