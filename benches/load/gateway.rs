@@ -86,7 +86,7 @@ impl Gateway {
         set(
             &mut t,
             "ollama.pool_max_connections",
-            ((crate::nginx::workers() * crate::nginx::UPSTREAM_KEEPALIVE) as i64).into(),
+            (pool_max() as i64).into(),
         );
         if opts.openai {
             // The same fake through its OpenAI dialect: a static model list
@@ -271,4 +271,10 @@ pub fn status_field(pid: u32, field: &str) -> Option<u64> {
         .nth(1)?
         .parse()
         .ok()
+}
+
+/// Idle upstream connections the bench's gateway may keep: as many as
+/// nginx's workers together (`keepalive` is per worker).
+pub fn pool_max() -> usize {
+    crate::nginx::workers() * crate::nginx::UPSTREAM_KEEPALIVE
 }

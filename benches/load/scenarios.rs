@@ -462,10 +462,6 @@ pub async fn leak(p: &Plan) -> Result<Table> {
     Ok(t)
 }
 
-/// Idle upstream connections the gateway's pool may keep
-/// (`ollama.pool_max_connections` in the shipped config).
-const POOL_MAX: usize = 20;
-
 /// Open file descriptors of process `pid`.
 fn fd_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
@@ -478,7 +474,7 @@ fn fd_count(pid: u32) -> usize {
 /// runs, then every session closes and the descriptors must return to the
 /// baseline taken before the first session opened, plus the idle keep-alive
 /// connections to Ollama the pool may keep (at most
-/// `ollama.pool_max_connections`, 20 in the shipped config).
+/// `ollama.pool_max_connections`, which the bench sets to [`crate::gateway::pool_max`]).
 pub async fn soak(p: &Plan) -> Result<Table> {
     let n = p.counts(&[1_000], &[4])[0];
     let secs = p.secs(600.0, 2.0);
@@ -545,7 +541,8 @@ pub async fn soak(p: &Plan) -> Result<Table> {
     }
     // Let the gateway notice every close.
     let deadline = Instant::now() + Duration::from_secs(10);
-    let allowed = baseline_fds + POOL_MAX;
+    let pool_max = crate::gateway::pool_max();
+    let allowed = baseline_fds + pool_max;
     while fd_count(gw.pid()) > allowed && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -557,13 +554,13 @@ pub async fn soak(p: &Plan) -> Result<Table> {
         generations.load(Ordering::SeqCst).into(),
         errs.into(),
         num(gw.rss_kib() as f64 / 1024.0),
-        format!("{end_fds} (baseline {baseline_fds} + up to {POOL_MAX} pooled)").into(),
+        format!("{end_fds} (baseline {baseline_fds} + up to {pool_max} pooled)").into(),
     ]);
     if p.smoke {
         ensure!(errs == 0, "{errs} generations failed");
         ensure!(
             end_fds <= allowed,
-            "descriptors {end_fds} > baseline {baseline_fds} + {POOL_MAX} pooled"
+            "descriptors {end_fds} > baseline {baseline_fds} + {pool_max} pooled"
         );
     }
     drop(gw);
