@@ -118,13 +118,47 @@ mod tests {
         assert!(content(bad_utf8).is_none());
     }
 
+    /// `text` as a JSON string literal, each character escaped as `\uXXXX`
+    /// (a surrogate pair beyond the BMP) where `escape` says so — the way
+    /// Go's encoder writes `<`, `>`, `&`, U+2028 — and a lone surrogate
+    /// appended when `lone` (serde accepts one in a raw value).
+    fn go_literal(text: &str, escape: &[bool], lone: bool) -> String {
+        let mut out = String::from("\"");
+        for (i, c) in text.chars().enumerate() {
+            if escape.get(i).copied().unwrap_or(false) {
+                let mut units = [0u16; 2];
+                for u in c.encode_utf16(&mut units) {
+                    out.push_str(&format!("\\u{u:04x}"));
+                }
+            } else {
+                let one = serde_json::to_string(&c.to_string()).unwrap();
+                out.push_str(&one[1..one.len() - 1]);
+            }
+        }
+        if lone {
+            out.push_str("\\ud800");
+        }
+        out.push('"');
+        out
+    }
+
+    #[test]
+    fn go_literals_decode_to_their_text() {
+        let lit = go_literal("<a😀\n", &[true, false, true, false], false);
+        assert_eq!(lit, r#""\u003ca\ud83d\ude00\n""#);
+        assert_eq!(serde_json::from_str::<String>(&lit).unwrap(), "<a😀\n");
+        assert!(go_literal("x", &[], true).ends_with(r#"\ud800""#));
+    }
+
     proptest::proptest! {
         /// Whatever the fast path accepts, the serde path reads as the same
         /// content line (and it accepts every line Ollama's encoder writes).
         #[test]
         fn agrees_with_serde(model in "\\PC{0,12}", text in "\\PC{0,24}|[\\x00-\\x7f]{0,24}",
+                             escape in proptest::collection::vec(proptest::bool::ANY, 0..24),
+                             lone in proptest::bool::weighted(0.1),
                              images in proptest::bool::ANY, cut in 0usize..200, flip in 0usize..200) {
-            let lit = serde_json::to_string(&text).unwrap();
+            let lit = go_literal(&text, &escape, lone);
             let model_lit = serde_json::to_string(&model).unwrap();
             let line = format!(
                 r#"{{"model":{model_lit},"created_at":"2025-01-01T00:00:00.1Z","message":{{"role":"assistant","content":{lit}{}}},"done":false}}"#,

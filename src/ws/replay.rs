@@ -483,7 +483,14 @@ impl Output {
                     return Err(Outcome::Cancelled);
                 }
                 let out = match tx.try_send(out) {
-                    Ok(()) => return Ok(()),
+                    Ok(()) => {
+                        // `send` took a unit of tokio's cooperative budget
+                        // per frame; keep doing so, so that a generation
+                        // whose upstream is always ready still yields to the
+                        // writer and the session now and then.
+                        tokio::task::consume_budget().await;
+                        return Ok(());
+                    }
                     Err(mpsc::error::TrySendError::Closed(_)) => return Err(Outcome::SessionGone),
                     Err(mpsc::error::TrySendError::Full(out)) => out,
                 };

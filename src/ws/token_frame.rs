@@ -49,6 +49,8 @@ impl TokenEncoder {
     /// `raw` must be a JSON string literal (quotes included) as Ollama sent
     /// it; `kind` is `token` or `thinking`.
     pub fn encode(&mut self, kind: &str, raw: &str, seq: u64, now: time::OffsetDateTime) -> Bytes {
+        // The cache is keyed by the UNIX second: one offset only.
+        debug_assert!(now.offset().is_utc(), "token timestamps are UTC");
         let sec = now.unix_timestamp();
         if sec != self.sec {
             self.sec = sec;
