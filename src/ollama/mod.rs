@@ -10,6 +10,8 @@
 //!   cancellation).
 //! - [`policy`]: [`RetryPolicy`], the retry and timeout settings of one chat.
 //! - [`stream`]: [`ChatStream`], the answer read line by line on demand.
+//! - `deadline`: the first-token and idle timeouts of an answer and the read
+//!   of its next frame under them, shared with the OpenAI reader.
 //! - [`ndjson`]: [`NdjsonSplitter`], body chunks → lines.
 //! - [`line`]: [`parse_chat_line`], line → [`ChatLine`] borrowing the token's
 //!   raw JSON string (the hot path).
@@ -20,6 +22,7 @@
 pub mod chat;
 pub(crate) mod conn;
 pub mod connect;
+pub(crate) mod deadline;
 pub mod error;
 mod fast_line;
 pub mod line;

@@ -16,13 +16,12 @@
 //! pool.
 
 use std::sync::Arc;
-use std::task::Poll;
-use std::time::Duration;
 
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use super::conn::{ConnPool, DrivenBody, UpstreamConn};
+use super::deadline::Deadlines;
 use super::error::{error_chain, OllamaError};
 use super::ndjson::NdjsonSplitter;
 use super::policy::RetryPolicy;
@@ -33,17 +32,8 @@ pub struct ChatStream {
     /// [`Self::next_line`]; its drop gives the connection back or closes it.
     body: DrivenBody,
     splitter: NdjsonSplitter,
-    /// When the first line must have arrived: the attempt's start plus
-    /// `first_token_timeout` (the wait for the head counts too).
-    first_deadline: Instant,
-    first_token_timeout: Duration,
-    idle_timeout: Duration,
-    /// A line was handed out: later lines get `idle_timeout`.
-    started: bool,
-    /// The idle deadline of the wait in progress; kept when a `next_line`
-    /// future is dropped (in a `select!`) so calling again does not restart
-    /// the clock, cleared when a line is handed out.
-    idle_deadline: Option<Instant>,
+    /// The first-token and idle deadlines.
+    deadlines: Deadlines,
     /// The body ended; only the splitter's tail is left.
     eof: bool,
     /// The tail was handed out too: only `None` from now on.
@@ -64,11 +54,11 @@ impl ChatStream {
         Self {
             body: DrivenBody::new(resp.into_body(), conn, pool),
             splitter: NdjsonSplitter::new(policy.max_line_bytes),
-            first_deadline,
-            first_token_timeout: policy.first_token_timeout,
-            idle_timeout: policy.idle_timeout,
-            started: false,
-            idle_deadline: None,
+            deadlines: Deadlines::new(
+                first_deadline,
+                policy.first_token_timeout,
+                policy.idle_timeout,
+            ),
             eof: false,
             finished: false,
             attempts,
@@ -97,36 +87,20 @@ impl ChatStream {
                 return Ok(None);
             }
             if let Some(r) = self.splitter.next_range()? {
-                self.started = true;
-                self.idle_deadline = None;
+                self.deadlines.delivered();
                 return Ok(Some(self.splitter.slice(r)));
             }
             if self.eof {
                 self.finished = true;
                 return match self.splitter.finish_range()? {
                     Some(r) => {
-                        self.started = true;
-                        self.idle_deadline = None;
+                        self.deadlines.delivered();
                         Ok(Some(self.splitter.slice(r)))
                     }
                     None => Ok(None),
                 };
             }
-            // A frame hyper already has is taken without reading the clock
-            // or arming a timer (one line a frame at saturation); only a
-            // wait starts (or goes on with) the deadline.
-            let ready = std::future::poll_fn(|cx| Poll::Ready(self.body.poll_frame(cx))).await;
-            let frame = match ready {
-                Poll::Ready(f) => f,
-                Poll::Pending => {
-                    let (what, deadline, after) = self.deadline();
-                    let frame = std::future::poll_fn(|cx| self.body.poll_frame(cx));
-                    match tokio::time::timeout_at(deadline, frame).await {
-                        Ok(f) => f,
-                        Err(_) => return Err(OllamaError::Timeout { what, after }),
-                    }
-                }
-            };
+            let frame = self.deadlines.next_frame(&mut self.body).await?;
             match frame {
                 None => self.eof = true,
                 Some(Ok(frame)) => {
@@ -140,27 +114,11 @@ impl ChatStream {
     }
 }
 
-impl ChatStream {
-    /// What the next wait is for, its deadline (the idle one starts with the
-    /// first wait after a line) and the timeout it stands for.
-    fn deadline(&mut self) -> (&'static str, Instant, Duration) {
-        if self.started {
-            let idle = self.idle_timeout;
-            let deadline = *self
-                .idle_deadline
-                .get_or_insert_with(|| Instant::now() + idle);
-            ("idle", deadline, idle)
-        } else {
-            ("first token", self.first_deadline, self.first_token_timeout)
-        }
-    }
-}
-
 impl std::fmt::Debug for ChatStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ChatStream")
             .field("buffered", &self.splitter.buffered())
-            .field("started", &self.started)
+            .field("started", &self.deadlines.started())
             .field("eof", &self.eof)
             .field("attempts", &self.attempts)
             .finish()

@@ -19,7 +19,6 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -32,6 +31,7 @@ use tokio::time::Instant;
 use super::openai_sse::{self, Ready, SseEvent, SseParser};
 use crate::config::Secret;
 use crate::ollama::conn::{ConnPool, DrivenBody};
+use crate::ollama::deadline::Deadlines;
 use crate::ollama::{
     error_chain, ChatLine, ChatMessage, ChatRequest, Connector, DoneStats, HttpClient, OllamaError,
     RetryPolicy,
@@ -193,11 +193,7 @@ impl OpenAiClient {
         Ok(OpenAiStream {
             body: DrivenBody::new(resp.into_body(), up, self.chats.clone()),
             parser: SseParser::new(policy.max_line_bytes),
-            first_deadline: deadline,
-            first_token_timeout: policy.first_token_timeout,
-            idle_timeout: policy.idle_timeout,
-            started: false,
-            idle_deadline: None,
+            deadlines: Deadlines::new(deadline, policy.first_token_timeout, policy.idle_timeout),
             finish: None,
             completion_tokens: None,
             ended: false,
@@ -213,14 +209,8 @@ pub struct OpenAiStream {
     /// back to the pool.
     body: DrivenBody,
     parser: SseParser,
-    first_deadline: Instant,
-    first_token_timeout: Duration,
-    idle_timeout: Duration,
-    /// An event was handed out: later waits get `idle_timeout`.
-    started: bool,
-    /// Kept across dropped `next` futures so a `select!` does not restart
-    /// the clock.
-    idle_deadline: Option<Instant>,
+    /// The first-token and idle deadlines.
+    deadlines: Deadlines,
     finish: Option<String>,
     completion_tokens: Option<u64>,
     /// The final line was made up (no `[DONE]`): only `None` from now on.
@@ -249,8 +239,7 @@ impl OpenAiStream {
             match ready {
                 Ready::NeedInput => self.read().await?,
                 Ready::Text => {
-                    self.started = true;
-                    self.idle_deadline = None;
+                    self.deadlines.delivered();
                     return match self.parser.next_event() {
                         Ok(Some(SseEvent::Delta { content })) => Ok(Some(ChatLine::Content {
                             content: raw(content)?,
@@ -265,8 +254,7 @@ impl OpenAiStream {
                     };
                 }
                 Ready::Other => {
-                    self.started = true;
-                    self.idle_deadline = None;
+                    self.deadlines.delivered();
                     let ev = self
                         .parser
                         .next_event()
@@ -327,28 +315,7 @@ impl OpenAiStream {
 
     /// Read one more frame of the body into the parser, within the deadline.
     async fn read(&mut self) -> Result<(), OllamaError> {
-        // A frame hyper already has is taken without reading the clock or
-        // arming a timer; only a wait starts (or goes on with) the deadline.
-        let ready = std::future::poll_fn(|cx| Poll::Ready(self.body.poll_frame(cx))).await;
-        let frame = match ready {
-            Poll::Ready(f) => f,
-            Poll::Pending => {
-                let (what, deadline, after) = if self.started {
-                    let idle = self.idle_timeout;
-                    let d = *self
-                        .idle_deadline
-                        .get_or_insert_with(|| Instant::now() + idle);
-                    ("idle", d, idle)
-                } else {
-                    ("first token", self.first_deadline, self.first_token_timeout)
-                };
-                let frame = std::future::poll_fn(|cx| self.body.poll_frame(cx));
-                match tokio::time::timeout_at(deadline, frame).await {
-                    Err(_) => return Err(OllamaError::Timeout { what, after }),
-                    Ok(f) => f,
-                }
-            }
-        };
+        let frame = self.deadlines.next_frame(&mut self.body).await?;
         match frame {
             None => {
                 self.parser.end();
@@ -369,7 +336,7 @@ impl std::fmt::Debug for OpenAiStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OpenAiStream")
             .field("buffered", &self.parser.buffered())
-            .field("started", &self.started)
+            .field("started", &self.deadlines.started())
             .finish()
     }
 }
