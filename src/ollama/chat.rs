@@ -10,7 +10,6 @@
 //! error body by [`ERROR_BODY_TIMEOUT`], a backoff by its own length, and all
 //! of them by the caller's cancellation token.
 
-use std::future::Future;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -22,7 +21,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::conn::UpstreamConn;
-use super::error::{error_chain, OllamaError};
+use super::error::OllamaError;
 use super::policy::RetryPolicy;
 use super::stream::ChatStream;
 use super::OllamaClient;
@@ -215,23 +214,7 @@ impl OllamaClient {
         let req = req
             .body(Full::new(body))
             .map_err(|e| OllamaError::Malformed(e.to_string()))?;
-        let mut head = std::pin::pin!(up.sender.send_request(req));
-        let resp = tokio::time::timeout_at(
-            deadline,
-            std::future::poll_fn(|cx| up.poll_driving(cx, |cx| head.as_mut().poll(cx))),
-        )
-        .await;
-        let resp = match resp {
-            Err(_) => return Err(timeout()),
-            Ok(Err(e)) => {
-                let reused = if up.reused { "reused connection: " } else { "" };
-                return Err(OllamaError::Unreachable {
-                    host: self.base.clone(),
-                    message: format!("{reused}{}", error_chain(&e)),
-                });
-            }
-            Ok(Ok(resp)) => resp,
-        };
+        let resp = up.send(req, deadline, &self.base, timeout).await?;
         let status = resp.status();
         if status == http::StatusCode::OK {
             return Ok((resp, up));

@@ -66,6 +66,40 @@ pub(crate) struct UpstreamConn {
 }
 
 impl UpstreamConn {
+    /// Send `req` and wait for the answer's head until `deadline`, driving
+    /// the connection on the caller's task. Past the deadline: `timeout()`;
+    /// a failed exchange: [`OllamaError::Unreachable`] naming `host` (and
+    /// whether the connection came from the pool).
+    pub(crate) async fn send(
+        &mut self,
+        req: http::Request<ReqBody>,
+        deadline: Instant,
+        host: &str,
+        timeout: impl FnOnce() -> OllamaError,
+    ) -> Result<http::Response<Incoming>, OllamaError> {
+        let mut head = std::pin::pin!(self.sender.send_request(req));
+        let resp = tokio::time::timeout_at(
+            deadline,
+            std::future::poll_fn(|cx| self.poll_driving(cx, |cx| head.as_mut().poll(cx))),
+        )
+        .await;
+        match resp {
+            Err(_) => Err(timeout()),
+            Ok(Err(e)) => {
+                let reused = if self.reused {
+                    "reused connection: "
+                } else {
+                    ""
+                };
+                Err(OllamaError::Unreachable {
+                    host: host.to_string(),
+                    message: format!("{reused}{}", error_chain(&e)),
+                })
+            }
+            Ok(Ok(resp)) => Ok(resp),
+        }
+    }
+
     /// Polls `f` (a response or body future of this connection); while it
     /// is pending, polls the connection once, which reads or writes what
     /// the socket allows, and then `f` again. Everything stays on the

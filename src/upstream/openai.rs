@@ -17,7 +17,6 @@
 //! cap is `max_line_bytes`, the first event must come within
 //! `first_token_timeout` of the request, later ones within `idle_timeout`.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -160,23 +159,7 @@ impl OpenAiClient {
         let http_req = builder
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| OllamaError::Malformed(e.to_string()))?;
-        let mut head = std::pin::pin!(up.sender.send_request(http_req));
-        let resp = tokio::time::timeout_at(
-            deadline,
-            std::future::poll_fn(|cx| up.poll_driving(cx, |cx| head.as_mut().poll(cx))),
-        )
-        .await;
-        let resp = match resp {
-            Err(_) => return Err(timeout()),
-            Ok(Err(e)) => {
-                let reused = if up.reused { "reused connection: " } else { "" };
-                return Err(OllamaError::Unreachable {
-                    host: self.base.clone(),
-                    message: format!("{reused}{}", error_chain(&e)),
-                });
-            }
-            Ok(Ok(r)) => r,
-        };
+        let resp = up.send(http_req, deadline, &self.base, timeout).await?;
         let status = resp.status();
         if !status.is_success() {
             // Rare: the error body is read with its connection on a task of
