@@ -100,12 +100,11 @@ impl Browser {
         extra: &[&str],
     ) -> Option<Browser> {
         let Some((chromium, driver_bin)) = browser_binaries() else {
-            let why = "chromium not available (install Debian's chromium and chromium-driver; .ci/run does)";
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "CI=true and {why}: {test}"
+            // Fails under CI=true (or CI=1), where .ci/run installs both.
+            crate::support::tools::skip(
+                test,
+                "chromium not available (install Debian's chromium and chromium-driver; .ci/run does)",
             );
-            say(&format!("SKIPPED: {why}: {test}"));
             return None;
         };
         let lock = BROWSER_LOCK.lock().await;
