@@ -479,9 +479,8 @@ impl Output {
             Self::Direct(tx) => {
                 // Fast path (every token at saturation): room in the queue,
                 // no cancellation waiter registered and dropped per token.
-                if cancel.is_cancelled() {
-                    return Err(Outcome::Cancelled);
-                }
+                // The generation checked `cancel` before reading this line
+                // (its loop does, every line), so it is not checked again.
                 let out = match tx.try_send(out) {
                     Ok(()) => {
                         // `send` took a unit of tokio's cooperative budget
