@@ -65,10 +65,21 @@ impl Drop for Server {
 }
 
 /// A port the kernel just gave out (the server cannot bind port 0 and say
-/// which port it got).
+/// which port it got), never one already given to another test of this
+/// process: the kernel can hand a just-closed port out twice, and then one
+/// test's server fails to bind while its readiness check is answered by the
+/// other test's server — which goes away when that test ends, mid-stream.
 fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    loop {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// `.ci/llama-server.sh start PORT --watch <this process>`; it waits until
